@@ -17,17 +17,30 @@ of a scored position is scored. Unscored target positions are zero.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 STREAMS = ("task", "train", "eval")
 
 
 class TaskConfigError(ValueError):
     """A task parameter is invalid; the message names it and the valid range."""
+
+
+def friendly_validation_message(owner: str, err: ValidationError) -> str:
+    """Turn a pydantic ValidationError into one line per bad field, no stack trace."""
+    parts = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e.get("loc", ()))
+        msg = e.get("msg", "invalid").removeprefix("Value error, ")
+        if e.get("type") == "extra_forbidden":
+            msg = "unknown parameter"
+        parts.append(f"{field}: {msg}" if field else msg)  # model-level checks name their fields
+    return f"{owner}: " + "; ".join(parts)
 
 
 def check_float_dtype(dtype: Any) -> torch.dtype:
@@ -90,6 +103,17 @@ class Task(BaseModel):
 
     name: ClassVar[str] = "task"
     seed: int = 0  # fixes the task's own parameters (READ's i, j; LINEAR's H), not the data
+
+    def __init__(self, **params: Any) -> None:
+        # Direct construction (not only make_task) reports bad parameters as one
+        # TaskConfigError naming the field, instead of a pydantic traceback.
+        try:
+            super().__init__(**params)
+        except ValidationError as err:
+            allowed = ", ".join(type(self).model_fields)
+            raise TaskConfigError(
+                friendly_validation_message(f"task {self.name!r}", err) + f" (parameters: {allowed})"
+            ) from None
 
     # ---- shapes -------------------------------------------------------------------
     @property
@@ -172,3 +196,15 @@ def positive(name: str, value: int) -> int:
     if value < 1:
         raise TaskConfigError(f"{name} must be a positive integer (>= 1), got {value}")
     return value
+
+
+def positive_finite(name: str, value: float) -> float:
+    """Shared check for scales and step sizes: finite and > 0."""
+    if not (math.isfinite(value) and value > 0):
+        raise TaskConfigError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
+def round_to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Round a float64 tensor once to `dtype` and return it as float64 (exactly representable)."""
+    return x.to(dtype).to(torch.float64)
