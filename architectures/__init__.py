@@ -1,0 +1,25 @@
+"""Sequence models: a shared backbone with one mixer per model name.
+
+    from architectures import build_model, MODELS
+    model = build_model("baseconv", task, width=64, depth=2)   # (B, L, d_in) -> (B, L, d_out)
+    model.config.model_dump()
+
+Models: attention, linear_attention, baseconv (conv_kind short | long | implicit),
+hyena, s4d, based, mlp. Bad parameters raise ModelConfigError naming the field.
+"""
+from .config import ACTIVATIONS, ModelConfig, ModelConfigError
+from .registry import MIXERS, MODELS, build_model, make_config, register_mixer
+from . import mixers  # noqa: F401  (registers the mixers)
+from .backbone import SequenceModel
+
+__all__ = [
+    "ACTIVATIONS",
+    "MIXERS",
+    "MODELS",
+    "ModelConfig",
+    "ModelConfigError",
+    "SequenceModel",
+    "build_model",
+    "make_config",
+    "register_mixer",
+]

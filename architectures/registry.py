@@ -1,0 +1,82 @@
+"""Name -> model registry and the `build_model` factory.
+
+A mixer registers itself with its config class:
+
+    @register_mixer("baseconv", BaseConvConfig)
+    class BaseConv(nn.Module): ...
+
+and `build_model("baseconv", task, width=32)` returns the shared backbone
+(architectures/backbone.py) with that mixer in every block.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch.nn as nn
+from pydantic import ValidationError
+
+from .backbone import SequenceModel
+from .config import SHAPE_FIELDS, ModelConfig, ModelConfigError, config_error
+
+
+@dataclass(frozen=True)
+class MixerSpec:
+    config_cls: type[ModelConfig]
+    mixer_cls: type[nn.Module]
+
+
+MIXERS: dict[str, MixerSpec] = {}
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_mixer(name: str, config_cls: type[ModelConfig]):
+    """Class decorator: make a mixer reachable by name in MIXERS and MODELS."""
+
+    def wrap(mixer_cls: type[nn.Module]) -> type[nn.Module]:
+        MIXERS[name] = MixerSpec(config_cls, mixer_cls)
+        MODELS[name] = functools.partial(build_model, name)
+        return mixer_cls
+
+    return wrap
+
+
+def _task_shapes(task: Any) -> dict[str, int]:
+    try:
+        return {"seq_len": int(task.seq_len), "d_in": int(task.d_in), "d_out": int(task.d_out)}
+    except AttributeError:
+        raise ModelConfigError(
+            f"build_model needs a task (or any object with seq_len, d_in, d_out), got {type(task).__name__}"
+        ) from None
+
+
+def make_config(name: str, task: Any, **params) -> ModelConfig:
+    """Validate `params` for model `name` on `task`'s shapes; raise ModelConfigError if bad."""
+    if name not in MIXERS:
+        raise ModelConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(MIXERS))}")
+    cls = MIXERS[name].config_cls
+    clash = sorted(set(params) & set(SHAPE_FIELDS))
+    if clash:
+        raise ModelConfigError(
+            f"model {name!r}: {', '.join(clash)} come from the task and cannot be passed as parameters"
+        )
+    try:
+        return cls(name=name, **_task_shapes(task), **params)
+    except ValidationError as err:
+        raise config_error(name, cls, err) from None
+
+
+def build_model(name: str, task: Any, **params) -> nn.Module:
+    """Build model `name` mapping (B, L, task.d_in) -> (B, L, task.d_out).
+
+    `task` is a primitives Task or any object with seq_len, d_in, d_out (a ModelConfig
+    works too). Parameters are validated (ModelConfigError on a bad one); weights are
+    drawn from a torch.Generator seeded with `seed`, so equal params give equal weights.
+
+    >>> from primitives import make_task
+    >>> build_model("baseconv", make_task("multiply"), width=32).config.width
+    32
+    """
+    config = make_config(name, task, **params)
+    return SequenceModel(config, MIXERS[name].mixer_cls)
