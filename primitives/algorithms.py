@@ -64,8 +64,12 @@ def least_squares_solution(A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def newton_step(A: torch.Tensor, b: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-    """One Newton step x0 - M^{-1} A^T (A x0 - b) / N; lands on the least-squares solution."""
-    return x0 - torch.linalg.solve(hessian(A), gradient(A, b, x0).unsqueeze(-1)).squeeze(-1)
+    """One Newton step x0 - M^{-1} A^T (A x0 - b) / N; lands on the least-squares solution.
+
+    Applied as x0 - A^+ (A x0 - b) (the same map, M^{-1} A^T / N = A^+) through QR, so the
+    rounding error grows with cond(A), not with cond(M) = cond(A)^2.
+    """
+    return x0 - least_squares_solution(A, residual(A, b, x0))
 
 
 def newton_schulz_init(M: torch.Tensor) -> torch.Tensor:
