@@ -1,0 +1,30 @@
+"""The harness: typed run configs, the train loop, run records, sweeps and benchmarks.
+
+    from bench import RunConfig, run
+    result = run(RunConfig(task={"name": "multiply"}, model={"name": "baseconv"}, steps=100))
+
+Command line: `python -m bench run|sweep|tables|floors --help`.
+"""
+from __future__ import annotations
+
+__all__ = ["RunConfig", "RunResult", "run", "run_sweep", "load_result", "load_results"]
+
+
+def __getattr__(name):  # lazy: `python -m bench --help` should not pay for importing torch
+    if name == "RunConfig":
+        from .config import RunConfig
+
+        return RunConfig
+    if name in ("RunResult", "load_result", "load_results"):
+        from . import records
+
+        return getattr(records, name)
+    if name == "run":
+        from .train import run
+
+        return run
+    if name == "run_sweep":
+        from .sweep import run_sweep
+
+        return run_sweep
+    raise AttributeError(f"module 'bench' has no attribute {name!r}")

@@ -1,0 +1,391 @@
+"""RunConfig: one training run, typed, validated before anything trains, and hashed.
+
+    cfg = RunConfig(task={"name": "multiply"},
+                    model={"name": "baseconv", "params": {"depth": 2}},
+                    optimizer={"name": "adam", "lr": 1e-3, "eps": 1e-16},
+                    schedule={"name": "step", "gamma": 0.9, "every": 10_000},
+                    steps=1_000_000, batch_size=1024, dtype="float32")
+    cfg.hash        # 16 hex digits naming results/runs/<hash>.json
+
+The hash is the sha256 of the canonical JSON of every field that can change the
+numbers a run produces (`OPERATIONAL_FIELDS`, e.g. checkpoint_every, are left out:
+a run checkpointed every 100 steps and one never checkpointed give identical results).
+Task and model parameters are hashed as given (not filled with defaults), so a run
+keeps its name when a module adds a new parameter with a default.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from typing import Annotated, Any, Callable, Literal, Optional, Union
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from primitives import make_task
+
+# Fields that change how a run is executed but never what it computes: not hashed.
+OPERATIONAL_FIELDS = ("checkpoint_every",)
+
+# Extra model builders (name -> fn(task, **params) -> nn.Module) consulted before
+# architectures.build_model: experiments and tests plug stand-in models in here.
+EXTRA_MODELS: dict[str, Callable[..., torch.nn.Module]] = {}
+
+
+class RunConfigError(ValueError):
+    """A run configuration is invalid; the message names the field and what is allowed."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _check_json_params(kind: str, params: dict) -> dict:
+    try:
+        json.dumps(params, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{kind} params must be plain JSON values (numbers, strings, bools, lists): {err}")
+    return params
+
+
+# ---- task and model ---------------------------------------------------------------
+
+
+class TaskSpec(_Frozen):
+    """A task by registry name (primitives.TASKS) with its parameters."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _json(cls, v):
+        return _check_json_params("task", v)
+
+    @model_validator(mode="after")
+    def _buildable(self):
+        self.build()  # TaskConfigError (a ValueError) names the bad parameter
+        return self
+
+    def build(self):
+        return make_task(self.name, **self.params)
+
+    def __hash__(self):
+        return hash(json.dumps(self.model_dump(mode="json"), sort_keys=True))
+
+
+def known_model_names() -> list[str]:
+    names = set(EXTRA_MODELS)
+    try:
+        import architectures
+
+        names |= set(getattr(architectures, "MODELS", {}))
+    except ImportError:
+        pass
+    return sorted(names)
+
+
+def build_model(name: str, task, *, seed: int, **params) -> torch.nn.Module:
+    """Build model `name` for `task` with weights fixed by `seed`.
+
+    The model's own `seed` parameter (architectures' init generator) defaults to the
+    run seed; the global RNG is forked and seeded too, so a builder that draws from it
+    is deterministic as well.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if name in EXTRA_MODELS:
+            return EXTRA_MODELS[name](task, **params)
+        try:
+            import architectures
+        except ImportError as err:
+            raise RunConfigError(f"model {name!r}: the architectures package cannot be imported ({err})")
+        models = getattr(architectures, "MODELS", {})
+        if name not in models:
+            raise RunConfigError(f"unknown model {name!r}; known models: {', '.join(known_model_names())}")
+        params = dict(params)
+        params.setdefault("seed", seed)
+        return architectures.build_model(name, task, **params)
+
+
+class ModelSpec(_Frozen):
+    """A model by registry name (architectures.MODELS or EXTRA_MODELS) with its parameters.
+
+    Validated in RunConfig (building a model needs the task's shapes).
+    """
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _json(cls, v):
+        return _check_json_params("model", v)
+
+    def __hash__(self):
+        return hash(json.dumps(self.model_dump(mode="json"), sort_keys=True))
+
+
+# ---- optimizers -------------------------------------------------------------------
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class AdamConfig(_Frozen):
+    """Adam / AdamW. The paper uses eps=1e-16 (the torch default 1e-8 caps precision)."""
+
+    name: Literal["adam", "adamw"] = "adam"
+    lr: PositiveFloat = 1e-3
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    eps: NonNegFloat = 1e-16
+    weight_decay: NonNegFloat = 0.0
+
+
+class SGDConfig(_Frozen):
+    name: Literal["sgd"] = "sgd"
+    lr: PositiveFloat = 1e-2
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    nesterov: bool = False
+    weight_decay: NonNegFloat = 0.0
+
+
+class LBFGSConfig(_Frozen):
+    """Full-batch L-BFGS on a fixed training set of `train_size` samples (drawn once from
+    the "train" stream in the run dtype). One run step = one `optimizer.step(closure)`
+    with up to `max_iter` inner iterations. Tolerances default to 0: stop only on steps."""
+
+    name: Literal["lbfgs"] = "lbfgs"
+    lr: PositiveFloat = 1.0
+    max_iter: Annotated[int, Field(ge=1)] = 20
+    history_size: Annotated[int, Field(ge=1)] = 100
+    line_search: Optional[Literal["strong_wolfe"]] = "strong_wolfe"
+    tolerance_grad: NonNegFloat = 0.0
+    tolerance_change: NonNegFloat = 0.0
+    train_size: Annotated[int, Field(ge=1)] = 4096
+
+
+class LevenbergMarquardtConfig(_Frozen):
+    """Levenberg-Marquardt on a fixed training set: solve (J^T J + mu I) d = -J^T r.
+
+    A step that lowers the loss is taken and mu *= damping_down; otherwise mu *= damping_up
+    and the solve is retried (up to max_retries). "gauss_newton" is the undamped method
+    (mu = 0, least-squares solve, every step taken). Only for models with at most
+    `max_params` parameters (J^T J is params x params).
+    """
+
+    name: Literal["levenberg_marquardt", "gauss_newton"] = "levenberg_marquardt"
+    lr: PositiveFloat = 1.0  # scales the solved step
+    damping: NonNegFloat = 1e-3
+    damping_up: Annotated[float, Field(gt=1)] = 10.0
+    damping_down: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    min_damping: NonNegFloat = 1e-15
+    max_retries: Annotated[int, Field(ge=0)] = 10
+    train_size: Annotated[int, Field(ge=1)] = 256
+    max_params: Annotated[int, Field(ge=1)] = 5000
+
+
+OptimizerConfig = Annotated[
+    Union[AdamConfig, SGDConfig, LBFGSConfig, LevenbergMarquardtConfig], Field(discriminator="name")
+]
+FULL_BATCH_OPTIMIZERS = ("lbfgs", "levenberg_marquardt", "gauss_newton")
+
+
+# ---- schedules --------------------------------------------------------------------
+
+
+class ConstantSchedule(_Frozen):
+    name: Literal["constant"] = "constant"
+
+
+class StepSchedule(_Frozen):
+    """The paper's step decay: lr(t) = max(lr0 * gamma ** (t // every), min_lr)."""
+
+    name: Literal["step"] = "step"
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.9
+    every: Annotated[int, Field(ge=1)] = 10_000
+    min_lr: NonNegFloat = 1e-10
+
+
+class AdaptiveSchedule(_Frozen):
+    """The paper's adaptive LR, driven by how aligned minibatch gradients are.
+
+    Signal: every `measure_every` steps, `probe_batches` fresh minibatches (from a probe
+    stream of the seed, so the training batches are the same as without it) are
+    back-propagated at the current weights; c = mean cosine similarity of consecutive
+    probe gradients; s <- smoothing * s + (1 - smoothing) * c (s starts at 1).
+    Rule: every `every` steps (t > 0), if s >= threshold or t <= warmup the LR is
+    multiplied by gamma (< 1, floored at min_lr); otherwise (the signal dropped: the
+    minibatch gradients disagree) it is divided by gamma (capped at max_lr if set).
+    """
+
+    name: Literal["adaptive"] = "adaptive"
+    gamma: Annotated[float, Field(gt=0, lt=1)] = 0.9
+    every: Annotated[int, Field(ge=1)] = 10_000
+    measure_every: Annotated[int, Field(ge=1)] = 1000
+    probe_batches: Annotated[int, Field(ge=2)] = 64
+    probe_batch_size: Optional[Annotated[int, Field(ge=1)]] = None  # None -> batch_size
+    smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    threshold: Annotated[float, Field(ge=-1, le=1)] = 0.9
+    warmup: Annotated[int, Field(ge=0)] = 1000
+    min_lr: NonNegFloat = 1e-10
+    max_lr: Optional[PositiveFloat] = None
+
+
+ScheduleConfig = Annotated[
+    Union[ConstantSchedule, StepSchedule, AdaptiveSchedule], Field(discriminator="name")
+]
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def check_device(device: str, dtype: str) -> str:
+    """Raise ValueError unless this machine can run `dtype` on `device`."""
+    if device == "cpu":
+        return device
+    m = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if m:
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} needs CUDA, which this machine does not have; use 'cpu'")
+        index = int(m.group(1) or 0)
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+        return device
+    if device == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ValueError("device 'mps' is not available on this machine; use 'cpu'")
+        if dtype == "float64":
+            raise ValueError("device 'mps' cannot run float64; use dtype 'float32' or device 'cpu'")
+        return device
+    raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
+
+
+# ---- the run ----------------------------------------------------------------------
+
+
+class RunConfig(_Frozen):
+    """Everything that defines one training run (see module docstring)."""
+
+    task: TaskSpec
+    model: ModelSpec
+    optimizer: OptimizerConfig = Field(default_factory=AdamConfig)
+    schedule: ScheduleConfig = Field(default_factory=ConstantSchedule)
+
+    # gradient processing, in this order: skip -> clip -> EMA filter (first-order optimizers)
+    ema_lambda: NonNegFloat = 0.0  # g <- g + ema_lambda * EMA(g); 0 = off
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.98  # EMA(g) <- d * EMA(g) + (1 - d) * g
+    grad_clip: Optional[PositiveFloat] = None  # clip the total L2 norm to this
+    skip_grad_norm: Optional[PositiveFloat] = None  # skip steps whose raw grad norm exceeds this
+    max_consecutive_skips: Annotated[int, Field(ge=1)] = 100  # then the run is diverged
+
+    steps: Annotated[int, Field(ge=1)] = 1000
+    batch_size: Annotated[int, Field(ge=1)] = 1024
+    dtype: Literal["float32", "float64"] = "float32"
+    device: str = "cpu"
+    seed: Annotated[int, Field(ge=0)] = 0
+    eval_size: Annotated[int, Field(ge=1)] = 1024
+    eval_every: Optional[Annotated[int, Field(ge=1)]] = None  # None -> max(1, steps // 100)
+    checkpoint_every: Annotated[int, Field(ge=0)] = 1000  # 0 -> only at the end / on interrupt
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        if not isinstance(v, str):
+            raise ValueError("device must be a string such as 'cpu' or 'cuda'")
+        return v
+
+    @model_validator(mode="after")
+    def _check_run(self):
+        check_device(self.device, self.dtype)
+        task = self.task.build()
+        if self.model.name not in known_model_names():
+            raise ValueError(
+                f"model.name: unknown model {self.model.name!r}; known models: {', '.join(known_model_names())}"
+            )
+        try:
+            model = build_model(self.model.name, task, seed=self.seed, **self.model.params)
+        except RunConfigError:
+            raise
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"model.params: {err}") from None
+        name = self.optimizer.name
+        if name in FULL_BATCH_OPTIMIZERS:
+            if self.schedule.name == "adaptive":
+                raise ValueError(f"schedule: 'adaptive' needs minibatch gradients; optimizer {name!r} is full-batch "
+                                 "(use 'constant' or 'step')")
+            if self.ema_lambda or self.grad_clip is not None or self.skip_grad_norm is not None:
+                raise ValueError(f"ema_lambda, grad_clip and skip_grad_norm apply to first-order optimizers only, "
+                                 f"not {name!r}; leave them unset")
+        if name in ("levenberg_marquardt", "gauss_newton"):
+            n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            if n > self.optimizer.max_params:
+                raise ValueError(f"optimizer: {name} builds a params x params matrix; this model has {n} "
+                                 f"parameters, more than max_params={self.optimizer.max_params}")
+        return self
+
+    # ---- derived values -----------------------------------------------------------
+    @property
+    def resolved_eval_every(self) -> int:
+        return self.eval_every if self.eval_every is not None else max(1, self.steps // 100)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def build_task(self):
+        return self.task.build()
+
+    def build_model(self, task=None) -> torch.nn.Module:
+        task = task if task is not None else self.build_task()
+        return build_model(self.model.name, task, seed=self.seed, **self.model.params)
+
+    # ---- identity -----------------------------------------------------------------
+    def canonical_json(self) -> str:
+        data = self.model_dump(mode="json", exclude=set(OPERATIONAL_FIELDS))
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+
+    def __hash__(self):
+        return int(self.hash, 16)
+
+    def label(self) -> str:
+        """A short human-readable name: task/model/optimizer/dtype/seed."""
+        return f"{self.task.name}/{self.model.name}/{self.optimizer.name}/{self.dtype}/seed{self.seed}"
+
+
+def validation_message(err: ValidationError) -> str:
+    """One line per bad field: 'field.path: what is wrong, got <value>'."""
+    parts = []
+    for e in err.errors():
+        loc = [str(p) for p in e.get("loc", ())]
+        if len(loc) > 2 and loc[0] in ("optimizer", "schedule"):
+            del loc[1]  # pydantic puts the union tag (e.g. 'adam') in the path
+        msg = e.get("msg", "invalid").removeprefix("Value error, ")
+        if e.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        elif not isinstance(e.get("input"), (dict, list)) and loc and e.get("type") != "missing":
+            msg += f", got {e.get('input')!r}"
+        parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
+    return "invalid run config: " + "; ".join(parts)
+
+
+def make_run_config(**fields) -> RunConfig:
+    """RunConfig(**fields), raising RunConfigError with one readable line per bad field."""
+    try:
+        return RunConfig(**fields)
+    except ValidationError as err:
+        raise RunConfigError(validation_message(err)) from None
+
+
+def load_run_config(text_or_dict: str | dict) -> RunConfig:
+    data = json.loads(text_or_dict) if isinstance(text_or_dict, str) else text_or_dict
+    return make_run_config(**data)
+
+
+def is_finite_number(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -1,0 +1,263 @@
+"""Run records and checkpoints on disk, written so they are never half-written.
+
+    results/runs/<hash>.json          RunResult of a run (status ok | diverged | interrupted)
+    results/checkpoints/<hash>.pt     training state every `checkpoint_every` steps; after the
+                                      run it holds the final weights (load_model reads them)
+
+Every write goes to a temporary file in the same folder, is flushed to disk, then renamed
+over the target: a crash leaves either the old file or the new one, never a mix.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional
+
+import torch
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from .config import RunConfig
+
+Status = Literal["ok", "diverged", "interrupted"]
+FINISHED = ("ok", "diverged")  # statuses that are never retrained unless forced
+CHECKPOINT_FORMAT = 1
+
+
+def finite_or_none(x) -> Optional[float]:
+    """JSON has no NaN/Inf: a non-finite number is recorded as None (the status says why)."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+class CurvePoint(BaseModel):
+    """One point of the training curve. Train loss and grad-norm stats cover the steps
+    since the previous point (skipped steps excluded); eval numbers are at `step`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: int
+    train_loss: Optional[float] = None
+    eval_mse: Optional[float] = None
+    eval_rel: Optional[float] = None
+    lr: float
+    grad_norm_mean: Optional[float] = None
+    grad_norm_max: Optional[float] = None
+    skipped: int = 0
+
+    @field_validator("train_loss", "eval_mse", "eval_rel", "grad_norm_mean", "grad_norm_max", mode="before")
+    @classmethod
+    def _finite(cls, v):
+        return finite_or_none(v)
+
+
+class RunResult(BaseModel):
+    """What a run produced. Metrics are on the held-out eval set, in float64 against the
+    exact targets; `floor` is task.floor(dtype), the MSE of rounding the targets to dtype.
+    A diverged run has eval_* = None (never a number) and says why in `message`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: RunConfig
+    config_hash: str
+    status: Status
+    message: Optional[str] = None
+    steps_done: int
+
+    eval_mse: Optional[float] = None
+    eval_rel: Optional[float] = None
+    eval_rel_l2: Optional[float] = None
+    per_position_mse: Optional[list[Optional[float]]] = None
+    best_eval_mse: Optional[float] = None
+    best_step: Optional[int] = None
+    train_loss: Optional[float] = None
+    floor: float
+    final_lr: Optional[float] = None
+
+    curve: list[CurvePoint]
+    param_count: int
+    skipped_steps: int = 0
+    wall_time_s: float  # everything: training, evals, checkpoints, over all sessions
+    train_time_s: float  # the optimizer steps only
+    steps_per_s: Optional[float] = None  # steps_done / train_time_s
+    resumed_at: list[int] = []  # steps at which the run was resumed from a checkpoint
+    environment: dict[str, Any]
+    started_at: str
+    finished_at: str
+
+    @field_validator("eval_mse", "eval_rel", "eval_rel_l2", "best_eval_mse", "train_loss", "final_lr",
+                     "steps_per_s", mode="before")
+    @classmethod
+    def _finite(cls, v):
+        return finite_or_none(v)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+# ---- paths ------------------------------------------------------------------------
+
+
+class ResultsDirError(OSError):
+    """The results folder cannot be created or written."""
+
+
+def runs_dir(results_dir: str | Path) -> Path:
+    return Path(results_dir) / "runs"
+
+
+def checkpoints_dir(results_dir: str | Path) -> Path:
+    return Path(results_dir) / "checkpoints"
+
+
+def record_path(cfg_or_hash: RunConfig | str, results_dir: str | Path) -> Path:
+    h = cfg_or_hash.hash if isinstance(cfg_or_hash, RunConfig) else cfg_or_hash
+    return runs_dir(results_dir) / f"{h}.json"
+
+
+def checkpoint_path(cfg_or_hash: RunConfig | str, results_dir: str | Path) -> Path:
+    h = cfg_or_hash.hash if isinstance(cfg_or_hash, RunConfig) else cfg_or_hash
+    return checkpoints_dir(results_dir) / f"{h}.pt"
+
+
+def check_writable(results_dir: str | Path) -> None:
+    """Create runs/ and checkpoints/ and prove both writable, or raise ResultsDirError."""
+    for folder in (runs_dir(results_dir), checkpoints_dir(results_dir)):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise ResultsDirError(f"results folder {str(folder)!r} is not writable: {err.strerror or err}") from None
+
+
+# ---- atomic writes ----------------------------------------------------------------
+
+
+def atomic_write(path: str | Path, write: Callable[[Any], None], *, binary: bool = False) -> None:
+    """Call write(file) on a temp file beside `path`, fsync it, then rename it to `path`.
+
+    If `write` raises, the temp file is removed and `path` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text))
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    atomic_write(path, lambda f: torch.save(obj, f), binary=True)
+
+
+# ---- records ----------------------------------------------------------------------
+
+
+def write_result(result: RunResult, results_dir: str | Path) -> Path:
+    path = record_path(result.config_hash, results_dir)
+    atomic_write_text(path, result.model_dump_json(indent=1) + "\n")
+    return path
+
+
+def load_result(cfg_or_hash: RunConfig | str, results_dir: str | Path = "results") -> Optional[RunResult]:
+    """The stored RunResult of a config (or hash), or None if there is none."""
+    path = record_path(cfg_or_hash, results_dir)
+    if not path.exists():
+        return None
+    return RunResult.model_validate_json(path.read_text())
+
+
+def load_results(results_dir: str | Path = "results") -> list[RunResult]:
+    """Every record under results_dir/runs (for tables and figures)."""
+    folder = runs_dir(results_dir)
+    return [RunResult.model_validate_json(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def is_finished(cfg: RunConfig, results_dir: str | Path = "results") -> bool:
+    path = record_path(cfg, results_dir)
+    if not path.exists():
+        return False
+    try:
+        return json.loads(path.read_text()).get("status") in FINISHED
+    except (OSError, ValueError):
+        return False
+
+
+def load_checkpoint(cfg: RunConfig, results_dir: str | Path) -> Optional[dict]:
+    path = checkpoint_path(cfg, results_dir)
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("format") != CHECKPOINT_FORMAT or state.get("config_hash") != cfg.hash:
+        return None
+    return state
+
+
+def load_model(cfg: RunConfig, results_dir: str | Path = "results", device: str = "cpu") -> torch.nn.Module:
+    """The model of a run with its latest weights (the final ones once the run finished)."""
+    state = load_checkpoint(cfg, results_dir)
+    if state is None:
+        raise FileNotFoundError(f"no checkpoint for run {cfg.hash} under {results_dir}")
+    model = cfg.build_model().to(device=device, dtype=cfg.torch_dtype)
+    model.load_state_dict(state["model"])
+    return model
+
+
+# ---- environment ------------------------------------------------------------------
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: str = "cpu") -> dict[str, Any]:
+    """Library versions and hardware, recorded with every result and benchmark."""
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except Exception:  # triton is optional on CPU-only machines
+        triton_version = None
+    env = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "platform": platform.platform(),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda,
+        "device": device,
+        "device_name": cpu_name(),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["device_name"] = torch.cuda.get_device_name(torch.device(device))
+    return env

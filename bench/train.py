@@ -1,0 +1,444 @@
+"""The train loop: one RunConfig in, one RunResult out (and in results/runs/<hash>.json).
+
+    from bench.train import run
+    result = run(cfg, results_dir="results")   # skips a finished run unless force=True
+
+Data: minibatches from primitives.stream_generator(seed, "train"); full-batch optimizers
+(lbfgs, levenberg_marquardt, gauss_newton) draw one fixed training set from it instead.
+Eval: a fixed held-out set of eval_size samples from the "eval" stream, scored in float64
+against the exact targets at step 0, every eval_every steps and at the end.
+Divergence: a non-finite eval MSE, non-finite weights, or max_consecutive_skips skipped
+steps in a row ends the run with status "diverged" (its metrics are None, never numbers).
+Interrupts: SIGINT/SIGTERM are honoured between steps: the state is checkpointed, the
+record says "interrupted", and the next run() of the config resumes bit-identically.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from primitives import stream_generator
+
+from .config import FULL_BATCH_OPTIMIZERS, RunConfig
+from .optim import (
+    EMAFilter,
+    LevenbergMarquardt,
+    clip_grads_,
+    cosine,
+    flat_grad,
+    make_optimizer,
+    make_schedule,
+    set_lr,
+    total_grad_norm,
+)
+from .records import (
+    CHECKPOINT_FORMAT,
+    FINISHED,
+    CurvePoint,
+    RunResult,
+    atomic_torch_save,
+    check_writable,
+    checkpoint_path,
+    environment,
+    finite_or_none,
+    load_checkpoint,
+    load_result,
+    write_result,
+)
+
+
+def set_ieee_precision() -> None:
+    """fp32 means IEEE fp32: no TF32 in matmuls or cuDNN convolutions."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+
+
+def probe_generator(seed: int) -> torch.Generator:
+    """The adaptive schedule's probe batches: a stream of their own, so the training
+    batches of a run do not depend on its schedule."""
+    digest = hashlib.sha256(f"precision-bench/probe/{int(seed)}".encode()).digest()
+    g = torch.Generator()
+    g.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+    return g
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class Diverged(Exception):
+    pass
+
+
+class InterruptFlag(contextlib.AbstractContextManager):
+    """Turn SIGINT/SIGTERM into a flag the loop checks between steps (main thread only;
+    elsewhere signals keep their default behaviour)."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        self.requested = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    self._old[sig] = signal.signal(sig, self._handler)
+                except (ValueError, OSError):
+                    pass
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+@dataclass
+class Interval:
+    """Statistics of the steps since the last curve point."""
+
+    loss_sum: float = 0.0
+    loss_n: int = 0
+    norm_sum: float = 0.0
+    norm_max: float = 0.0
+    norm_n: int = 0
+    skipped: int = 0
+
+    def add(self, loss: float, norm: float, skipped: bool) -> None:
+        if skipped:
+            self.skipped += 1
+            return
+        if math.isfinite(loss):
+            self.loss_sum += loss
+            self.loss_n += 1
+        if math.isfinite(norm):
+            self.norm_sum += norm
+            self.norm_max = max(self.norm_max, norm)
+            self.norm_n += 1
+
+    def state(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class StepOutcome:
+    loss: float
+    grad_norm: float
+    skipped: bool = False
+
+
+class Trainer:
+    """Holds every piece of a run's state; `train()` runs it to the end or an interrupt."""
+
+    def __init__(self, cfg: RunConfig, results_dir: str | Path, progress: Optional[bool] = None):
+        set_ieee_precision()
+        self.cfg = cfg
+        self.results_dir = Path(results_dir)
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.device = torch.device(cfg.device)
+        self.dtype = cfg.torch_dtype
+        self.task = cfg.build_task()
+        self.model = cfg.build_model(self.task).to(device=self.device, dtype=self.dtype)
+        self.model.train()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.param_count = sum(p.numel() for p in self.params)
+        self.optimizer = make_optimizer(cfg.optimizer, self.model)
+        self.schedule = make_schedule(cfg.schedule, cfg.optimizer.lr)
+        self.filter = EMAFilter(cfg.ema_lambda, cfg.ema_decay)
+        self.full_batch = cfg.optimizer.name in FULL_BATCH_OPTIMIZERS
+        self.train_gen = stream_generator(cfg.seed, "train")
+        self.probe_gen = probe_generator(cfg.seed)
+        self.eval_batch = self.task.sample(cfg.eval_size, generator=stream_generator(cfg.seed, "eval"),
+                                           dtype=self.dtype)
+        self.train_set = None
+        if self.full_batch:
+            self.train_set = self.task.sample(cfg.optimizer.train_size, generator=self.train_gen,
+                                              dtype=self.dtype).to(self.device)
+        self.floor = self.task.floor(self.dtype)
+
+        self.step = 0
+        self.curve: list[CurvePoint] = []
+        self.interval = Interval()
+        self.skipped_total = 0
+        self.consecutive_skips = 0
+        self.train_time = 0.0
+        self.wall_time = 0.0
+        self.resumed_at: list[int] = []
+        self.started_at = now()
+        self.status: Optional[str] = None
+        self.message: Optional[str] = None
+        self.last_metrics: Optional[dict] = None
+        self.last_metrics_step = -1
+
+    # ---- checkpoints --------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config_hash": self.cfg.hash,
+            "config": self.cfg.canonical_json(),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "filter": self.filter.state_dict(),
+            "train_gen": self.train_gen.get_state(),
+            "probe_gen": self.probe_gen.get_state(),
+            "curve": [p.model_dump() for p in self.curve],
+            "interval": self.interval.state(),
+            "skipped_total": self.skipped_total,
+            "consecutive_skips": self.consecutive_skips,
+            "train_time_s": self.train_time,
+            "wall_time_s": self.wall_time,
+            "resumed_at": list(self.resumed_at),
+            "started_at": self.started_at,
+            "status": self.status,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.filter.load_state_dict(state["filter"])
+        if self.filter.ema is not None:
+            self.filter.ema = [e.to(self.device) for e in self.filter.ema]
+        self.train_gen.set_state(state["train_gen"])
+        self.probe_gen.set_state(state["probe_gen"])
+        self.curve = [CurvePoint(**p) for p in state["curve"]]
+        self.interval = Interval(**state["interval"])
+        self.skipped_total = int(state["skipped_total"])
+        self.consecutive_skips = int(state["consecutive_skips"])
+        self.train_time = float(state["train_time_s"])
+        self.wall_time = float(state["wall_time_s"])
+        self.resumed_at = list(state["resumed_at"]) + [self.step]
+        self.started_at = state["started_at"]
+
+    def save_checkpoint(self, result: Optional[RunResult] = None) -> None:
+        state = self.state_dict()
+        state["result"] = None if result is None else result.model_dump_json()
+        atomic_torch_save(state, checkpoint_path(self.cfg, self.results_dir))
+
+    # ---- one step -----------------------------------------------------------------
+    def current_lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.params)
+
+    def _probe_signal(self) -> None:
+        """Mean cosine of consecutive probe-minibatch gradients at the current weights."""
+        c = self.cfg.schedule
+        size = c.probe_batch_size or self.cfg.batch_size
+        previous, total = None, 0.0
+        for _ in range(c.probe_batches):
+            batch = self.task.sample(size, generator=self.probe_gen, dtype=self.dtype).to(self.device)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.task.loss(self.model(batch.inputs), batch).backward()
+            g = flat_grad(self.params).detach().clone()
+            if previous is not None:
+                total += cosine(previous, g)
+            previous = g
+        self.optimizer.zero_grad(set_to_none=True)
+        self.schedule.observe(total / (c.probe_batches - 1))
+
+    def _first_order_step(self) -> StepOutcome:
+        cfg = self.cfg
+        if self.schedule.wants_signal(self.step):
+            self._probe_signal()
+        set_lr(self.optimizer, self.schedule.lr_at(self.step))
+        batch = self.task.sample(cfg.batch_size, generator=self.train_gen, dtype=self.dtype)
+        if self.device.type != "cpu":
+            batch = batch.to(self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.task.loss(self.model(batch.inputs), batch)
+        loss.backward()
+        loss_value = loss.item()
+        norm = total_grad_norm(self.params)
+        too_big = cfg.skip_grad_norm is not None and norm > cfg.skip_grad_norm
+        if not (math.isfinite(loss_value) and math.isfinite(norm)) or too_big:
+            if not self.weights_finite():
+                raise Diverged(f"weights became non-finite before step {self.step + 1}")
+            self.consecutive_skips += 1
+            if self.consecutive_skips >= cfg.max_consecutive_skips:
+                raise Diverged(f"{self.consecutive_skips} consecutive steps skipped "
+                               f"(last loss {loss_value:.3g}, grad norm {norm:.3g}) at step {self.step + 1}")
+            return StepOutcome(loss_value, norm, skipped=True)
+        self.consecutive_skips = 0
+        if cfg.grad_clip is not None:
+            clip_grads_(self.params, cfg.grad_clip, norm)
+        self.filter.apply_(self.params)
+        self.optimizer.step()
+        return StepOutcome(loss_value, norm)
+
+    def _full_batch_step(self) -> StepOutcome:
+        set_lr(self.optimizer, self.schedule.lr_at(self.step))
+        data = self.train_set
+        if isinstance(self.optimizer, LevenbergMarquardt):
+            loss_value, norm = self.optimizer.step(data.inputs, data.targets, data.mask)
+        else:
+            def closure():
+                self.optimizer.zero_grad(set_to_none=True)
+                loss = self.task.loss(self.model(data.inputs), data)
+                loss.backward()
+                return loss
+
+            loss_value = float(self.optimizer.step(closure))
+            norm = total_grad_norm(self.params)
+        if not math.isfinite(loss_value) or not self.weights_finite():
+            raise Diverged(f"non-finite training loss or weights at step {self.step + 1}")
+        return StepOutcome(loss_value, norm)
+
+    # ---- eval ---------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        if self.last_metrics_step == self.step and self.last_metrics is not None:
+            return self.last_metrics
+        self.model.eval()
+        chunk = self.cfg.batch_size
+        inputs = self.eval_batch.inputs
+        preds = [self.model(inputs[i:i + chunk].to(self.device)).to("cpu", torch.float64)
+                 for i in range(0, inputs.shape[0], chunk)]
+        self.model.train()
+        self.last_metrics = self.task.metrics(torch.cat(preds), self.eval_batch)
+        self.last_metrics_step = self.step
+        return self.last_metrics
+
+    def add_curve_point(self) -> CurvePoint:
+        metrics = self.evaluate()
+        iv = self.interval
+        point = CurvePoint(
+            step=self.step,
+            train_loss=iv.loss_sum / iv.loss_n if iv.loss_n else None,
+            eval_mse=metrics["mse"],
+            eval_rel=metrics["rel"],
+            lr=self.current_lr() if self.step else self.schedule.lr_at(0),
+            grad_norm_mean=iv.norm_sum / iv.norm_n if iv.norm_n else None,
+            grad_norm_max=iv.norm_max if iv.norm_n else None,
+            skipped=iv.skipped,
+        )
+        self.curve.append(point)
+        self.interval = Interval()
+        if not math.isfinite(metrics["mse"]):
+            raise Diverged(f"eval MSE is {metrics['mse']} at step {self.step}")
+        return point
+
+    # ---- the loop -----------------------------------------------------------------
+    def train(self) -> RunResult:
+        cfg = self.cfg
+        eval_every = cfg.resolved_eval_every
+        step_fn = self._full_batch_step if self.full_batch else self._first_order_step
+        session_start = time.perf_counter()
+        wall_before = self.wall_time
+        bar = None
+        if self.progress and cfg.steps >= 50:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=self.step, desc=cfg.label(), file=sys.stderr,
+                       mininterval=1.0, dynamic_ncols=True)
+        try:
+            with InterruptFlag() as interrupt:
+                if not self.curve:
+                    self.add_curve_point()
+                while self.step < cfg.steps:
+                    if interrupt.requested:
+                        self.status, self.message = "interrupted", f"interrupted at step {self.step}"
+                        break
+                    t0 = time.perf_counter()
+                    outcome = step_fn()
+                    self.train_time += time.perf_counter() - t0
+                    self.step += 1
+                    self.interval.add(outcome.loss, outcome.grad_norm, outcome.skipped)
+                    self.skipped_total += outcome.skipped
+                    if bar is not None:
+                        bar.update(1)
+                    if self.step % eval_every == 0 or self.step == cfg.steps:
+                        point = self.add_curve_point()
+                        if bar is not None:
+                            bar.set_postfix(step=self.step, mse=f"{point.eval_mse:.3e}", lr=f"{point.lr:.2e}")
+                    if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                        self.wall_time = wall_before + time.perf_counter() - session_start
+                        self.save_checkpoint()
+                if self.status is None:
+                    self.status = "ok"
+        except Diverged as why:
+            self.status, self.message = "diverged", str(why)
+        finally:
+            if bar is not None:
+                bar.close()
+        self.wall_time = wall_before + time.perf_counter() - session_start
+        result = self.result()
+        self.save_checkpoint(result if result.finished else None)
+        write_result(result, self.results_dir)
+        return result
+
+    def result(self) -> RunResult:
+        ok = self.status != "diverged"
+        metrics = self.evaluate() if ok else {}
+        evals = [(p.eval_mse, p.step) for p in self.curve if p.eval_mse is not None]
+        best = min(evals) if evals and ok else (None, None)
+        last_loss = next((p.train_loss for p in reversed(self.curve) if p.train_loss is not None), None)
+        return RunResult(
+            config=self.cfg,
+            config_hash=self.cfg.hash,
+            status=self.status,
+            message=self.message,
+            steps_done=self.step,
+            eval_mse=metrics.get("mse"),
+            eval_rel=metrics.get("rel"),
+            eval_rel_l2=metrics.get("rel_l2"),
+            per_position_mse=metrics.get("per_position_mse"),
+            best_eval_mse=best[0],
+            best_step=best[1],
+            train_loss=last_loss if ok else None,
+            floor=self.floor,
+            final_lr=self.current_lr(),
+            curve=self.curve,
+            param_count=self.param_count,
+            skipped_steps=self.skipped_total,
+            wall_time_s=self.wall_time,
+            train_time_s=self.train_time,
+            steps_per_s=self.step / self.train_time if self.train_time > 0 else None,
+            resumed_at=self.resumed_at,
+            environment=environment(self.cfg.device),
+            started_at=self.started_at,
+            finished_at=now(),
+        )
+
+
+def run(cfg: RunConfig, results_dir: str | Path = "results", *, force: bool = False,
+        progress: Optional[bool] = None) -> RunResult:
+    """Train `cfg` (or return its finished record), resuming from a checkpoint if one exists.
+
+    force=True retrains from scratch even if a finished record or a checkpoint exists.
+    progress: tqdm bar on stderr; None -> only when stderr is a terminal.
+    """
+    check_writable(results_dir)
+    if not force:
+        existing = load_result(cfg, results_dir)
+        if existing is not None and existing.finished:
+            return existing
+    trainer = Trainer(cfg, results_dir, progress=progress)
+    state = None if force else load_checkpoint(cfg, results_dir)
+    if state is not None:
+        if state.get("result") and state.get("status") in FINISHED:
+            # finished, but its record was lost: rewrite the record from the checkpoint
+            result = RunResult.model_validate_json(state["result"])
+            write_result(result, results_dir)
+            return result
+        trainer.load_state_dict(state)
+    return trainer.train()
