@@ -69,6 +69,10 @@ class Read(_Tokenwise):
         """The resolved (i, j): read token i, write at position j."""
         return self._ij
 
+    def describe(self) -> dict:
+        i, j = self.positions
+        return {**super().describe(), "resolved_i": i, "resolved_j": j}
+
     @property
     def columns(self) -> tuple[int, int]:
         return self.a, self.width if self.b is None else self.b
@@ -99,9 +103,9 @@ class Linear(_Tokenwise):
 
     name: ClassVar[str] = "linear"
     out_width: int | None = None
-    matrix: list[list[float]] | None = None
+    matrix: tuple[tuple[float, ...], ...] | None = None  # accepts a list of lists
     scale: float = 3.0
-    _H: torch.Tensor = PrivateAttr()
+    _H_rows: tuple[tuple[float, ...], ...] = PrivateAttr()  # a tuple, so tasks compare and hash
 
     @model_validator(mode="after")
     def _check_linear(self):
@@ -126,21 +130,21 @@ class Linear(_Tokenwise):
 
     def _build_matrix(self) -> None:
         if self.matrix is not None:
-            self._H = torch.tensor(self.matrix, dtype=torch.float64)
+            H = torch.tensor(self.matrix, dtype=torch.float64)
         else:
             k = 1 if self.out_width is None else self.out_width
-            g = self._task_generator()
-            self._H = self.scale * torch.randn(self.width, k, generator=g, dtype=torch.float64)
+            H = self.scale * torch.randn(self.width, k, generator=self._task_generator(), dtype=torch.float64)
+        self._H_rows = tuple(tuple(row) for row in H.tolist())  # float64 -> Python float is exact
 
     @property
     def H(self) -> torch.Tensor:
-        """The (width, d_out) float64 matrix (a copy)."""
-        return self._H.clone()
+        """The (width, d_out) float64 matrix."""
+        return torch.tensor(self._H_rows, dtype=torch.float64)
 
     @property
     def d_out(self) -> int:
-        return self._H.shape[1]
+        return len(self._H_rows[0])
 
     def _sample_exact(self, batch_size, generator, dtype):
         x = self._inputs(batch_size, generator, dtype)
-        return x, x @ self._H, self._all_positions()
+        return x, x @ self.H, self._all_positions()

@@ -32,6 +32,12 @@ def test_registry_has_every_task_and_defaults_build():
         task = make_task(name)
         assert isinstance(task, Task) and task.name == name
         assert task.describe()["name"] == name
+        # configs are values: equal, hashable, rebuildable from their dump
+        assert task == make_task(name) and hash(task) == hash(make_task(name))
+        assert make_task(name, **task.model_dump()) == task
+    explicit = make_task("linear", width=2, matrix=[[1.0], [2.0]])
+    assert hash(explicit) == hash(make_task("linear", width=2, matrix=((1.0,), (2.0,))))
+    assert make_task("read", seed=0).describe()["resolved_j"] == make_task("read", seed=0).positions[1]
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_TASKS))
