@@ -8,7 +8,7 @@ Models: attention, linear_attention, baseconv (conv_kind short | long | implicit
 hyena, s4d, based, mlp. Bad parameters raise ModelConfigError naming the field.
 """
 from .config import ACTIVATIONS, ModelConfig, ModelConfigError
-from .registry import MIXERS, MODELS, build_model, make_config, register_mixer
+from .registry import MIXERS, MODELS, build_model, make_config, model_from_config, register_mixer
 from . import mixers  # noqa: F401  (registers the mixers)
 from .backbone import SequenceModel
 
@@ -21,5 +21,6 @@ __all__ = [
     "SequenceModel",
     "build_model",
     "make_config",
+    "model_from_config",
     "register_mixer",
 ]

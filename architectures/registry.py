@@ -80,3 +80,17 @@ def build_model(name: str, task: Any, **params) -> nn.Module:
     """
     config = make_config(name, task, **params)
     return SequenceModel(config, MIXERS[name].mixer_cls)
+
+
+def model_from_config(config: ModelConfig | dict) -> nn.Module:
+    """Rebuild a model from its config (a ModelConfig or its model_dump()); same seed, same weights."""
+    data = config.model_dump() if isinstance(config, ModelConfig) else dict(config)
+    name = data.pop("name", None)
+    if name is None:
+        raise ModelConfigError("a model config needs its 'name' (the mixer), e.g. 'baseconv'")
+    shapes = {f: data.pop(f, None) for f in ("seq_len", "d_in", "d_out")}
+    missing = [f for f, v in shapes.items() if v is None]
+    if missing:
+        raise ModelConfigError(f"model config for {name!r} lacks {', '.join(missing)}")
+    task = type("Shapes", (), shapes)()
+    return build_model(name, task, **data)
