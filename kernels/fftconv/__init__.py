@@ -1,14 +1,19 @@
-"""Causal long convolution: public entry point and backends."""
-from __future__ import annotations
+"""Causal long convolution for BaseConv: torch references, Triton kernels, dispatch.
 
-import torch
+Convention (pinned by tests): y[b, t, d] = sum_{s<=t} k[d, s] * u[b, t - s, d].
+One backend per module, the float64 oracle beside them (reference.py), `causal_conv` in
+dispatch.py.
+"""
+from .direct import causal_conv_direct
+from .dispatch import BACKENDS, causal_conv, select_backend
+from .fft import causal_conv_fft
+from .reference import causal_conv_reference
 
-
-def causal_conv(u: torch.Tensor, k: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
-    """y[b, t, d] = sum_{s<=t} k[d, s] u[b, t-s, d]; u (B, L, D), k (D, L_k), L <= L_k."""
-    L = u.shape[1]
-    kk = k[:, :L]
-    idx = torch.arange(L)
-    lag = idx.view(-1, 1) - idx.view(1, -1)  # t - s
-    toeplitz = kk[:, lag.clamp_min(0)] * (lag >= 0).to(kk.dtype)  # (D, L, L)
-    return torch.einsum("dts,bsd->btd", toeplitz, u)
+__all__ = [
+    "BACKENDS",
+    "causal_conv",
+    "causal_conv_direct",
+    "causal_conv_fft",
+    "causal_conv_reference",
+    "select_backend",
+]

@@ -1,0 +1,116 @@
+"""Public entry point: validate, pick a backend, run it.
+
+    y = causal_conv(u, k, backend="auto")     # u (B, L, D), k (D, L_k), L <= L_k -> y (B, L, D)
+    y[b, t, d] = sum_{s<=t} k[d, s] * u[b, t - s, d]
+
+Backends (one module each, all differentiable in u and k, all returning a contiguous tensor
+of u's dtype):
+    direct     Toeplitz bmm in torch (direct.py)              exact products, fastest on CPU at short L
+    fft        rfft/irfft with n = 2L in torch (fft.py)       the paper's algorithm, fastest at long L
+    triton     blocked Toeplitz tl.dot kernels (triton_toeplitz.py), CUDA, or CPU under TRITON_INTERPRET=1
+    reference  the float64 shift-and-add oracle (reference.py), cast back to u's dtype
+    auto       `select_backend` below
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+
+from .direct import causal_conv_direct
+from .fft import causal_conv_fft
+from .reference import causal_conv_reference
+
+BACKENDS = ("auto", "direct", "fft", "triton", "reference")
+TRITON_DTYPES = (torch.float32, torch.float64)
+
+# On CPU the direct backend (B*L^2*D flops in one bmm) beats the FFT (B*D*L log L, but ~10
+# passes over memory) up to a crossover length; `python -m kernels.fftconv.crossover`
+# measures it. See CPU_DIRECT_MAX_LEN's comment for the numbers it is set from.
+CPU_DIRECT_MAX_LEN = 64
+# On CUDA: the Triton kernel up to this length, the FFT above it (to be confirmed by the GPU
+# benchmark in bench/test_bench_kernels.py; not yet measured).
+CUDA_TRITON_MAX_LEN = 256
+
+
+def _reference_backend(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    return causal_conv_reference(u, k).to(u.dtype)
+
+
+def _triton_backend(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    from .triton_toeplitz import causal_conv_triton  # imported lazily: triton is optional on CPU
+
+    return causal_conv_triton(u, k)
+
+
+_IMPLEMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "direct": causal_conv_direct,
+    "fft": causal_conv_fft,
+    "triton": _triton_backend,
+    "reference": _reference_backend,
+}
+
+
+def triton_interpreter_enabled() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _check_inputs(u: object, k: object, backend: object) -> None:
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"unknown conv backend {backend!r}; known backends: {', '.join(BACKENDS)}")
+    for name, value in (("u", u), ("k", k)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"causal_conv: {name} must be a torch.Tensor, got {type(value).__name__}")
+    assert isinstance(u, torch.Tensor) and isinstance(k, torch.Tensor)
+    if u.dim() != 3:
+        raise ValueError(f"causal_conv: u must have shape (B, L, D), got {u.dim()} dims {tuple(u.shape)}")
+    if k.dim() != 2:
+        raise ValueError(f"causal_conv: k must have shape (D, L_k), got {k.dim()} dims {tuple(k.shape)}")
+    batch, seq_len, channels = u.shape
+    if k.shape[0] != channels:
+        raise ValueError(
+            f"causal_conv: k has {k.shape[0]} channels but u has D={channels} (u {tuple(u.shape)}, k {tuple(k.shape)})"
+        )
+    if seq_len < 1:
+        raise ValueError(f"causal_conv: sequence length L must be >= 1, got u of shape {tuple(u.shape)}")
+    if seq_len > k.shape[1]:
+        raise ValueError(f"causal_conv: sequence length L={seq_len} exceeds the filter length L_k={k.shape[1]}")
+    for name, value in (("u", u), ("k", k)):
+        if not value.dtype.is_floating_point:
+            raise TypeError(f"causal_conv: {name} must have a real floating dtype, got {value.dtype}")
+    if u.dtype != k.dtype:
+        raise TypeError(f"causal_conv: u and k must have the same dtype, got u {u.dtype} and k {k.dtype}")
+    if u.device != k.device:
+        raise ValueError(f"causal_conv: u and k must be on the same device, got u on {u.device} and k on {k.device}")
+    if backend == "triton":
+        if u.dtype not in TRITON_DTYPES:
+            raise TypeError(f"causal_conv: the triton backend supports float32 and float64, got {u.dtype}")
+        if u.device.type != "cuda" and not triton_interpreter_enabled():
+            raise ValueError(
+                f"causal_conv: the triton backend needs CUDA tensors (got {u.device}); "
+                "CPU tensors run only in the Triton interpreter (set TRITON_INTERPRET=1 before importing triton)"
+            )
+
+
+def select_backend(u: torch.Tensor, k: torch.Tensor) -> str:
+    """The backend "auto" runs for these inputs (never triton on CPU)."""
+    seq_len = u.shape[1]
+    if u.device.type == "cuda":
+        if u.dtype in TRITON_DTYPES and seq_len <= CUDA_TRITON_MAX_LEN:
+            return "triton"
+        return "fft"
+    return "direct" if seq_len <= CPU_DIRECT_MAX_LEN else "fft"
+
+
+def causal_conv(u: torch.Tensor, k: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
+    """Causal depthwise convolution y[b,t,d] = sum_{s<=t} k[d,s] u[b,t-s,d].
+
+    u: (B, L, D) input; k: (D, L_k) filters with L <= L_k (only k[:, :L] is used).
+    backend: one of BACKENDS. Returns a contiguous (B, L, D) tensor of u's dtype,
+    differentiable in u and k. Raises TypeError/ValueError on malformed input.
+    """
+    _check_inputs(u, k, backend)
+    if backend == "auto":
+        backend = select_backend(u, k)
+    return _IMPLEMENTATIONS[backend](u, k)
