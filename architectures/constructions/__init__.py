@@ -1,0 +1,1 @@
+"""Hand-set weights that prove what an architecture can express exactly."""

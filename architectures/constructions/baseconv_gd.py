@@ -1,0 +1,152 @@
+"""BaseConv computing one gradient-descent step on least squares, exactly.
+
+Token layout (primitives' gd_step / gd_k): token 0 = [x (D), 0], tokens i = 1..N = [a_i (D), b_i];
+the answer is read at the last position N.
+
+Residual stream, width 4D + 1 (the width of Liu et al.'s construction):
+
+    a (D)   a_i; at token 0 it first holds x (token 0 shares its channels with the a_i)
+    r (1)   starts as -b_i (read-in weight -1), becomes the residual r_i = a_i . x - b_i
+    w (D)   the iterate x, at every position once broadcast
+    p (D)   a_i r_i
+    g (D)   (1/N) sum_{j<=t} a_j r_j: at the last position the gradient A^T (A x - b) / N
+
+Layers (causal convs; a filter k acts as y[t] = sum_{s<=t} k[s] u[t-s]):
+
+    1  separate x from the a channels: the constant 1 convolved with k = [1, -1] is the
+       indicator of position 0; gated by a it is x at position 0 and 0 elsewhere, which is
+       moved from a into w.                               (w = x at t = 0, a_0 = 0)
+    2  broadcast and residual: w convolved with k = [0, 1, 1, ...] adds x at every t >= 1;
+       w convolved with k = [1, 1, ...] (= x everywhere) gated by a_t gives a_t * x,
+       whose sum over channels is added to r.            (r_t = a_t . x - b_t; r_0 = 0)
+    3  product: r (identity filter) gated by a.          (p_t = a_t r_t)
+    4  average: p convolved with the prefix-sum filter, times 1/N.
+       (g_t = (1/N) sum_{j<=t} a_j r_j)
+
+The read-out gives the gradient g (output="gradient", the gd_step target) or the next
+iterate w - eta g (output="iterate", the gd_k target with k = 1). At positions t < N the
+same channels hold the partial gradient (t/N times the gradient of the first t rows'
+problem); only the last position is scored.
+
+Layers 2-4 are Liu et al.'s three layers per GD step (residual, product, averaged update).
+Their notebook writes x into every position's stream by hand; here x arrives as token 0, so
+one more layer (1) separates it. Iterating a step means feeding x_{t+1} back as token 0
+(`gd_iterate`), so t steps cost 4 t layers. No causal model can apply several steps in
+one pass with the residual computed per token: r_i at position i < N would need x_1,
+which depends on the later tokens; see baseconv_newton.py for a single-pass construction
+that keeps M = A^T A / N in the stream instead.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import build_model
+from .base import (
+    BaseConvWriter,
+    Construction,
+    Layout,
+    earlier_sum_filter,
+    first_position_filter,
+    identity_filter,
+    prefix_sum_filter,
+    set_linear,
+    shapes,
+)
+
+OUTPUTS = ("iterate", "gradient")
+
+
+def gd_layout(D: int) -> Layout:
+    return Layout(a=D, r=1, w=D, p=D, g=D)
+
+
+def write_separate_x(writer: BaseConvWriter, s: Layout) -> None:
+    """Layer 1: move x out of token 0's a channels into w (w = x at t = 0, a_0 = 0)."""
+    for a, w in zip(s["a"], s["w"]):
+        writer.channel(value={}, value_bias=1.0, filter=first_position_filter(writer.l_max),
+                       gate={a: 1.0}, out={w: 1.0, a: -1.0})
+
+
+def write_broadcast_and_residual(writer: BaseConvWriter, s: Layout) -> None:
+    """Layer 2: w = x at every position; r += a_t . x (so r = a_t . x - b_t)."""
+    L = writer.l_max
+    for w in s["w"]:
+        writer.channel(value={w: 1.0}, filter=earlier_sum_filter(L), gate_bias=1.0, out={w: 1.0})
+    r = s.index("r")
+    for a, w in zip(s["a"], s["w"]):
+        writer.channel(value={w: 1.0}, filter=prefix_sum_filter(L), gate={a: 1.0}, out={r: 1.0})
+
+
+def write_product(writer: BaseConvWriter, s: Layout) -> None:
+    """Layer 3: p = a_t r_t."""
+    r = s.index("r")
+    for a, p in zip(s["a"], s["p"]):
+        writer.channel(value={r: 1.0}, filter=identity_filter(writer.l_max), gate={a: 1.0}, out={p: 1.0})
+
+
+def write_average(writer: BaseConvWriter, s: Layout, N: int) -> None:
+    """Layer 4: g = (1/N) sum_{j<=t} p_j."""
+    for p, g in zip(s["p"], s["g"]):
+        writer.channel(value={p: 1.0}, filter=prefix_sum_filter(writer.l_max), gate_bias=1.0, out={g: 1.0 / N})
+
+
+def baseconv_gd_step(
+    D: int = 5, N: int = 20, eta: float = 0.5, *, output: str = "iterate", dtype: torch.dtype = torch.float64
+) -> Construction:
+    """A 4-layer BaseConv (width 4D + 1) whose last position outputs one GD step.
+
+    output="iterate": x - eta A^T (A x - b) / N (gd_k, k=1); output="gradient": A^T (A x - b) / N (gd_step).
+    Inputs: the gd_step token layout, (B, N + 1, D + 1).
+    """
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    s = gd_layout(D)
+    model = build_model(
+        "baseconv", shapes(N + 1, D + 1, D), width=s.width, depth=4, prenorm=False, mlp=False,
+        final_norm=False, pos_emb=False, residual=True, conv_kind="short", conv_backend="direct",
+    ).to(torch.float64)
+    with torch.no_grad():
+        set_linear(model.read_in, {a: {d: 1.0} for d, a in enumerate(s["a"])} | {s.index("r"): {D: -1.0}})
+        write_separate_x(BaseConvWriter(model.blocks[0]), s)
+        write_broadcast_and_residual(BaseConvWriter(model.blocks[1]), s)
+        write_product(BaseConvWriter(model.blocks[2]), s)
+        write_average(BaseConvWriter(model.blocks[3]), s, N)
+        if output == "gradient":
+            set_linear(model.read_out, {d: {g: 1.0} for d, g in enumerate(s["g"])})
+        else:
+            set_linear(model.read_out, {d: {w: 1.0, g: -eta} for d, (w, g) in enumerate(zip(s["w"], s["g"]))})
+    return Construction(
+        model=model.to(dtype),
+        layers_per_step=4,
+        width=s.width,
+        description=(
+            f"BaseConv, one GD step (eta={eta}) on least squares D={D}, N={N}: layer 1 separates x from "
+            "token 0, layers 2-4 are Liu et al.'s residual / product / averaged-update layers; "
+            f"last position outputs the {'next iterate' if output == 'iterate' else 'gradient'}; "
+            "iterate by feeding x_{t+1} back as token 0"
+        ),
+        extra={"eta": eta, "D": D, "N": N, "output": output},
+    )
+
+
+def gd_tokens(A: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The gd_step layout: token 0 = [x, 0], tokens 1..N = [a_i, b_i]; (B, N + 1, D + 1)."""
+    first = torch.cat([x, torch.zeros_like(x[:, :1])], dim=-1).unsqueeze(1)
+    return torch.cat([first, torch.cat([A, b.unsqueeze(-1)], dim=-1)], dim=1)
+
+
+@torch.no_grad()
+def gd_iterate(construction: Construction, A: torch.Tensor, b: torch.Tensor, x0: torch.Tensor, steps: int) -> torch.Tensor:
+    """Apply a one-step construction `steps` times, feeding each output back as token 0.
+
+    A, b, x0 are cast to the model's dtype. Returns the iterates x_0..x_steps, (steps + 1, B, D),
+    in the model's dtype.
+    """
+    model = construction.model
+    dtype = next(model.parameters()).dtype
+    A, b, x = A.to(dtype), b.to(dtype), x0.to(dtype)
+    xs = [x]
+    for _ in range(steps):
+        x = model(gd_tokens(A, b, x))[:, -1]
+        xs.append(x)
+    return torch.stack(xs)
