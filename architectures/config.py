@@ -2,8 +2,7 @@
 
 Each mixer adds its own fields by subclassing `ModelConfig` (see mixers/*.py). The
 task's shapes (`seq_len`, `d_in`, `d_out`) are part of the config, so a config alone
-rebuilds the model: `build_model(cfg.name, cfg, **params)` works because a config has
-the three shape attributes a task has.
+rebuilds the model (`architectures.model_from_config`).
 """
 from __future__ import annotations
 

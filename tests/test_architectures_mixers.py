@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -91,12 +90,13 @@ def test_based_is_normalised_taylor_attention(causal):
     q, k, v = mixer.q_proj(h), mixer.k_proj(h), mixer.v_proj(h)  # q, k: (2, 7, heads * 4)
     y = torch.zeros_like(h)
     for head in range(2):
-        qh, kh, vh = q[..., 4 * head : 4 * head + 4], k[..., 4 * head : 4 * head + 4], v[..., 3 * head : 3 * head + 3]
+        qk_cols, v_cols = slice(4 * head, 4 * head + 4), slice(3 * head, 3 * head + 3)
+        qh, kh, vh = q[..., qk_cols], k[..., qk_cols], v[..., v_cols]
         for t in range(7):
             seen = slice(0, t + 1) if causal else slice(0, 7)
             s = (qh[:, t : t + 1] * kh[:, seen]).sum(-1) / 2.0
             weight = 1 + s + s**2 / 2
-            y[:, t, 3 * head : 3 * head + 3] = (weight[..., None] * vh[:, seen]).sum(1) / weight.sum(1, keepdim=True)
+            y[:, t, v_cols] = (weight[..., None] * vh[:, seen]).sum(1) / weight.sum(1, keepdim=True)
     assert close(mixer(h), mixer.out_proj(y))
 
 
@@ -164,7 +164,8 @@ def test_hyena_order_2_is_gate_conv_gate(causal):
     h = rand(2, 7, 6)
     z = mixer.in_proj(h)
     pad = (2, 0) if causal else (1, 1)
-    z = F.conv1d(F.pad(z.transpose(1, 2), pad), mixer.short_filter, mixer.short_bias, groups=18).transpose(1, 2)
+    z = F.conv1d(F.pad(z.transpose(1, 2), pad), mixer.short_filter, mixer.short_bias, groups=18)
+    z = z.transpose(1, 2)
     x0, x1, v = z[..., :6], z[..., 6:12], z[..., 12:]
     k, k_rev = mixer.filter_fn.kernels(F64, "cpu")
     assert k.shape == (6, 7) and (k_rev is None) == causal
@@ -220,7 +221,6 @@ def test_depthwise_conv_non_causal_matches_dense():
 
 def test_baseconv_learns_multiply_quickly():
     """200 Adam steps, batch 64, float32: a 1-block BaseConv fits MULTIPLY to MSE < 1e-3."""
-    start = time.perf_counter()
     task = make_task("multiply", length=8, width=4)
     model = build_model("baseconv", task, width=32, depth=1, mlp=False, prenorm=False, final_norm=False)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -235,4 +235,3 @@ def test_baseconv_learns_multiply_quickly():
     with torch.no_grad():
         mse = task.metrics(model(held_out.inputs), held_out)["mse"]
     assert mse < 1e-3, mse
-    assert time.perf_counter() - start < 20

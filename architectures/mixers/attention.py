@@ -67,7 +67,7 @@ class QKVO(nn.Module):
 
     def project(self, h: torch.Tensor):
         heads = self.config.heads
-        return (split_heads(self.q_proj(h), heads), split_heads(self.k_proj(h), heads), split_heads(self.v_proj(h), heads))
+        return tuple(split_heads(proj(h), heads) for proj in (self.q_proj, self.k_proj, self.v_proj))
 
 
 @register_mixer("attention", AttentionConfig)

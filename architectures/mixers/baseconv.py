@@ -40,7 +40,9 @@ class BaseConvConfig(ModelConfig):
     @model_validator(mode="after")
     def _check_filter(self):
         if self.filter_emb_dim < 3 or self.filter_emb_dim % 2 == 0:
-            raise ValueError(f"filter_emb_dim must be odd and >= 3 (time + cos/sin pairs), got {self.filter_emb_dim}")
+            raise ValueError(
+                f"filter_emb_dim must be odd and >= 3 (time + cos/sin pairs), got {self.filter_emb_dim}"
+            )
         if self.filter_hidden < 1:
             raise ValueError(f"filter_hidden must be a positive integer, got {self.filter_hidden}")
         if self.conv_bias and self.conv_kind == "implicit":

@@ -22,7 +22,9 @@ from ..initialization import fill_normal, fill_uniform
 CONV_BACKENDS = ("auto", "direct", "fft", "triton")
 
 
-def depthwise_conv(u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None, backend: str) -> torch.Tensor:
+def depthwise_conv(
+    u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None, backend: str
+) -> torch.Tensor:
     """u (B, L, D), k (D, >=L), k_rev (D, >=L-1) or None -> (B, L, D)."""
     y = kernels.causal_conv(u, k, backend=backend)
     if k_rev is not None and u.shape[1] > 1:
@@ -124,7 +126,8 @@ class ImplicitFilter(nn.Module):
         h = self.mlp(z).transpose(0, 1)  # (outputs, l_max)
         if self.decay:
             # Hyena's ExponentialModulation: 1e-2 of the peak reached between 30% and 150% of l_max
-            rates = torch.linspace(math.log(1e-2) / 0.3, math.log(1e-2) / 1.5, self.channels, dtype=dtype, device=device)
+            fast, slow = math.log(1e-2) / 0.3, math.log(1e-2) / 1.5
+            rates = torch.linspace(fast, slow, self.channels, dtype=dtype, device=device)
             window = torch.exp(rates.abs().neg()[:, None] * z[None, :, 0])  # (channels, l_max)
             h = h * window.repeat(h.shape[0] // self.channels, 1)
         if self.causal:

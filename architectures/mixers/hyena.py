@@ -34,13 +34,15 @@ class HyenaConfig(ModelConfig):
     @model_validator(mode="after")
     def _check_hyena(self):
         if self.order < 2:
-            raise ValueError(f"order must be >= 2 (order 2 = one long conv between two gates), got {self.order}")
+            raise ValueError(f"order must be >= 2 (2 = one long conv between two gates), got {self.order}")
         if self.short_kernel < 1:
             raise ValueError(f"short_kernel must be a positive integer, got {self.short_kernel}")
         if not self.causal and self.short_kernel % 2 == 0:
             raise ValueError(f"a non-causal short_kernel must be odd (centred), got {self.short_kernel}")
         if self.filter_emb_dim < 3 or self.filter_emb_dim % 2 == 0:
-            raise ValueError(f"filter_emb_dim must be odd and >= 3 (time + cos/sin pairs), got {self.filter_emb_dim}")
+            raise ValueError(
+                f"filter_emb_dim must be odd and >= 3 (time + cos/sin pairs), got {self.filter_emb_dim}"
+            )
         if self.filter_hidden < 1:
             raise ValueError(f"filter_hidden must be a positive integer, got {self.filter_hidden}")
         return self
@@ -76,7 +78,7 @@ class Hyena(nn.Module):
         bound = 1.0 / self.config.short_kernel**0.5
         fill_uniform(self.short_filter, bound, generator)
         fill_uniform(self.short_bias, bound, generator)
-        fill_uniform(self.filter_bias, 1.0, generator)
+        fill_uniform(self.filter_bias, 1.0, generator)  # the per-channel skip ("D") of each long conv
 
     def short_conv(self, z: torch.Tensor) -> torch.Tensor:
         taps = self.config.short_kernel
@@ -90,6 +92,7 @@ class Hyena(nn.Module):
         k, k_rev = self.filter_fn.kernels(h.dtype, h.device)
         for i in range(order - 1):
             rows = slice(i * width, (i + 1) * width)
+            rev = None if k_rev is None else k_rev[rows]
             v = v * gates[order - 1 - i]
-            v = depthwise_conv(v, k[rows], None if k_rev is None else k_rev[rows], self.config.conv_backend) + self.filter_bias[i] * v
+            v = depthwise_conv(v, k[rows], rev, self.config.conv_backend) + self.filter_bias[i] * v
         return self.out_proj(v * gates[0])

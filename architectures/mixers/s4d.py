@@ -41,7 +41,7 @@ class S4DConfig(ModelConfig):
     @model_validator(mode="after")
     def _check_ssm(self):
         if self.state_dim < 2 or self.state_dim % 2:
-            raise ValueError(f"state_dim must be an even integer >= 2 (conjugate pairs), got {self.state_dim}")
+            raise ValueError(f"state_dim must be even, >= 2 (conjugate pairs), got {self.state_dim}")
         if not 0 < self.dt_min <= self.dt_max:
             raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={self.dt_min}, dt_max={self.dt_max}")
         return self
