@@ -84,10 +84,10 @@ def write_product(writer: BaseConvWriter, s: Layout) -> None:
         writer.channel(value={r: 1.0}, filter=identity_filter(writer.l_max), gate={a: 1.0}, out={p: 1.0})
 
 
-def write_average(writer: BaseConvWriter, s: Layout, N: int) -> None:
-    """Layer 4: g = (1/N) sum_{j<=t} p_j."""
-    for p, g in zip(s["p"], s["g"]):
-        writer.channel(value={p: 1.0}, filter=prefix_sum_filter(writer.l_max), gate_bias=1.0, out={g: 1.0 / N})
+def write_average(writer: BaseConvWriter, s: Layout, N: int, *, into: str = "g", scale: float = 1.0) -> None:
+    """Layer 4: into += (scale/N) sum_{j<=t} p_j (the gradient, times `scale`)."""
+    for p, g in zip(s["p"], s[into]):
+        writer.channel(value={p: 1.0}, filter=prefix_sum_filter(writer.l_max), gate_bias=1.0, out={g: scale / N})
 
 
 def baseconv_gd_step(
