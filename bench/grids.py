@@ -1,0 +1,381 @@
+"""The experiment grids, as plain Python: each grid is a function budget -> list[RunConfig].
+
+    from bench.grids import GRIDS
+    configs = GRIDS["primitives"]("ci")
+
+    python -m bench sweep bench.grids:primitives_ci --workers 2      # one grid at one budget
+    python -m bench sweep bench.grids:all_ci --workers 2             # every grid at ci
+    python -m bench sweep bench.grids:primitives_paper --executor ray
+
+Budgets (`BUDGETS`):
+  paper  the paper's training recipe: batch 1024, 1M steps, Adam (eps 1e-16), LR 1e-3 decayed
+         x0.9 every 10k steps, width 64, 2 heads, eval on 1024 held-out samples. Every grid at
+         its full shape (full products of its axes).
+  ci     the same grids sized for a 2-core CPU (all of them together in about half an hour):
+         width 32, batch 32, a few hundred to a few thousand steps, LR 3e-3 decayed x0.9 thirty
+         times over the run (a short run needs its time at a high LR). The larger grids keep
+         the most informative subset of their axes (one axis at a time around a base config,
+         fewer depths); each grid's docstring says which.
+  smoke  grid 1 ("primitives") only: a handful of runs that take seconds each.
+
+Grids (`GRIDS`; the module also exposes `<grid>_<budget>` for `bench sweep`):
+  primitives          (1) read, linear, multiply x attention, linear_attention, baseconv x prenorm x depth
+  attention_multiply  (2) softmax attention on multiply: width, heads, mlp_factor, training steps
+  gd_step             (3) the learned GD step: schedule (step / adaptive), EMA filter, initial LR
+  gd_k_least_squares  (4) gd_k with k = 4, and least squares end to end vs depth
+  dtype_optimizer     (5) grids 1-4 in float64, and L-BFGS next to Adam
+  added_mixers        (6) hyena, s4d, based, mlp on grid 1; the GD step vs conditioning kappa
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+from dataclasses import dataclass, replace
+from typing import Callable, Iterable, Optional
+
+from .config import RunConfig
+
+BUDGETS = ("smoke", "ci", "paper")
+
+PRIMITIVE_TASKS = ("read", "linear", "multiply")
+PAPER_MIXERS = ("attention", "linear_attention", "baseconv")
+ADDED_MIXERS = ("hyena", "s4d", "based", "mlp")
+LEAST_SQUARES_DEPTHS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much training one run of a grid gets; `run()` turns it into a RunConfig."""
+
+    name: str
+    steps: int
+    batch_size: int
+    width: int
+    heads: int
+    lr: float
+    decays: int  # the step schedule multiplies the LR by 0.9 this many times over the run
+    eval_size: int
+    curve_points: int  # evals over the run (eval_every = steps // curve_points)
+    checkpoint_every: int
+    lbfgs_steps: int
+    lbfgs_train_size: int
+    lbfgs_max_iter: int
+
+    def scaled(self, factor: float) -> "Budget":
+        """The same budget with `factor` times the steps (ci grids that need longer runs)."""
+        return replace(self, steps=max(1, int(round(self.steps * factor))))
+
+    def run(self, task: str, model: str, *, task_params: Optional[dict] = None, depth: int = 2,
+            steps: Optional[int] = None, lr: Optional[float] = None, **fields) -> RunConfig:
+        """A RunConfig for `model` on `task` at this budget; `fields` override RunConfig fields
+        (model params go in `model_params`)."""
+        steps = self.steps if steps is None else steps
+        lr = self.lr if lr is None else lr
+        model_params = {"width": self.width, "heads": self.heads, "depth": depth, **fields.pop("model_params", {})}
+        data = dict(
+            task={"name": task, "params": dict(task_params or {})},
+            model={"name": model, "params": model_params},
+            optimizer={"name": "adam", "lr": lr, "eps": 1e-16},
+            schedule={"name": "step", "gamma": 0.9, "every": max(1, steps // self.decays)},
+            steps=steps,
+            batch_size=self.batch_size,
+            eval_size=self.eval_size,
+            eval_every=max(1, steps // self.curve_points),
+            checkpoint_every=self.checkpoint_every,
+        )
+        data.update(fields)
+        return RunConfig(**data)
+
+
+PAPER = Budget(name="paper", steps=1_000_000, batch_size=1024, width=64, heads=2, lr=1e-3, decays=100,
+               eval_size=1024, curve_points=100, checkpoint_every=10_000,
+               lbfgs_steps=5000, lbfgs_train_size=16384, lbfgs_max_iter=20)
+CI = Budget(name="ci", steps=300, batch_size=32, width=32, heads=2, lr=3e-3, decays=30,
+            eval_size=256, curve_points=15, checkpoint_every=0,
+            lbfgs_steps=20, lbfgs_train_size=256, lbfgs_max_iter=10)
+SMOKE = Budget(name="smoke", steps=300, batch_size=32, width=32, heads=2, lr=3e-3, decays=30,
+               eval_size=256, curve_points=10, checkpoint_every=0,
+               lbfgs_steps=10, lbfgs_train_size=128, lbfgs_max_iter=10)
+BUDGET_BY_NAME = {b.name: b for b in (SMOKE, CI, PAPER)}
+
+
+def get_budget(budget: str | Budget) -> Budget:
+    if isinstance(budget, Budget):
+        return budget
+    if budget not in BUDGET_BY_NAME:
+        raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
+    return BUDGET_BY_NAME[budget]
+
+
+def cached(grid: Callable[[Budget], list[RunConfig]]) -> Callable[[str | Budget], list[RunConfig]]:
+    """Build a grid once per budget (validating a RunConfig builds its model: not free)."""
+    cache: dict[Budget, tuple[RunConfig, ...]] = {}
+
+    @functools.wraps(grid)
+    def wrapper(budget: str | Budget = "ci") -> list[RunConfig]:
+        b = get_budget(budget)
+        if b not in cache:
+            cache[b] = tuple(grid(b))
+        return list(cache[b])
+
+    return wrapper
+
+
+def _no_smoke(grid: str, b: Budget) -> None:
+    if b.name == "smoke":
+        raise ValueError(f"grid {grid!r} has budgets ci and paper; only 'primitives' has a smoke budget")
+
+
+# ---- (1) primitives ------------------------------------------------------------------
+
+
+def exact_multiply_model() -> dict:
+    """The backbone reduced to one mixer (no norms, no MLP, no position embedding): BaseConv
+    computes multiply exactly with it (the gate multiplies two projections of the same token;
+    the conv filter starts near the identity, conv_kind="long"), softmax attention cannot."""
+    return {"prenorm": False, "final_norm": False, "mlp": False, "pos_emb": False}
+
+
+@cached
+def primitives(budget: str | Budget = "ci") -> list[RunConfig]:
+    """(1) read, linear, multiply x {attention, linear_attention, baseconv} x prenorm {on, off}
+    x depth {1, 2, 4, 8}, the paper's backbone otherwise (MLP, final LayerNorm).
+
+    paper and ci: the full grid (72 runs). smoke: depth 1, prenorm off, attention and
+    baseconv (6 runs), plus the expressivity pair: multiply with the bare one-mixer model
+    (`exact_multiply_model`) for baseconv (conv_kind long) and softmax attention, same budget.
+    """
+    b = get_budget(budget)
+    if b.name == "smoke":
+        runs = [b.run(task, model, depth=1, model_params={"prenorm": False})
+                for task in PRIMITIVE_TASKS for model in ("attention", "baseconv")]
+        runs += [b.run("multiply", "baseconv", depth=1, steps=400,
+                       model_params={**exact_multiply_model(), "conv_kind": "long"}),
+                 b.run("multiply", "attention", depth=1, steps=400, model_params=exact_multiply_model())]
+        return runs
+    return [b.run(task, model, depth=depth, model_params={"prenorm": prenorm})
+            for task in PRIMITIVE_TASKS for model in PAPER_MIXERS
+            for prenorm in (True, False) for depth in (1, 2, 4, 8)]
+
+
+# ---- (2) attention on multiply -------------------------------------------------------
+
+
+@cached
+def attention_multiply(budget: str | Budget = "ci") -> list[RunConfig]:
+    """(2) softmax attention (depth 2) on multiply: width {32, 64, 128, 256} x heads {1, 2, 4, 8}
+    x mlp_factor {1, 2, 4, 8}, and training steps.
+
+    paper: the full 64-run product at 1M steps, and steps {10k, 100k, 1M} at width 64, 2 heads,
+    mlp_factor 4. ci: one axis at a time around width 32, 2 heads, mlp_factor 4: width
+    {32, 64, 128} (256 is too slow for 2 cores), heads {1, 2, 4, 8}, mlp_factor {1, 2, 4, 8},
+    steps {1/3, 1, 3} x the ci run length (600 steps).
+    """
+    b = get_budget(budget)
+    _no_smoke("attention_multiply", b)
+
+    def one(width, heads, mlp_factor, steps=None):
+        return b.run("multiply", "attention", depth=2, steps=steps,
+                     model_params={"width": width, "heads": heads, "mlp_factor": mlp_factor})
+
+    if b.name == "paper":
+        runs = [one(w, h, m) for w, h, m in itertools.product((32, 64, 128, 256), (1, 2, 4, 8), (1, 2, 4, 8))]
+        runs += [one(64, 2, 4, steps=s) for s in (10_000, 100_000)]
+        return _unique(runs)
+    b = b.scaled(2)  # 600 steps
+    runs = [one(w, 2, 4) for w in (32, 64, 128)]
+    runs += [one(32, h, 4) for h in (1, 2, 4, 8)]
+    runs += [one(32, 2, m) for m in (1, 2, 4, 8)]
+    runs += [one(32, 2, 4, steps=s) for s in (b.steps // 3, b.steps * 3)]
+    return _unique(runs)
+
+
+# ---- (3) the learned GD step ---------------------------------------------------------
+
+GD_DEPTH = 3  # Liu et al.: three layers per GD step
+
+
+def adaptive_schedule(steps: int) -> dict:
+    """The adaptive LR with its clock scaled to the run (the paper's numbers at 1M steps)."""
+    every = max(1, steps // 100)
+    return {"name": "adaptive", "gamma": 0.9, "every": every, "measure_every": every,
+            "probe_batches": 64 if steps >= 100_000 else 8, "warmup": steps // 10}
+
+
+@cached
+def gd_step(budget: str | Budget = "ci") -> list[RunConfig]:
+    """(3) gd_step (the explicit gradient, D=5, N=20) with depth-3 baseconv and
+    linear_attention: step vs adaptive LR x EMA filter {off, on (lambda=1)} x initial LR
+    {3e-4, 1e-3, 3e-3}; and the softmax-attention version.
+
+    paper: the full product for all three models (36 runs). ci (1500-step runs): one axis at a
+    time around (step schedule, no EMA, LR 3e-3) for baseconv and linear_attention (adaptive
+    LR, EMA on, LR 1e-3), and the base config for attention.
+    """
+    b = get_budget(budget)
+    _no_smoke("gd_step", b)
+    if b.name == "ci":
+        b = b.scaled(5)  # 1500 steps: the GD step is a small model on a short sequence
+
+    def one(model, schedule, ema, lr):
+        fields = {"ema_lambda": 1.0} if ema else {}
+        if schedule == "adaptive":
+            fields["schedule"] = adaptive_schedule(b.steps)
+        return b.run("gd_step", model, depth=GD_DEPTH, lr=lr, **fields)
+
+    if b.name == "paper":
+        return [one(m, s, e, lr) for m in ("baseconv", "linear_attention", "attention")
+                for s in ("step", "adaptive") for e in (False, True) for lr in (3e-4, 1e-3, 3e-3)]
+    runs = []
+    for model in ("baseconv", "linear_attention"):
+        runs += [one(model, "step", False, 3e-3), one(model, "adaptive", False, 3e-3),
+                 one(model, "step", True, 3e-3), one(model, "step", False, 1e-3)]
+    runs.append(one("attention", "step", False, 3e-3))
+    return runs
+
+
+# ---- (4) gd_k and least squares end to end -------------------------------------------
+
+
+@cached
+def gd_k_least_squares(budget: str | Budget = "ci") -> list[RunConfig]:
+    """(4) gd_k with k = 4 (eta 0.5) for baseconv, linear_attention and attention (3 layers per
+    step: depth 12), and least squares end to end vs depth {1, 2, 4, 8, 12, 16, 24, 32, 48, 64}
+    for attention and baseconv.
+
+    ci (300-step runs): gd_k at depth 4 (one step's worth of layers and one more); least
+    squares at depths {1, 2, 4, 8, 16, 32} (64 costs half a second a step on one core).
+    """
+    b = get_budget(budget)
+    _no_smoke("gd_k_least_squares", b)
+    if b.name == "ci":
+        gd_k_depth, depths = 4, (1, 2, 4, 8, 16, 32)
+    else:
+        gd_k_depth, depths = 12, LEAST_SQUARES_DEPTHS
+    runs = [b.run("gd_k", m, task_params={"k": 4}, depth=gd_k_depth)
+            for m in ("baseconv", "linear_attention", "attention")]
+    runs += [b.run("least_squares", m, depth=d) for m in ("attention", "baseconv") for d in depths]
+    return runs
+
+
+# ---- (5) float64, and L-BFGS next to Adam --------------------------------------------
+
+
+def with_fields(cfg: RunConfig, **fields) -> RunConfig:
+    """A copy of `cfg` with some fields replaced, validated again."""
+    return RunConfig(**{**cfg.model_dump(mode="json"), **fields})
+
+
+def as_lbfgs(cfg: RunConfig, b: Budget) -> RunConfig:
+    """The same model and task trained full-batch by L-BFGS (strong Wolfe line search)."""
+    data = cfg.model_dump(mode="json", exclude={"ema_lambda", "ema_decay"})
+    data.update(optimizer={"name": "lbfgs", "lr": 1.0, "max_iter": b.lbfgs_max_iter, "train_size": b.lbfgs_train_size},
+                schedule={"name": "constant"}, steps=b.lbfgs_steps, eval_every=max(1, b.lbfgs_steps // 10))
+    return RunConfig(**data)
+
+
+@cached
+def dtype_optimizer(budget: str | Budget = "ci") -> list[RunConfig]:
+    """(5) every run of grids 1-4 in float64 too, and L-BFGS next to Adam.
+
+    paper: grids 1-4 in float64, and the L-BFGS twin of every float32 and float64 run of
+    grids 1, 3 (base LR) and 4. ci: float64 twins of multiply at depth 2 without prenorm, of
+    grid 3's base configs and of least squares at depth 4; float32 L-BFGS twins of multiply
+    and linear (attention, baseconv) and of grid 3's base configs (baseconv, linear_attention).
+    """
+    b = get_budget(budget)
+    _no_smoke("dtype_optimizer", b)
+    if b.name == "paper":
+        float32 = primitives(b) + attention_multiply(b) + gd_step(b) + gd_k_least_squares(b)
+        lbfgs_base = [c for c in primitives(b) + gd_step(b) + gd_k_least_squares(b)
+                      if c.optimizer.lr == b.lr and c.ema_lambda == 0 and c.schedule.name == "step"]
+        float64 = [with_fields(c, dtype="float64") for c in float32]
+        lbfgs = [as_lbfgs(c, b) for c in lbfgs_base] + [as_lbfgs(with_fields(c, dtype="float64"), b) for c in lbfgs_base]
+        return _unique(float64 + lbfgs)
+    base_gd = [c for c in gd_step(b) if c.ema_lambda == 0 and c.schedule.name == "step" and c.optimizer.lr == b.lr]
+    float32 = [c for c in primitives(b) if c.task.name == "multiply"
+               and c.model.params["depth"] == 2 and not c.model.params["prenorm"]]
+    float32 += base_gd
+    float32 += [c for c in gd_k_least_squares(b) if c.task.name == "least_squares" and c.model.params["depth"] == 4]
+    lbfgs_base = [c for c in primitives(b) if c.task.name in ("multiply", "linear")
+                  and c.model.name in ("attention", "baseconv")
+                  and c.model.params["depth"] == 2 and not c.model.params["prenorm"]]
+    lbfgs_base += [c for c in base_gd if c.model.name != "attention"]
+    return _unique([with_fields(c, dtype="float64") for c in float32] + [as_lbfgs(c, b) for c in lbfgs_base])
+
+
+# ---- (6) added mixers, conditioning --------------------------------------------------
+
+
+@cached
+def added_mixers(budget: str | Budget = "ci") -> list[RunConfig]:
+    """(6) hyena, s4d, based, mlp on grid 1 (paper: the full task x prenorm x depth grid; ci:
+    prenorm off, depth {1, 2}); and the learned GD step (depth 3, baseconv, linear_attention,
+    and at paper attention) on problems of condition number kappa {1, 10, 100} (least-squares kappa:
+    singular values of A log-spaced in [1, kappa]). The out-of-distribution input scale of
+    the learned step is evaluated from grid 3's trained models (bench.iterate.shifted_mse).
+    """
+    b = get_budget(budget)
+    _no_smoke("added_mixers", b)
+    if b.name == "paper":
+        runs = [b.run(task, model, depth=depth, model_params={"prenorm": prenorm})
+                for task in PRIMITIVE_TASKS for model in ADDED_MIXERS
+                for prenorm in (True, False) for depth in (1, 2, 4, 8)]
+        return runs + [b.run("gd_step", m, task_params={"kappa": k}, depth=GD_DEPTH)
+                       for m in ("baseconv", "linear_attention", "attention") for k in (1.0, 10.0, 100.0)]
+    runs = [b.run(task, model, depth=depth, model_params={"prenorm": False})
+            for task in PRIMITIVE_TASKS for model in ADDED_MIXERS for depth in (1, 2)]
+    gd = b.scaled(5)
+    return runs + [gd.run("gd_step", m, task_params={"kappa": k}, depth=GD_DEPTH)
+                   for m in ("baseconv", "linear_attention") for k in (1.0, 10.0, 100.0)]
+
+
+# ---- registry ------------------------------------------------------------------------
+
+
+def _unique(configs: Iterable[RunConfig]) -> list[RunConfig]:
+    seen, out = set(), []
+    for c in configs:
+        if c.hash not in seen:
+            seen.add(c.hash)
+            out.append(c)
+    return out
+
+
+GRIDS: dict[str, Callable[[str | Budget], list[RunConfig]]] = {
+    "primitives": primitives,
+    "attention_multiply": attention_multiply,
+    "gd_step": gd_step,
+    "gd_k_least_squares": gd_k_least_squares,
+    "dtype_optimizer": dtype_optimizer,
+    "added_mixers": added_mixers,
+}
+
+
+def grid_budgets(name: str) -> tuple[str, ...]:
+    return BUDGETS if name == "primitives" else ("ci", "paper")
+
+
+# The order `all_<budget>` runs the grids in: what the headline tables and figures need first.
+RUN_ORDER = ("gd_step", "primitives", "gd_k_least_squares", "added_mixers", "attention_multiply", "dtype_optimizer")
+
+
+def all_grids(budget: str | Budget = "ci") -> list[RunConfig]:
+    """Every grid at one budget (in RUN_ORDER), without duplicates."""
+    b = get_budget(budget)
+    return _unique(c for name in RUN_ORDER if b.name in grid_budgets(name) for c in GRIDS[name](b))
+
+
+def grid_of(cfg_hash: str, budget: str | Budget = "ci") -> list[str]:
+    """The names of the grids (at `budget`) that contain the run with this config hash."""
+    return [name for name, fn in GRIDS.items() if get_budget(budget).name in grid_budgets(name)
+            and any(c.hash == cfg_hash for c in fn(budget))]
+
+
+# `python -m bench sweep bench.grids:<grid>_<budget>` needs a zero-argument callable per pair.
+for _name, _fn in GRIDS.items():
+    for _budget in grid_budgets(_name):
+        globals()[f"{_name}_{_budget}"] = functools.partial(_fn, _budget)
+for _budget in ("ci", "paper"):
+    globals()[f"all_{_budget}"] = functools.partial(all_grids, _budget)
+del _name, _fn, _budget
