@@ -103,15 +103,30 @@ class LevenbergMarquardt:
                 out = functional_call(self.model, {**params, **buffers}, (x,))
                 return (out - y)[:, mask, :].reshape(-1)
 
-            r = residuals(current).detach()
-            jac = jacrev(residuals)(current)
-            J = torch.cat([jac[n].reshape(r.numel(), -1) for n in self.names], dim=1).to(torch.float64)
+            try:
+                r = residuals(current).detach()
+                jac = jacrev(residuals)(current)
+                J = torch.cat([jac[n].reshape(r.numel(), -1) for n in self.names], dim=1)
+            except RuntimeError:  # a custom autograd.Function without functorch support
+                r, J = self._jacobian_by_rows(x, y, mask)
+            J = J.to(torch.float64)
             r64 = r.to(torch.float64)
             jtj += J.T @ J
             jtr += J.T @ r64
             total += r64.pow(2).sum().item()
             count += r64.numel()
         return jtj, jtr, total / count, count
+
+    def _jacobian_by_rows(self, x, y, mask):
+        """Residuals and Jacobian with one backward pass per residual (slow, always works)."""
+        with torch.enable_grad():
+            r = (self.model(x) - y)[:, mask, :].reshape(-1)
+            rows = []
+            for i in range(r.numel()):
+                grads = torch.autograd.grad(r[i], self.params, retain_graph=True, allow_unused=True)
+                rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                                       for g, p in zip(grads, self.params)]))
+        return r.detach(), torch.stack(rows)
 
     def step(self, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
         """One LM step on the fixed set. Returns (loss before the step, grad norm before it)."""

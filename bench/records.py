@@ -9,6 +9,7 @@ over the target: a crash leaves either the old file or the new one, never a mix.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import os
@@ -240,11 +241,9 @@ def cpu_name() -> str:
 
 def environment(device: str = "cpu") -> dict[str, Any]:
     """Library versions and hardware, recorded with every result and benchmark."""
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except Exception:  # triton is optional on CPU-only machines
+    try:  # from package metadata: importing triton itself takes seconds
+        triton_version = importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:  # optional on CPU-only machines
         triton_version = None
     env = {
         "python": sys.version.split()[0],

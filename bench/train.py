@@ -297,7 +297,7 @@ class Trainer:
                 loss.backward()
                 return loss
 
-            loss_value = float(self.optimizer.step(closure))
+            loss_value = self.optimizer.step(closure).detach().item()
             norm = total_grad_norm(self.params)
         if not math.isfinite(loss_value) or not self.weights_finite():
             raise Diverged(f"non-finite training loss or weights at step {self.step + 1}")

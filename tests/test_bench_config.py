@@ -1,0 +1,173 @@
+"""RunConfig: validation errors name the field, hashes are stable, records are atomic."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pytest
+import torch
+
+from bench.config import RunConfig, RunConfigError, load_run_config, make_run_config
+from bench.records import ResultsDirError, atomic_write, atomic_write_text, check_writable
+
+BASE = dict(
+    task={"name": "multiply", "params": {"width": 4, "length": 8}},
+    model={"name": "baseconv", "params": {"width": 8, "depth": 1}},
+    steps=10,
+    batch_size=8,
+    eval_size=16,
+)
+
+
+def cfg(**overrides) -> RunConfig:
+    return make_run_config(**{**BASE, **overrides})
+
+
+BAD_INPUTS = [
+    # (overrides, words the message must contain)
+    (dict(task={"name": "nope"}), ["task", "unknown task 'nope'", "multiply"]),
+    (dict(task={"name": "multiply", "params": {"width": 21}}), ["task", "even input width", "21"]),
+    (dict(task={"name": "multiply", "params": {"colour": 1}}), ["task", "colour", "unknown parameter"]),
+    (dict(model={"name": "nope"}), ["model.name", "unknown model 'nope'", "baseconv"]),
+    (dict(model={"name": "baseconv", "params": {"width": 0}}), ["model.params", "width", ">= 1"]),
+    (dict(model={"name": "baseconv", "params": {"conv_kind": "huge"}}), ["model.params", "conv_kind"]),
+    (dict(optimizer={"name": "rmsprop"}), ["optimizer", "'rmsprop'", "adam", "lbfgs"]),
+    (dict(optimizer={"name": "adam", "lr": -1.0}), ["optimizer.lr", "greater than 0", "-1"]),
+    (dict(optimizer={"name": "adam", "eps": -1e-16}), ["optimizer.eps", "greater than or equal to 0"]),
+    (dict(optimizer={"name": "sgd", "momentum": 1.5}), ["optimizer.momentum", "less than 1"]),
+    (dict(optimizer={"name": "adam", "momentum": 0.9}), ["optimizer.momentum", "unknown field"]),
+    (dict(schedule={"name": "cosine"}), ["schedule", "'cosine'", "constant", "step", "adaptive"]),
+    (dict(schedule={"name": "step", "gamma": 2.0}), ["schedule.gamma", "less than or equal to 1"]),
+    (dict(schedule={"name": "adaptive", "gamma": 1.1}), ["schedule.gamma", "less than 1"]),
+    (dict(dtype="float16"), ["dtype", "'float32' or 'float64'", "float16"]),
+    (dict(device="tpu"), ["device", "'cpu', 'cuda'", "tpu"]),
+    (dict(steps=0), ["steps", "greater than or equal to 1"]),
+    (dict(batch_size=-3), ["batch_size", "greater than or equal to 1"]),
+    (dict(eval_size=0), ["eval_size"]),
+    (dict(seed=-1), ["seed"]),
+    (dict(grad_clip=0.0), ["grad_clip", "greater than 0"]),
+    (dict(ema_decay=1.0), ["ema_decay", "less than 1"]),
+    (dict(learning_rate=1e-3), ["learning_rate", "unknown field"]),
+    (dict(optimizer={"name": "lbfgs"}, schedule={"name": "adaptive"}), ["schedule", "'adaptive'", "full-batch"]),
+    (dict(optimizer={"name": "lbfgs"}, grad_clip=1.0), ["grad_clip", "first-order"]),
+    (dict(optimizer={"name": "levenberg_marquardt", "max_params": 10}), ["max_params=10", "parameters"]),
+    (dict(task={"name": "multiply", "params": {"width": float("nan")}}), ["task", "JSON"]),
+]
+
+
+@pytest.mark.parametrize("overrides,words", BAD_INPUTS, ids=[str(i) for i in range(len(BAD_INPUTS))])
+def test_bad_input_names_the_field(overrides, words):
+    with pytest.raises(RunConfigError) as info:
+        cfg(**overrides)
+    message = str(info.value)
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+    assert "\n" not in message  # one readable line, no pydantic dump
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_device_without_cuda_is_rejected():
+    with pytest.raises(RunConfigError, match="device 'cuda' needs CUDA"):
+        cfg(device="cuda")
+
+
+def test_missing_task_or_model():
+    with pytest.raises(RunConfigError, match="model: Field required"):
+        make_run_config(task={"name": "multiply"})
+
+
+PINNED_CANONICAL_JSON = (
+    '{"batch_size":8,"device":"cpu","dtype":"float32","ema_decay":0.98,"ema_lambda":0.0,"eval_every":null,'
+    '"eval_size":16,"grad_clip":null,"max_consecutive_skips":100,'
+    '"model":{"name":"baseconv","params":{"depth":1,"width":8}},'
+    '"optimizer":{"betas":[0.9,0.999],"eps":1e-16,"lr":0.001,"name":"adam","weight_decay":0.0},'
+    '"schedule":{"name":"constant"},"seed":0,"skip_grad_norm":null,"steps":10,'
+    '"task":{"name":"multiply","params":{"length":8,"width":4}}}'
+)
+
+
+def test_hash_is_pinned_and_stable():
+    """Changing the canonical form renames every stored result: this test makes it deliberate."""
+    c = cfg()
+    assert c.canonical_json() == PINNED_CANONICAL_JSON  # sorted keys, defaults in, checkpoint_every out
+    assert c.hash == hashlib.sha256(PINNED_CANONICAL_JSON.encode()).hexdigest()[:16] == "182fba8c94b06c46"
+
+
+def test_hash_ignores_order_and_operational_fields_but_not_numbers():
+    a = cfg()
+    reordered = make_run_config(**dict(reversed(list(BASE.items()))))
+    assert reordered.hash == a.hash
+    swapped = cfg(task={"name": "multiply", "params": {"length": 8, "width": 4}})
+    assert swapped.hash == a.hash
+    assert cfg(checkpoint_every=7).hash == a.hash
+    assert cfg(seed=1).hash != a.hash
+    assert cfg(optimizer={"name": "adam", "eps": 1e-8}).hash != a.hash
+    assert cfg(dtype="float64").hash != a.hash
+
+
+def test_json_round_trip_and_hashable():
+    a = cfg(optimizer={"name": "sgd", "lr": 0.1}, schedule={"name": "step", "every": 3})
+    b = load_run_config(a.model_dump_json())
+    assert b == a and b.hash == a.hash
+    assert len({a, b, cfg()}) == 2
+    with pytest.raises(Exception):
+        a.steps = 5  # frozen
+
+
+def test_defaults_are_the_papers():
+    c = make_run_config(task={"name": "multiply"}, model={"name": "baseconv"})
+    assert c.optimizer.name == "adam" and c.optimizer.eps == 1e-16 and c.optimizer.lr == 1e-3
+    assert c.batch_size == 1024 and c.dtype == "float32"
+    step = cfg(schedule={"name": "step"}).schedule
+    assert (step.gamma, step.every) == (0.9, 10_000)
+
+
+def test_unwritable_results_folder_errors_before_training(tmp_path):
+    from bench.train import run
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ResultsDirError, match="not writable"):
+        check_writable(blocker)
+    with pytest.raises(ResultsDirError):
+        run(cfg(), blocker)
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "runs" / "x.json"
+    atomic_write_text(target, '{"old": true}\n')
+
+    def crash_mid_write(f):
+        f.write('{"new": tr')
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, crash_mid_write)
+    assert json.loads(target.read_text()) == {"old": True}
+    assert os.listdir(target.parent) == ["x.json"]  # the temp file is gone too
+
+    fresh = tmp_path / "runs" / "y.json"
+    with pytest.raises(RuntimeError):
+        atomic_write(fresh, crash_mid_write)
+    assert not fresh.exists()
+
+
+def test_result_write_is_atomic(tmp_path, monkeypatch):
+    """A crash while a record is serialised leaves the previous record intact."""
+    from bench import records
+    from bench.train import run
+
+    c = cfg(steps=2)
+    first = run(c, tmp_path, progress=False)
+    path = records.record_path(c, tmp_path)
+    before = path.read_text()
+
+    def exploding_dump(self, **kw):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(records.RunResult, "model_dump_json", exploding_dump)
+    with pytest.raises(RuntimeError):
+        records.write_result(first, tmp_path)
+    assert path.read_text() == before
+    assert sorted(os.listdir(path.parent)) == [path.name]

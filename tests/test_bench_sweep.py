@@ -1,0 +1,70 @@
+"""Sweeps: grids from MODULE:NAME, a local process pool and Ray; finished runs skipped."""
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from bench.records import load_result
+from bench.sweep import REPO_ROOT, resolve_grid, run_sweep
+
+GRID_MODULE = textwrap.dedent('''
+    from bench.config import RunConfig
+
+    def tiny(seed, lr=3e-3):
+        return RunConfig(task={"name": "multiply", "params": {"width": 4, "length": 8}},
+                         model={"name": "baseconv", "params": {"width": 8, "depth": 1}},
+                         optimizer={"name": "adam", "lr": lr}, steps=4, batch_size=8, eval_size=16, seed=seed)
+
+    GRID = [tiny(0), tiny(1), tiny(0)]        # a duplicate: trained once
+
+    def lr_grid():
+        return [tiny(2, lr) for lr in (1e-3, 1e-2)]
+''')
+
+
+@pytest.fixture
+def grid_module(tmp_path, monkeypatch):
+    (tmp_path / "tiny_grids.py").write_text(GRID_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "tiny_grids"
+    sys.modules.pop("tiny_grids", None)
+
+
+def test_resolve_grid_list_and_function(grid_module):
+    assert len(resolve_grid(f"{grid_module}:GRID")) == 3
+    assert [c.optimizer.lr for c in resolve_grid(f"{grid_module}:lr_grid")] == [1e-3, 1e-2]
+    with pytest.raises(ValueError, match="MODULE:NAME"):
+        resolve_grid(grid_module)
+    with pytest.raises(ValueError, match="no attribute 'nope'"):
+        resolve_grid(f"{grid_module}:nope")
+
+
+def test_process_pool_sweep_then_everything_is_skipped(grid_module, tmp_path):
+    configs = resolve_grid(f"{grid_module}:GRID")
+    results = tmp_path / "results"
+    outcomes = run_sweep(configs, results, workers=2)
+    assert [o.status for o in outcomes] == ["ok", "ok"]  # deduplicated by hash
+    for c in configs:
+        assert load_result(c, results).status == "ok"
+    again = run_sweep(configs, results, workers=2)
+    assert [o.status for o in again] == ["skipped", "skipped"]
+
+
+def test_ray_sweep(grid_module, tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    try:
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
+    except Exception as err:  # no shared memory, no ports, ...
+        pytest.skip(f"a local Ray instance cannot start here: {err}")
+    try:
+        configs = resolve_grid(f"{grid_module}:lr_grid")
+        outcomes = run_sweep(configs, tmp_path, executor="ray")
+        assert [o.status for o in outcomes] == ["ok", "ok"], [o.error for o in outcomes]
+        assert all(load_result(c, tmp_path).eval_mse == o.eval_mse for c, o in zip(configs, outcomes))
+        assert [o.status for o in run_sweep(configs, tmp_path, executor="ray")] == ["skipped", "skipped"]
+    finally:
+        ray.shutdown()

@@ -1,0 +1,236 @@
+"""The train loop: records, determinism, divergence, skipping finished runs, and resuming
+(after an interrupt and after kill -9) bit-identically."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.config import EXTRA_MODELS, make_run_config
+from bench.records import checkpoint_path, load_checkpoint, load_model, load_result, record_path
+from bench.train import run
+
+REPO = Path(__file__).resolve().parent.parent
+
+BASE = dict(
+    task={"name": "multiply", "params": {"width": 4, "length": 8}},
+    model={"name": "baseconv", "params": {"width": 8, "depth": 1}},
+    optimizer={"name": "adam", "lr": 3e-3},
+    batch_size=8,
+    eval_size=32,
+)
+
+
+def tiny(**overrides):
+    return make_run_config(**{**BASE, **overrides})
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def numbers(result) -> dict:
+    """Everything in a record that training computes (not timings, dates, resume points)."""
+    keep = ("status", "steps_done", "eval_mse", "eval_rel", "eval_rel_l2", "per_position_mse", "best_eval_mse",
+            "best_step", "train_loss", "floor", "final_lr", "param_count", "skipped_steps", "config_hash")
+    data = result.model_dump()
+    out = {k: data[k] for k in keep}
+    out["curve"] = data["curve"]
+    return out
+
+
+def assert_same_weights(cfg, dir_a, dir_b):
+    a, b = load_model(cfg, dir_a).state_dict(), load_model(cfg, dir_b).state_dict()
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_run_writes_a_complete_record(tmp_path):
+    cfg = tiny(steps=20, eval_every=5)
+    result = run(cfg, tmp_path, progress=False)
+    assert result.status == "ok" and result.steps_done == 20
+    assert [p.step for p in result.curve] == [0, 5, 10, 15, 20]
+    assert result.curve[-1].eval_mse == result.eval_mse < result.curve[0].eval_mse
+    assert all(p.train_loss is not None and p.grad_norm_max >= p.grad_norm_mean > 0 for p in result.curve[1:])
+    assert result.floor == cfg.build_task().floor(torch.float32) > 0
+    assert result.param_count == sum(p.numel() for p in cfg.build_model().parameters())
+    assert len(result.per_position_mse) == 8 and result.steps_per_s > 0
+    assert {"torch", "triton", "device_name", "cpu"} <= set(result.environment)
+    on_disk = json.loads(record_path(cfg, tmp_path).read_text())
+    assert on_disk["config_hash"] == cfg.hash and on_disk["status"] == "ok"
+    assert load_result(cfg, tmp_path) == result
+    # the harness turned TF32 off
+    assert torch.get_float32_matmul_precision() == "highest"
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+
+
+def test_same_config_same_bits(tmp_path):
+    cfg = tiny(steps=10, schedule={"name": "step", "every": 3, "gamma": 0.5})
+    a = run(cfg, tmp_path / "a", progress=False)
+    b = run(cfg, tmp_path / "b", progress=False)
+    assert numbers(a) == numbers(b)
+    assert_same_weights(cfg, tmp_path / "a", tmp_path / "b")
+    assert a.final_lr == 3e-3 * 0.5**3
+    other_seed = run(tiny(steps=10, seed=1), tmp_path / "a", progress=False)
+    assert other_seed.eval_mse != a.eval_mse
+
+
+def test_huge_lr_is_recorded_as_diverged(tmp_path):
+    cfg = tiny(steps=50, optimizer={"name": "sgd", "lr": 1e12, "momentum": 0.0})
+    result = run(cfg, tmp_path, progress=False)
+    assert result.status == "diverged" and result.steps_done < 50
+    assert result.eval_mse is None and result.best_eval_mse is None and result.train_loss is None
+    assert "non-finite" in result.message or "eval MSE" in result.message
+    text = record_path(cfg, tmp_path).read_text()
+    for bad in ("NaN", "Infinity"):
+        assert bad not in text
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert run(cfg, tmp_path, progress=False).finished_at == result.finished_at  # diverged is final too
+
+
+def test_finished_run_is_not_retrained_unless_forced(tmp_path, monkeypatch):
+    from bench import train
+
+    cfg = tiny(steps=5)
+    first = run(cfg, tmp_path, progress=False)
+    mtime = record_path(cfg, tmp_path).stat().st_mtime_ns
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was retrained")
+
+    monkeypatch.setattr(train.Trainer, "train", no_training)
+    again = run(cfg, tmp_path, progress=False)
+    assert again == first and record_path(cfg, tmp_path).stat().st_mtime_ns == mtime
+    # a lost record is rebuilt from the final checkpoint, still without training
+    record_path(cfg, tmp_path).unlink()
+    assert numbers(run(cfg, tmp_path, progress=False)) == numbers(first)
+    monkeypatch.undo()
+    forced = run(cfg, tmp_path, force=True, progress=False)
+    assert numbers(forced) == numbers(first) and forced.finished_at >= first.finished_at
+
+
+INTERRUPT_AT = {"forward": None}
+
+
+class InterruptAt(torch.nn.Module):
+    """Wraps a model and sends this process SIGINT at training forward INTERRUPT_AT["forward"]."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == INTERRUPT_AT["forward"]:
+                os.kill(os.getpid(), signal.SIGINT)
+        return self.inner(x)
+
+
+def test_interrupt_checkpoints_and_resumes_bit_identically(tmp_path):
+    """Adaptive LR, EMA filter, clipping: every piece of state must survive the checkpoint."""
+    import architectures
+
+    fields = dict(steps=24, eval_every=4, checkpoint_every=0, ema_lambda=0.5, grad_clip=0.5,
+                  schedule={"name": "adaptive", "every": 5, "measure_every": 3, "probe_batches": 3, "warmup": 0,
+                            "threshold": 0.0, "gamma": 0.5})
+    reference = run(tiny(**fields), tmp_path / "ref", progress=False)
+    assert reference.status == "ok" and reference.final_lr != 3e-3  # the schedule acted
+
+    EXTRA_MODELS["interrupted_baseconv"] = lambda task, **p: InterruptAt(architectures.build_model("baseconv", task, **p))
+    INTERRUPT_AT["forward"] = 40
+    try:
+        wrapped = tiny(**fields, model={"name": "interrupted_baseconv", "params": BASE["model"]["params"]})
+        first = run(wrapped, tmp_path / "int", progress=False)
+        assert first.status == "interrupted" and 0 < first.steps_done < 24
+        state = load_checkpoint(wrapped, tmp_path / "int")
+        assert state["step"] == first.steps_done
+        INTERRUPT_AT["forward"] = None
+        second = run(wrapped, tmp_path / "int", progress=False)
+    finally:
+        EXTRA_MODELS.pop("interrupted_baseconv", None)
+    assert second.status == "ok" and second.resumed_at == [first.steps_done]
+    ref, res = numbers(reference), numbers(second)
+    ref.pop("config_hash"), res.pop("config_hash")
+    assert res == ref
+    a = load_checkpoint(tiny(**fields), tmp_path / "ref")["model"]
+    b = load_checkpoint(wrapped, tmp_path / "int")["model"]
+    assert len(a) == len(b) and all(torch.equal(b[k], a[k.removeprefix("inner.")]) for k in b)
+
+
+CHILD = """
+import json, sys, time, torch
+torch.set_num_threads(1)
+import architectures
+from bench.config import EXTRA_MODELS, load_run_config
+from bench.train import run
+
+class Slow(torch.nn.Module):  # sleeps, so the parent can kill it mid-run; numerics untouched
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+    def forward(self, x):
+        time.sleep(0.004)
+        return self.inner(x)
+
+EXTRA_MODELS["slow_baseconv"] = lambda task, **p: Slow(architectures.build_model("baseconv", task, **p))
+cfg = load_run_config(sys.argv[1])
+print(run(cfg, sys.argv[2], progress=False).status)
+"""
+
+
+def test_resume_after_kill_9_is_bit_identical(tmp_path):
+    """A run killed with SIGKILL after its first checkpoint finishes, when restarted,
+    with the same record numbers and weights as a run that was never interrupted."""
+    import architectures
+    from bench.config import load_run_config
+
+    # in this process the model is plain baseconv (same numbers, no sleeping)
+    EXTRA_MODELS["slow_baseconv"] = lambda task, **p: architectures.build_model("baseconv", task, **p)
+    try:
+        cfg = tiny(steps=200, eval_every=25, checkpoint_every=20,
+                   model={"name": "slow_baseconv", "params": BASE["model"]["params"]})
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+        killed = tmp_path / "killed"
+
+        def child():
+            return subprocess.Popen([sys.executable, "-c", CHILD, cfg.model_dump_json(), str(killed)], cwd=REPO,
+                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        victim = child()
+        ckpt = checkpoint_path(cfg, killed)
+        deadline = time.time() + 120
+        while not ckpt.exists() and victim.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        assert victim.returncode == -signal.SIGKILL, victim.stderr.read()
+        assert not record_path(cfg, killed).exists()  # it really died before finishing
+        killed_at = torch.load(ckpt, weights_only=True)["step"]
+        assert 0 < killed_at < 200
+
+        resumed = child()
+        whole = run(load_run_config(cfg.model_dump_json()), tmp_path / "whole", progress=False)
+        out, err = resumed.communicate(timeout=300)
+        assert resumed.returncode == 0 and out.strip() == "ok", err
+
+        again = load_result(cfg, killed)
+        assert again.resumed_at and again.resumed_at[0] >= killed_at and whole.resumed_at == []
+        assert numbers(again) == numbers(whole)
+        wa = torch.load(checkpoint_path(cfg, killed), weights_only=True)["model"]
+        wb = torch.load(checkpoint_path(cfg, tmp_path / "whole"), weights_only=True)["model"]
+        assert len(wa) == len(wb) and all(torch.equal(wa[k], wb[k.removeprefix("inner.")]) for k in wa)
+    finally:
+        EXTRA_MODELS.pop("slow_baseconv", None)
