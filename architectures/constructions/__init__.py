@@ -1,1 +1,39 @@
-"""Hand-set weights that prove what an architecture can express exactly."""
+"""Hand-set weights that prove what an architecture can express exactly.
+
+Each builder returns a `Construction(model, layers_per_step, width, description, setup_layers)`
+whose model is the ordinary `architectures.build_model(...)` output with its weights set by hand.
+
+    baseconv_gd_step          BaseConv, one GD step (4 layers, width 4D + 1), iterate by re-feeding x
+    linear_attention_gd_step  linear attention, one GD step (2 layers, 2 heads)
+    baseconv_gd_gram          BaseConv, GD with M = A^T A / N in the stream: 3 + t layers for t steps
+    baseconv_newton_schulz    BaseConv, Newton-Schulz: 4 + K layers = GD step 2^K
+    baseconv_read / _linear / _multiply   the primitives in one layer each
+
+Curves against the reference algorithms: curves.py; the table and figure:
+`python -m architectures.constructions.report`.
+"""
+from .base import Construction, Layout
+from .baseconv_gd import baseconv_gd_step, gd_iterate, gd_tokens
+from .baseconv_newton import baseconv_gd_gram, baseconv_newton_schulz, layer_outputs
+from .baseconv_primitives import baseconv_linear, baseconv_multiply, baseconv_read
+from .curves import gd_iterate_curve, gram_gd_curve, newton_curve, sample_problems
+from .linear_attention_gd import linear_attention_gd_step
+
+__all__ = [
+    "Construction",
+    "Layout",
+    "baseconv_gd_gram",
+    "baseconv_gd_step",
+    "baseconv_linear",
+    "baseconv_multiply",
+    "baseconv_newton_schulz",
+    "baseconv_read",
+    "gd_iterate",
+    "gd_iterate_curve",
+    "gd_tokens",
+    "gram_gd_curve",
+    "layer_outputs",
+    "linear_attention_gd_step",
+    "newton_curve",
+    "sample_problems",
+]

@@ -1,0 +1,162 @@
+"""Error curves of the least-squares constructions against the reference algorithms.
+
+Error of an iterate: per problem, the mean over the D coordinates of (x_t - x_ls)^2, where
+x_ls is the float64 least-squares solution of the problem as the model sees it (A, b rounded
+to the dtype), i.e. what GD converges to. A curve reports the median over problems (as
+Liu et al. do) and the mean; the mean is dominated by the few worst-conditioned problems.
+
+Problems: D x N Gaussian least squares from primitives.sample_least_squares, drawn from the
+"eval" stream of `seed`; float32 and float64 runs use the same draws, rounded to each dtype.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from primitives import algorithms as alg
+from primitives import sample_least_squares, stream_generator
+from primitives.least_squares import LeastSquaresProblem
+
+from .baseconv_gd import baseconv_gd_step, gd_iterate, gd_tokens
+from .baseconv_newton import baseconv_gd_gram, baseconv_newton_schulz, layer_outputs
+from .linear_attention_gd import linear_attention_gd_step
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# "reached the floor": the median error at or below these (the targets of the construction tests)
+FLOOR_THRESHOLDS = {"float32": 1e-14, "float64": 1e-28}
+ONE_STEP_BUILDERS = {"baseconv": baseconv_gd_step, "linear_attention": linear_attention_gd_step}
+
+
+def sample_problems(batch: int, D: int, N: int, seed: int, dtype: torch.dtype) -> LeastSquaresProblem:
+    return sample_least_squares(batch, D=D, N=N, generator=stream_generator(seed, "eval"), dtype=dtype)
+
+
+def per_problem_mse(xs: torch.Tensor, x_ls: torch.Tensor) -> torch.Tensor:
+    """xs (T, B, D) in any dtype, x_ls (B, D) float64 -> (T, B) float64."""
+    return (xs.to(torch.float64) - x_ls).pow(2).mean(dim=-1)
+
+
+def relative_difference(xs: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Per iteration, the largest over problems of ||x - x_ref|| / ||x_ref||: (T,)."""
+    xs, ref = xs.to(torch.float64), ref.to(torch.float64)
+    return ((xs - ref).norm(dim=-1) / ref.norm(dim=-1)).amax(dim=-1)
+
+
+@dataclass
+class Curve:
+    """Median and mean error per iteration; `layers[t]` is the depth spent to reach iteration t."""
+
+    median: list[float]
+    mean: list[float]
+    layers: list[int]
+
+    @classmethod
+    def from_errors(cls, errors: torch.Tensor, layers: list[int]) -> "Curve":
+        return cls(errors.median(dim=1).values.tolist(), errors.mean(dim=1).tolist(), list(layers))
+
+    def first_below(self, threshold: float) -> int | None:
+        """The first iteration whose median error is <= threshold (None if never)."""
+        return next((t for t, v in enumerate(self.median) if v <= threshold), None)
+
+    def to_dict(self) -> dict:
+        return {"median": self.median, "mean": self.mean, "layers": self.layers}
+
+
+def true_gd_curve(problem: LeastSquaresProblem, eta: float, steps: int, dtype: torch.dtype) -> tuple[Curve, torch.Tensor]:
+    """GD run in `dtype` by primitives.algorithms (no model); returns the curve and the iterates (T, B, D)."""
+    xs = alg.gd_iterates(problem.A.to(dtype), problem.b.to(dtype), problem.x0.to(dtype), eta, steps).transpose(0, 1)
+    return Curve.from_errors(per_problem_mse(xs, problem.x_ls), [0] * (steps + 1)), xs
+
+
+def gd_iterate_curve(
+    construction: str = "baseconv",
+    *,
+    steps: int = 300,
+    D: int = 5,
+    N: int = 20,
+    eta: float = 0.5,
+    batch: int = 64,
+    seed: int = 0,
+    dtypes: tuple[str, ...] = ("float32", "float64"),
+) -> dict:
+    """MSE vs iteration of a one-step GD construction applied `steps` times, and of true GD.
+
+    construction: "baseconv" (4 layers per step) or "linear_attention" (2 layers per step).
+    Returns {dtype: {"construction": Curve, "true_gd": Curve, "max_relative_difference": float,
+    "relative_difference": [per iteration]}}; the relative difference is between the
+    construction's iterates and true GD's in the same dtype.
+    """
+    out = {}
+    for name in dtypes:
+        dtype = DTYPES[name]
+        problem = sample_problems(batch, D, N, seed, dtype)
+        c = ONE_STEP_BUILDERS[construction](D, N, eta, dtype=dtype)
+        xs = gd_iterate(c, problem.A, problem.b, problem.x0, steps)
+        true_curve, ref = true_gd_curve(problem, eta, steps, dtype)
+        rel = relative_difference(xs, ref)
+        out[name] = {
+            "construction": Curve.from_errors(per_problem_mse(xs, problem.x_ls), [c.layers_per_step * t for t in range(steps + 1)]),
+            "true_gd": true_curve,
+            "relative_difference": rel.tolist(),
+            "max_relative_difference": rel.max().item(),
+        }
+    return out
+
+
+def gram_gd_curve(
+    *, steps: int = 300, D: int = 5, N: int = 20, eta: float = 0.5, batch: int = 64, seed: int = 0,
+    dtypes: tuple[str, ...] = ("float32", "float64"),
+) -> dict:
+    """MSE vs GD step of the single-pass GD-with-M construction (one forward pass of depth 3 + steps)."""
+    out = {}
+    for name in dtypes:
+        dtype = DTYPES[name]
+        problem = sample_problems(batch, D, N, seed, dtype)
+        c = baseconv_gd_gram(D, N, eta, steps, dtype=dtype)
+        per_layer = layer_outputs(c.model, gd_tokens(problem.A, problem.b, problem.x0).to(dtype))[:, :, -1]
+        xs = per_layer[c.setup_layers - 1 :]  # iterate t is read after layer 3 + t (t = 0: x0 broadcast)
+        _, ref = true_gd_curve(problem, eta, steps, dtype)
+        rel = relative_difference(xs, ref)
+        out[name] = {
+            "construction": Curve.from_errors(per_problem_mse(xs, problem.x_ls), [0] + [c.setup_layers + t for t in range(1, steps + 1)]),
+            "relative_difference": rel.tolist(),
+            "max_relative_difference": rel.max().item(),
+        }
+    return out
+
+
+def newton_curve(
+    *, iterations: int = 10, rounds: int = 3, D: int = 5, N: int = 20, eta: float = 0.5, batch: int = 64,
+    seed: int = 0, dtypes: tuple[str, ...] = ("float32", "float64"),
+) -> dict:
+    """The Newton-Schulz construction: error after each iteration of one pass, and after refinement rounds.
+
+    Returns {dtype: {"iterations": Curve over k = 0..iterations within one pass (iterate k,
+    x0 - X_k g0, is read after layer 4 + k; k = 0 is one GD step), "max_relative_difference_ns": largest relative
+    difference to Newton-Schulz X_k g0 computed by primitives.algorithms in the same dtype,
+    "refinement": {K: Curve over rounds 0..rounds, each round a full pass of depth 4 + K with
+    the previous answer fed back as token 0}}}.
+    """
+    out = {}
+    for name in dtypes:
+        dtype = DTYPES[name]
+        problem = sample_problems(batch, D, N, seed, dtype)
+        c = baseconv_newton_schulz(D, N, eta, iterations, dtype=dtype)
+        A, b, x0 = problem.A.to(dtype), problem.b.to(dtype), problem.x0.to(dtype)
+        xs = layer_outputs(c.model, gd_tokens(A, b, x0))[c.setup_layers - 1 :, :, -1]  # k = 0..iterations
+        eye = torch.eye(D, dtype=dtype).expand(batch, D, D)
+        X = alg.newton_schulz_iterates(alg.hessian(A), eta * eye, iterations)  # (B, K+1, D, D)
+        ns = x0.unsqueeze(0) - torch.einsum("bkij,bj->kbi", X, alg.gradient(A, b, x0))
+        rel = relative_difference(xs, ns)
+        refinement = {}
+        for K in range(1, iterations + 1):
+            one = baseconv_newton_schulz(D, N, eta, K, dtype=dtype)
+            rs = gd_iterate(one, A, b, x0, rounds)
+            refinement[K] = Curve.from_errors(per_problem_mse(rs, problem.x_ls), [(4 + K) * r for r in range(rounds + 1)])
+        out[name] = {
+            "iterations": Curve.from_errors(per_problem_mse(xs, problem.x_ls), [c.setup_layers + k for k in range(iterations + 1)]),
+            "max_relative_difference_ns": rel.max().item(),
+            "refinement": refinement,
+        }
+    return out

@@ -1,0 +1,183 @@
+"""Hand-set constructions (architectures/constructions): what they compute, to what precision,
+and what they cost. Every number asserted here is computed by running the real models."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from primitives import algorithms as alg
+from primitives import make_task, stream_generator
+from architectures.constructions import (
+    baseconv_gd_gram,
+    baseconv_gd_step,
+    baseconv_linear,
+    baseconv_multiply,
+    baseconv_newton_schulz,
+    baseconv_read,
+    gd_iterate,
+    gd_iterate_curve,
+    gd_tokens,
+    gram_gd_curve,
+    layer_outputs,
+    linear_attention_gd_step,
+    newton_curve,
+    sample_problems,
+)
+
+D, N, ETA = 5, 20, 0.5
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---- costs ---------------------------------------------------------------------------------
+
+def test_layer_and_width_counts():
+    gd = baseconv_gd_step(D, N, ETA)
+    assert (gd.layers_per_step, gd.setup_layers, gd.depth, gd.width) == (4, 0, 4, 4 * D + 1)
+    assert baseconv_gd_step(3, 7, ETA).width == 13
+    la = linear_attention_gd_step(D, N, ETA)
+    assert (la.layers_per_step, la.depth, la.width, la.model.config.heads) == (2, 2, 18, 2)
+    ns = baseconv_newton_schulz(D, N, ETA, iterations=6)
+    assert (ns.setup_layers, ns.layers_per_step, ns.depth) == (4, 1, 10)
+    assert ns.width == max(4 * D + 1 + D * (D + 1), D * D * (D + 1) // 2 + D * D) == 100
+    gram = baseconv_gd_gram(D, N, ETA, steps=7)
+    assert (gram.setup_layers, gram.layers_per_step, gram.depth, gram.width) == (3, 1, 10, 51)
+    for c in (gd, la, ns, gram):
+        cfg = c.model.config
+        assert not (cfg.prenorm or cfg.mlp or cfg.final_norm) and cfg.residual
+        assert c.width == cfg.width
+
+
+def test_constructions_are_deterministic():
+    a, b = baseconv_newton_schulz(D, N, ETA, 3), baseconv_newton_schulz(D, N, ETA, 3)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    p = sample_problems(4, D, N, seed=3, dtype=torch.float32)
+    c = baseconv_gd_step(D, N, ETA, dtype=torch.float32)
+    assert torch.equal(gd_iterate(c, p.A, p.b, p.x0, 5), gd_iterate(c, p.A, p.b, p.x0, 5))
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="output"):
+        baseconv_gd_step(output="hessian")
+    with pytest.raises(ValueError, match="iterations"):
+        baseconv_newton_schulz(iterations=-1)
+
+
+# ---- one GD step on the primitives' tasks ----------------------------------------------------
+
+@pytest.mark.parametrize("builder", [baseconv_gd_step, linear_attention_gd_step])
+def test_one_step_matches_gd_step_and_gd_k_tasks(builder):
+    gen = stream_generator(0, "eval")
+    grad_task, step_task = make_task("gd_step", D=D, N=N), make_task("gd_k", D=D, N=N, k=1, eta=ETA)
+    for task, output in ((grad_task, "gradient"), (step_task, "iterate")):
+        batch = task.sample(32, generator=gen, dtype=torch.float64)
+        with torch.no_grad():
+            pred = builder(D, N, ETA, output=output).model(batch.inputs)
+        target = batch.exact_targets[:, -1]
+        rel = ((pred[:, -1] - target).norm(dim=-1) / target.norm(dim=-1)).max().item()
+        assert rel <= 1e-13, (output, rel)
+
+
+# ---- iterated GD: per-step agreement and floors ----------------------------------------------
+
+@pytest.mark.parametrize("construction", ["baseconv", "linear_attention"])
+def test_iterated_gd_matches_true_gd_and_reaches_floors(construction):
+    curves = gd_iterate_curve(construction, steps=200, D=D, N=N, eta=ETA, batch=128, seed=0)
+    f64, f32 = curves["float64"], curves["float32"]
+    assert f64["max_relative_difference"] <= 1e-12
+    assert f32["max_relative_difference"] <= 1e-5  # float32 rounding, compounded over 200 steps
+    assert f64["construction"].median[-1] <= 1e-28
+    assert f32["construction"].median[-1] <= 1e-14
+    # as good as GD run directly in the same dtype (the mean is set by the worst problems)
+    for c in (f32, f64):
+        assert c["construction"].mean[-1] <= 2 * c["true_gd"].mean[-1]
+    assert f64["construction"].first_below(1e-28) == f64["true_gd"].first_below(1e-28)
+    assert f32["construction"].layers[10] == 10 * (4 if construction == "baseconv" else 2)
+
+
+def test_gd_with_hessian_in_stream_is_gd_one_layer_per_step():
+    curves = gram_gd_curve(steps=200, D=D, N=N, eta=ETA, batch=16, seed=0)
+    assert curves["float64"]["max_relative_difference"] <= 1e-12
+    assert curves["float64"]["construction"].median[-1] <= 1e-28
+    # it solves the rounded normal equations: in float32 it stops above per-token GD's floor
+    assert curves["float32"]["construction"].median[-1] <= 1e-13
+    assert curves["float32"]["construction"].layers[5] == 3 + 5
+
+
+# ---- Newton-Schulz ---------------------------------------------------------------------------
+
+def test_newton_schulz_is_gd_at_step_two_to_the_k():
+    p = sample_problems(16, D, N, seed=1, dtype=torch.float64)
+    c = baseconv_newton_schulz(D, N, ETA, iterations=5)
+    xs = layer_outputs(c.model, gd_tokens(p.A, p.b, p.x0))[3:, :, -1]  # k = 0..5
+    gd = alg.gd_iterates(p.A, p.b, p.x0, ETA, 2**5)
+    for k in range(6):
+        ref = gd[:, 2**k]
+        assert ((xs[k] - ref).norm(dim=-1) / ref.norm(dim=-1)).max() <= 1e-12
+
+
+def test_newton_schulz_converges_quadratically_to_the_floor():
+    curves = newton_curve(iterations=8, rounds=2, D=D, N=N, eta=ETA, batch=16, seed=0)
+    f64, f32 = curves["float64"], curves["float32"]
+    assert f64["max_relative_difference_ns"] <= 1e-12
+    errs = f64["iterations"].median
+    k_floor = f64["iterations"].first_below(1e-28)
+    assert k_floor is not None and k_floor <= 8 and f64["iterations"].layers[k_floor] <= 12
+    # quadratic: the exponent of the error roughly doubles per iteration before the floor
+    ratios = [math.log(errs[k + 1]) / math.log(errs[k]) for k in range(len(errs) - 1) if 1e-28 < errs[k + 1] and errs[k] < 1e-3]
+    assert len(ratios) >= 2 and min(ratios) >= 1.5, ratios
+    # GD needs about 2^k_floor steps for the same error
+    gd = gd_iterate_curve("baseconv", steps=2 ** (k_floor - 2), batch=16, seed=0, dtypes=("float64",))
+    assert gd["float64"]["construction"].median[-1] > 1e-20
+    # float32: one pass stops at the rounded normal equations; one refinement pass reaches GD's floor
+    assert f32["iterations"].median[-1] > 1e-14
+    assert f32["refinement"][6].median[2] <= 1e-14
+
+
+# ---- primitives ------------------------------------------------------------------------------
+
+def _run(builder, task, dtype, n=64):
+    batch = task.sample(n, generator=stream_generator(0, "eval"), dtype=dtype)
+    with torch.no_grad():
+        pred = builder(task, dtype=dtype).model(batch.inputs)
+    return pred, batch
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_read_is_bit_exact(dtype):
+    for params in ({}, {"i": 3, "j": 3}, {"i": 0, "j": 39, "a": 2, "b": 9}):
+        task = make_task("read", **params)
+        pred, batch = _run(baseconv_read, task, dtype)
+        assert torch.equal(pred, batch.targets)
+        assert baseconv_read(task).model.config.depth == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_multiply_is_the_correctly_rounded_product(dtype):
+    for params in ({}, {"width": 6, "a": 1, "b": 3, "out_width": 3}):
+        task = make_task("multiply", **params)
+        pred, batch = _run(baseconv_multiply, task, dtype)
+        assert torch.equal(pred, batch.targets)  # targets = exact product rounded once to dtype
+        assert task.metrics(pred, batch)["mse"] <= 4 * task.floor(dtype) + (1e-28 if dtype == torch.float64 else 0)
+
+
+def test_linear_precision():
+    task = make_task("linear")
+    pred, batch = _run(baseconv_linear, task, torch.float64)
+    assert task.metrics(pred, batch)["mse"] <= 1e-28
+    pred, batch = _run(baseconv_linear, task, torch.float32, n=256)
+    ratio = task.metrics(pred, batch)["mse"] / task.floor(torch.float32, n=256)
+    # fp32 products and fp32 sums inside the matmul: several times the floor, never below it
+    assert 1.0 < ratio <= 16.0, ratio
+    multi = make_task("linear", out_width=3)
+    pred, batch = _run(baseconv_linear, multi, torch.float64)
+    assert multi.metrics(pred, batch)["mse"] <= 1e-28
