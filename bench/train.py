@@ -303,6 +303,16 @@ class Trainer:
             raise Diverged(f"non-finite training loss or weights at step {self.step + 1}")
         return StepOutcome(loss_value, norm)
 
+    def step_once(self) -> StepOutcome:
+        """One optimizer step with its bookkeeping (raises Diverged)."""
+        t0 = time.perf_counter()
+        outcome = self._full_batch_step() if self.full_batch else self._first_order_step()
+        self.train_time += time.perf_counter() - t0
+        self.step += 1
+        self.interval.add(outcome.loss, outcome.grad_norm, outcome.skipped)
+        self.skipped_total += outcome.skipped
+        return outcome
+
     # ---- eval ---------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> dict:
@@ -341,7 +351,6 @@ class Trainer:
     def train(self) -> RunResult:
         cfg = self.cfg
         eval_every = cfg.resolved_eval_every
-        step_fn = self._full_batch_step if self.full_batch else self._first_order_step
         session_start = time.perf_counter()
         wall_before = self.wall_time
         bar = None
@@ -358,12 +367,7 @@ class Trainer:
                     if interrupt.requested:
                         self.status, self.message = "interrupted", f"interrupted at step {self.step}"
                         break
-                    t0 = time.perf_counter()
-                    outcome = step_fn()
-                    self.train_time += time.perf_counter() - t0
-                    self.step += 1
-                    self.interval.add(outcome.loss, outcome.grad_norm, outcome.skipped)
-                    self.skipped_total += outcome.skipped
+                    self.step_once()
                     if bar is not None:
                         bar.update(1)
                     if self.step % eval_every == 0 or self.step == cfg.steps:

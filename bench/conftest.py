@@ -1,0 +1,59 @@
+"""pytest configuration for the benchmark modules that `pytest bench/` collects.
+
+    pytest bench --profile smoke|ci|paper --benchmark-json results/benchmarks/bench-ci.json
+
+Profiles size every benchmark: `smoke` (seconds, checks the benchmarks run), `ci` (the
+default, sized for a 2-core CPU), `paper` (the paper's shapes and long runs). TF32 is
+off for the whole session, and the benchmark JSON's machine_info records torch,
+triton, CUDA and GPU names.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+
+import pytest
+import torch
+
+PROFILES = ("smoke", "ci", "paper")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--profile", choices=PROFILES, default=os.environ.get("PROFILE", "ci"),
+                     help="benchmark sizes: smoke (seconds), ci (2-core CPU, default), paper (full size)")
+
+
+def pytest_configure(config):
+    from bench.train import set_ieee_precision
+
+    set_ieee_precision()
+
+
+@pytest.fixture(scope="session")
+def profile(request) -> str:
+    return request.config.getoption("--profile")
+
+
+@pytest.fixture(scope="session")
+def device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait for queued GPU work, so a timing covers the work it claims to."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    try:
+        triton_version = importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:
+        triton_version = None
+    machine_info["torch"] = torch.__version__
+    machine_info["triton"] = triton_version
+    machine_info["cuda"] = torch.version.cuda
+    machine_info["torch_threads"] = torch.get_num_threads()
+    machine_info["gpus"] = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+                            if torch.cuda.is_available() else [])
+    machine_info["profile"] = config.getoption("--profile")

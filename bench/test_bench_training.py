@@ -1,0 +1,177 @@
+"""Training benchmarks: steps/s per architecture, our step vs the paper's, time to precision.
+
+    pytest bench/test_bench_training.py --profile ci --benchmark-json results/benchmarks/training-ci.json
+
+Every timing is of the harness's own step (bench.train.Trainer.step_once: draw a batch,
+forward, loss, backward, grad-norm check, optimizer step), synchronised on GPU.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import pytest
+import torch
+
+import architectures
+from bench.config import make_run_config
+from bench.conftest import synchronize
+from bench.paper_reference import PaperTrainer
+from bench.train import Trainer
+
+# batch, width, rounds per profile (the task is the paper's MULTIPLY: L = 40, 20 -> 10 dims)
+SIZES = {
+    "smoke": dict(batch=32, width=16, rounds=3),
+    "ci": dict(batch=256, width=64, rounds=5),
+    "paper": dict(batch=1024, width=64, rounds=20),
+}
+
+
+def model_cases():
+    cases = []
+    for name in sorted(architectures.MODELS):
+        if name == "baseconv":
+            for backend in ("auto", "direct", "fft", "triton"):
+                cases.append(pytest.param(name, {"conv_backend": backend}, id=f"baseconv-{backend}"))
+        else:
+            cases.append(pytest.param(name, {}, id=name))
+    return cases
+
+
+def needs_device(params: dict, device: str) -> None:
+    if params.get("conv_backend") == "triton" and device != "cuda":
+        pytest.skip("the Triton conv backend needs a CUDA GPU")
+
+
+def make_trainer(tmp_path, name, params, batch, width, device, **extra):
+    cfg = make_run_config(task={"name": "multiply"}, model={"name": name, "params": {"width": width, "depth": 2,
+                                                                                      **params}},
+                          batch_size=batch, device=device, steps=10**9, eval_size=batch, **extra)
+    return cfg, Trainer(cfg, tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("name,params", model_cases())
+def test_training_throughput(benchmark, profile, device, tmp_path, name, params):
+    needs_device(params, device)
+    size = SIZES[profile]
+    cfg, trainer = make_trainer(tmp_path, name, params, size["batch"], size["width"], device)
+
+    def step():
+        trainer.step_once()
+        synchronize(device)
+
+    benchmark.pedantic(step, rounds=size["rounds"], iterations=1, warmup_rounds=1)
+    median = benchmark.stats.stats.median
+    benchmark.extra_info.update(steps_per_s=1.0 / median, ms_per_step=1e3 * median, param_count=trainer.param_count,
+                                batch_size=cfg.batch_size, config=cfg.model_dump(mode="json"))
+
+
+# ---- our step vs the paper's, at the paper's primitive config ---------------------------
+
+PAPER_BATCH = {"smoke": 64, "ci": 1024, "paper": 1024}
+PAPER_ROUNDS = {"smoke": 3, "ci": 7, "paper": 25}
+
+
+@pytest.mark.parametrize("conv_backend", ["auto", "direct", "fft"])
+def test_speed_vs_paper(benchmark, profile, device, tmp_path, conv_backend):
+    """MULTIPLY, BaseConv, 2 layers, width 64, MLP x4 (ReLU), L = 40, fp32, Adam eps 1e-16.
+
+    Each round times one step of the paper's structure (untimed by pytest-benchmark, in the
+    round's setup) and then one step of ours, so both see the same machine load; the ratio
+    of medians is in extra_info["speedup"] (ours steps/s over theirs)."""
+    batch = PAPER_BATCH[profile]
+    params = {"conv_backend": conv_backend, "activation": "relu", "mlp_factor": 4, "conv_bias": True,
+              "branch_mix": True}
+    cfg, ours = make_trainer(tmp_path, "baseconv", params, batch, 64, device,
+                             optimizer={"name": "adam", "lr": 1e-3, "eps": 1e-16})
+    theirs = PaperTrainer(batch_size=batch, device=device)
+    paper_times: list[float] = []
+
+    def time_paper_step():
+        t0 = time.perf_counter()
+        theirs.step()
+        synchronize(device)
+        paper_times.append(time.perf_counter() - t0)
+
+    def our_step():
+        ours.step_once()
+        synchronize(device)
+
+    time_paper_step()  # warm-up of theirs (ours is warmed by warmup_rounds)
+    paper_times.clear()
+    benchmark.pedantic(our_step, setup=time_paper_step, rounds=PAPER_ROUNDS[profile], iterations=1,
+                       warmup_rounds=1)
+    paper_times = paper_times[-PAPER_ROUNDS[profile]:]  # the warm-up round's setup ran theirs too
+    ours_s, theirs_s = benchmark.stats.stats.median, statistics.median(paper_times)
+    benchmark.extra_info.update(
+        ours_ms_per_step=1e3 * ours_s, paper_ms_per_step=1e3 * theirs_s, speedup=theirs_s / ours_s,
+        target_speedup=5.0, ours_param_count=ours.param_count,
+        paper_param_count=sum(p.numel() for p in theirs.model.parameters()), batch_size=batch,
+        torch_threads=torch.get_num_threads(), config=cfg.model_dump(mode="json"))
+
+
+# ---- time to precision ----------------------------------------------------------------
+
+TARGET_MSE = 1e-8
+# seconds of training per recipe; PB_TTP_BUDGET_S overrides (the paper's 1M steps take days on CPU)
+TTP_BUDGET_S = {"ci": 600.0, "paper": 4 * 3600.0}
+
+# BaseConv on MULTIPLY, two ways:
+#   paper_recipe  the paper's model and optimizer (width 64, 2 layers, MLP x4, Adam 1e-3 decayed
+#                 x0.9 every 10k steps), batch 1024 on `paper`, 64 on `ci`
+#   exact_small   the smallest BaseConv that can express MULTIPLY exactly (one gated-conv layer,
+#                 no norms, width 32) trained full-batch with L-BFGS in float32
+TTP_RECIPES = {
+    "paper_recipe": lambda profile: dict(
+        model={"name": "baseconv", "params": {"width": 64, "depth": 2, "activation": "relu"}},
+        optimizer={"name": "adam", "lr": 1e-3, "eps": 1e-16},
+        schedule={"name": "step", "gamma": 0.9, "every": 10_000},
+        batch_size=1024 if profile == "paper" else 64,
+        eval_every=500,
+    ),
+    "exact_small": lambda profile: dict(
+        model={"name": "baseconv", "params": {"width": 32, "depth": 1, "mlp": False, "prenorm": False,
+                                              "final_norm": False, "pos_emb": False}},
+        optimizer={"name": "lbfgs", "train_size": 512, "max_iter": 20},
+        eval_every=5,
+    ),
+}
+
+
+def train_until(trainer: Trainer, target: float, budget_s: float, eval_every: int) -> dict:
+    """Step until eval MSE <= target or the budget is spent; eval time is not counted."""
+    train_s, best, curve = 0.0, float("inf"), []
+    while train_s < budget_s:
+        t0 = time.perf_counter()
+        for _ in range(eval_every):
+            trainer.step_once()
+        synchronize(trainer.device)
+        train_s += time.perf_counter() - t0
+        mse = trainer.evaluate()["mse"]
+        best = min(best, mse)
+        curve.append((trainer.step, round(train_s, 2), mse))
+        if mse <= target:
+            return dict(reached=True, seconds_to_target=train_s, steps_to_target=trainer.step, best_mse=best,
+                        curve=curve[-20:])
+    return dict(reached=False, seconds_to_target=None, steps_to_target=None, steps_run=trainer.step,
+                seconds_run=train_s, best_mse=best, curve=curve[-20:])
+
+
+@pytest.mark.parametrize("recipe", sorted(TTP_RECIPES))
+def test_time_to_precision(benchmark, profile, device, tmp_path, recipe):
+    if profile == "smoke":
+        pytest.skip("time to 1e-8 is a long run: use --profile ci or paper")
+    budget = float(os.environ.get("PB_TTP_BUDGET_S", TTP_BUDGET_S[profile]))
+    fields = TTP_RECIPES[recipe](profile)
+    eval_every = fields.pop("eval_every")
+    cfg = make_run_config(task={"name": "multiply"}, steps=10**9, eval_size=1024, device=device, **fields)
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    outcome = {}
+
+    def train():
+        outcome.update(train_until(trainer, TARGET_MSE, budget, eval_every))
+
+    benchmark.pedantic(train, rounds=1, iterations=1)
+    benchmark.extra_info.update(target_mse=TARGET_MSE, budget_s=budget, floor=trainer.floor,
+                                param_count=trainer.param_count, config=cfg.model_dump(mode="json"), **outcome)
