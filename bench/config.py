@@ -15,6 +15,7 @@ keeps its name when a module adds a new parameter with a default.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -72,8 +73,11 @@ class TaskSpec(_Frozen):
     def build(self):
         return make_task(self.name, **self.params)
 
+    def canonical(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
     def __hash__(self):
-        return hash(json.dumps(self.model_dump(mode="json"), sort_keys=True))
+        return hash(self.canonical())
 
 
 def known_model_names() -> list[str]:
@@ -110,6 +114,15 @@ def build_model(name: str, task, *, seed: int, **params) -> torch.nn.Module:
         return architectures.build_model(name, task, **params)
 
 
+@functools.lru_cache(maxsize=4096)
+def _checked_param_count(name: str, task_json: str, model_json: str, seed: int) -> int:
+    """Build the model once per distinct (task, model, seed) to validate it; cached, so
+    loading thousands of records does not rebuild thousands of models."""
+    task = make_task(json.loads(task_json)["name"], **json.loads(task_json)["params"])
+    model = build_model(name, task, seed=seed, **json.loads(model_json)["params"])
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 class ModelSpec(_Frozen):
     """A model by registry name (architectures.MODELS or EXTRA_MODELS) with its parameters.
 
@@ -124,8 +137,11 @@ class ModelSpec(_Frozen):
     def _json(cls, v):
         return _check_json_params("model", v)
 
+    def canonical(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
     def __hash__(self):
-        return hash(json.dumps(self.model_dump(mode="json"), sort_keys=True))
+        return hash(self.canonical())
 
 
 # ---- optimizers -------------------------------------------------------------------
@@ -305,7 +321,7 @@ class RunConfig(_Frozen):
                 f"model.name: unknown model {self.model.name!r}; known models: {', '.join(known_model_names())}"
             )
         try:
-            model = build_model(self.model.name, task, seed=self.seed, **self.model.params)
+            n_params = _checked_param_count(self.model.name, self.task.canonical(), self.model.canonical(), self.seed)
         except RunConfigError:
             raise
         except (ValueError, TypeError) as err:
@@ -319,9 +335,8 @@ class RunConfig(_Frozen):
                 raise ValueError(f"ema_lambda, grad_clip and skip_grad_norm apply to first-order optimizers only, "
                                  f"not {name!r}; leave them unset")
         if name in ("levenberg_marquardt", "gauss_newton"):
-            n = sum(p.numel() for p in model.parameters() if p.requires_grad)
-            if n > self.optimizer.max_params:
-                raise ValueError(f"optimizer: {name} builds a params x params matrix; this model has {n} "
+            if n_params > self.optimizer.max_params:
+                raise ValueError(f"optimizer: {name} builds a params x params matrix; this model has {n_params} "
                                  f"parameters, more than max_params={self.optimizer.max_params}")
         return self
 
