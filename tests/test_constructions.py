@@ -12,6 +12,7 @@ from primitives import make_task, stream_generator
 from architectures.constructions import (
     baseconv_gd_gram,
     baseconv_gd_step,
+    baseconv_gd_unrolled,
     baseconv_linear,
     baseconv_multiply,
     baseconv_newton_schulz,
@@ -24,6 +25,7 @@ from architectures.constructions import (
     linear_attention_gd_step,
     newton_curve,
     sample_problems,
+    unrolled_gd_curve,
 )
 from architectures.constructions.report import flushed_subnormals
 
@@ -50,11 +52,15 @@ def test_layer_and_width_counts():
     ns = baseconv_newton_schulz(D, N, ETA, iterations=6)
     assert (ns.setup_layers, ns.layers_per_step, ns.depth) == (4, 1, 10)
     assert ns.width == max(4 * D + 1 + D * (D + 1), D * D * (D + 1) // 2 + D * D) == 100
+    unrolled = baseconv_gd_unrolled(D, N, ETA, steps=7)
+    assert (unrolled.setup_layers, unrolled.layers_per_step, unrolled.depth, unrolled.width) == (1, 3, 22, 3 * D + 2)
+    assert not unrolled.model.config.causal and not unrolled.model.config.residual
     gram = baseconv_gd_gram(D, N, ETA, steps=7)
     assert (gram.setup_layers, gram.layers_per_step, gram.depth, gram.width) == (3, 1, 10, 51)
-    for c in (gd, la, ns, gram):
+    for c in (gd, la, ns, gram, unrolled):
         cfg = c.model.config
-        assert not (cfg.prenorm or cfg.mlp or cfg.final_norm) and cfg.residual
+        assert not (cfg.prenorm or cfg.mlp or cfg.final_norm)
+        assert cfg.residual == (c is not unrolled)
         assert c.width == cfg.width
 
 
@@ -104,6 +110,19 @@ def test_iterated_gd_matches_true_gd_and_reaches_floors(construction):
         assert c["construction"].mean[-1] <= 2 * c["true_gd"].mean[-1]
     assert f64["construction"].first_below(1e-28) == f64["true_gd"].first_below(1e-28)
     assert f32["construction"].layers[10] == 10 * (4 if construction == "baseconv" else 2)
+
+
+def test_unrolled_gd_is_three_layers_per_step_in_one_pass():
+    curves = unrolled_gd_curve(steps=200, D=D, N=N, eta=ETA, batch=64, seed=0)
+    assert curves["float64"]["max_relative_difference"] <= 1e-12
+    assert curves["float64"]["construction"].median[-1] <= 1e-28
+    # float32: each position sums the gradient in its own order, so the copies of x drift by rounding
+    assert curves["float32"]["construction"].median[-1] <= 2e-14
+    assert curves["float32"]["construction"].layers[4] == 1 + 3 * 4
+    p = sample_problems(4, D, N, seed=2, dtype=torch.float64)
+    out = baseconv_gd_unrolled(D, N, ETA, steps=3).model(gd_tokens(p.A, p.b, p.x0))
+    ref = alg.gd_iterates(p.A, p.b, p.x0, ETA, 3)[:, -1]
+    assert (out - ref.unsqueeze(1)).abs().max() <= 1e-13  # every position holds x_3
 
 
 def test_gd_with_hessian_in_stream_is_gd_one_layer_per_step():

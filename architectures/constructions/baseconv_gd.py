@@ -35,6 +35,18 @@ one more layer (1) separates it. Iterating a step means feeding x_{t+1} back as 
 one pass with the residual computed per token: r_i at position i < N would need x_1,
 which depends on the later tokens; see baseconv_newton.py for a single-pass construction
 that keeps M = A^T A / N in the stream instead.
+
+With a non-causal conv (causal=False: the filter also has taps on later tokens) the full
+gradient reaches every position, and t steps unroll into one model of depth 1 + 3t
+(`baseconv_gd_unrolled`): exactly Liu et al.'s three layers per step. It uses residual=False
+(each layer rewrites the stream, copying what it keeps through a gate of 1), because the
+residual r and product p must be recomputed, not accumulated, at every step:
+
+    stream (width 3D + 2): a (D), b (1), w (D), r (1), p (D)
+    0      separate x0 into w (a_0 = 0)
+    3s+1   r = a . w - b          (step 1: w summed over all positions = x0 broadcast)
+    3s+2   p = a r
+    3s+3   w = w - (eta/N) sum over all positions of p
 """
 from __future__ import annotations
 
@@ -49,6 +61,7 @@ from .base import (
     first_position_filter,
     identity_filter,
     prefix_sum_filter,
+    zero_parameters,
     set_linear,
     shapes,
 )
@@ -150,3 +163,65 @@ def gd_iterate(construction: Construction, A: torch.Tensor, b: torch.Tensor, x0:
         x = model(gd_tokens(A, b, x))[:, -1]
         xs.append(x)
     return torch.stack(xs)
+
+
+def baseconv_gd_unrolled(
+    D: int = 5, N: int = 20, eta: float = 0.5, steps: int = 10, *, dtype: torch.dtype = torch.float64
+) -> Construction:
+    """Non-causal BaseConv of depth 1 + 3 steps whose every position outputs the GD iterate x_steps.
+
+    Iterate t is read after layer 1 + 3t (`layer_outputs`). Inputs: the gd_step token layout.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    s = Layout(a=D, b=1, w=D, r=1, p=D)
+    model = build_model(
+        "baseconv", shapes(N + 1, D + 1, D), width=s.width, depth=1 + 3 * steps, prenorm=False, mlp=False,
+        final_norm=False, pos_emb=False, residual=False, causal=False, conv_kind="short", conv_backend="direct",
+    ).to(torch.float64)
+    L = model.config.l_max
+    everywhere = prefix_sum_filter(L), torch.ones(L - 1, dtype=torch.float64)  # taps on t' <= t and t' > t
+    b, r = s.index("b"), s.index("r")
+
+    def carry(writer: BaseConvWriter, *groups: str) -> None:
+        for name in groups:
+            for c in s[name]:
+                writer.channel(value={c: 1.0}, filter=identity_filter(L), gate_bias=1.0, out={c: 1.0})
+
+    with torch.no_grad():
+        zero_parameters(model)
+        set_linear(model.read_in, {a: {d: 1.0} for d, a in enumerate(s["a"])} | {b: {D: 1.0}})
+        first = BaseConvWriter(model.blocks[0])
+        carry(first, "a", "b")
+        for a, w in zip(s["a"], s["w"]):  # [t = 0] a_t: x0 at position 0, moved from a to w
+            first.channel(value={}, value_bias=1.0, filter=first_position_filter(L), gate={a: 1.0}, out={w: 1.0, a: -1.0})
+        for t in range(steps):
+            residual = BaseConvWriter(model.blocks[1 + 3 * t])
+            carry(residual, "a", "b")
+            w_filter, w_filter_rev = everywhere if t == 0 else (identity_filter(L), None)
+            for a, w in zip(s["a"], s["w"]):
+                residual.channel(value={w: 1.0}, filter=w_filter, filter_rev=w_filter_rev, gate_bias=1.0, out={w: 1.0})
+                residual.channel(value={w: 1.0}, filter=w_filter, filter_rev=w_filter_rev, gate={a: 1.0}, out={r: 1.0})
+            residual.channel(value={b: 1.0}, filter=identity_filter(L), gate_bias=1.0, out={r: -1.0})
+            product = BaseConvWriter(model.blocks[2 + 3 * t])
+            carry(product, "a", "b", "w")
+            for a, p in zip(s["a"], s["p"]):
+                product.channel(value={r: 1.0}, filter=identity_filter(L), gate={a: 1.0}, out={p: 1.0})
+            update = BaseConvWriter(model.blocks[3 + 3 * t])
+            carry(update, "a", "b", "w")
+            for p, w in zip(s["p"], s["w"]):
+                update.channel(value={p: 1.0}, filter=everywhere[0], filter_rev=everywhere[1], gate_bias=1.0,
+                               out={w: -eta / N})
+        set_linear(model.read_out, {d: {w: 1.0} for d, w in enumerate(s["w"])})
+    return Construction(
+        model=model.to(dtype),
+        layers_per_step=3,
+        setup_layers=1,
+        width=s.width,
+        description=(
+            f"non-causal BaseConv, {steps} GD steps (eta={eta}) unrolled, D={D}, N={N}: 1 layer separates x0, "
+            "then Liu et al.'s 3 layers per step (residual, product, update with the gradient summed over all "
+            "positions); residual=False; every position holds x_t after layer 1 + 3t"
+        ),
+        extra={"eta": eta, "D": D, "N": N, "steps": steps, "causal": False},
+    )

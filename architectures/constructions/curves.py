@@ -18,7 +18,7 @@ from primitives import algorithms as alg
 from primitives import sample_least_squares, stream_generator
 from primitives.least_squares import LeastSquaresProblem
 
-from .baseconv_gd import baseconv_gd_step, gd_iterate, gd_tokens
+from .baseconv_gd import baseconv_gd_step, baseconv_gd_unrolled, gd_iterate, gd_tokens
 from .baseconv_newton import baseconv_gd_gram, baseconv_newton_schulz, layer_outputs
 from .linear_attention_gd import linear_attention_gd_step
 
@@ -120,6 +120,29 @@ def gram_gd_curve(
         rel = relative_difference(xs, ref)
         out[name] = {
             "construction": Curve.from_errors(per_problem_mse(xs, problem.x_ls), [0] + [c.setup_layers + t for t in range(1, steps + 1)]),
+            "relative_difference": rel.tolist(),
+            "max_relative_difference": rel.max().item(),
+        }
+    return out
+
+
+def unrolled_gd_curve(
+    *, steps: int = 300, D: int = 5, N: int = 20, eta: float = 0.5, batch: int = 64, seed: int = 0,
+    dtypes: tuple[str, ...] = ("float32", "float64"),
+) -> dict:
+    """MSE vs GD step of the non-causal unrolled GD construction (one pass of depth 1 + 3 steps)."""
+    out = {}
+    for name in dtypes:
+        dtype = DTYPES[name]
+        problem = sample_problems(batch, D, N, seed, dtype)
+        c = baseconv_gd_unrolled(D, N, eta, steps, dtype=dtype)
+        x0 = problem.x0.to(dtype)
+        per_layer = layer_outputs(c.model, gd_tokens(problem.A, problem.b, problem.x0).to(dtype))[:, :, -1]
+        xs = torch.cat([x0.unsqueeze(0), per_layer[3::3]])  # iterate t >= 1 is read after layer 1 + 3t
+        _, ref = true_gd_curve(problem, eta, steps, dtype)
+        rel = relative_difference(xs, ref)
+        out[name] = {
+            "construction": Curve.from_errors(per_problem_mse(xs, problem.x_ls), [0] + [1 + 3 * t for t in range(1, steps + 1)]),
             "relative_difference": rel.tolist(),
             "max_relative_difference": rel.max().item(),
         }

@@ -21,10 +21,10 @@ import torch
 
 from primitives import make_task, stream_generator
 
-from .baseconv_gd import baseconv_gd_step
+from .baseconv_gd import baseconv_gd_step, baseconv_gd_unrolled
 from .baseconv_newton import baseconv_gd_gram, baseconv_newton_schulz
 from .baseconv_primitives import baseconv_linear, baseconv_multiply, baseconv_read
-from .curves import FLOOR_THRESHOLDS, Curve, gd_iterate_curve, gram_gd_curve, newton_curve
+from .curves import FLOOR_THRESHOLDS, Curve, gd_iterate_curve, gram_gd_curve, newton_curve, unrolled_gd_curve
 from .linear_attention_gd import linear_attention_gd_step
 
 D, N, ETA = 5, 20, 0.5
@@ -59,12 +59,14 @@ def least_squares_rows(batch: int, steps: int, seed: int, ns_iterations: int, ro
     curves = {
         "baseconv_gd_step": gd_iterate_curve("baseconv", steps=steps, **common),
         "linear_attention_gd_step": gd_iterate_curve("linear_attention", steps=steps, **common),
+        "baseconv_gd_unrolled": unrolled_gd_curve(steps=steps, **common),
         "baseconv_gd_gram": gram_gd_curve(steps=steps, **common),
         "baseconv_newton_schulz": newton_curve(iterations=ns_iterations, rounds=rounds, **common),
     }
     costs = {
         "baseconv_gd_step": baseconv_gd_step(D, N, ETA),
         "linear_attention_gd_step": linear_attention_gd_step(D, N, ETA),
+        "baseconv_gd_unrolled": baseconv_gd_unrolled(D, N, ETA, steps=1),
         "baseconv_gd_gram": baseconv_gd_gram(D, N, ETA, steps=1),
         "baseconv_newton_schulz": baseconv_newton_schulz(D, N, ETA, iterations=1),
     }
@@ -72,7 +74,7 @@ def least_squares_rows(batch: int, steps: int, seed: int, ns_iterations: int, ro
     for key, c in costs.items():
         row = {
             "construction": key,
-            "architecture": c.model.config.name,
+            "architecture": c.model.config.name + ("" if c.model.config.causal else " (non-causal)"),
             "layers_per_step": c.layers_per_step,
             "setup_layers": c.setup_layers,
             "width": c.width,
@@ -183,7 +185,8 @@ def figure(curves: dict, path: Path) -> None:
 
     fig, (ax_it, ax_layers) = plt.subplots(1, 2, figsize=(12, 4.5))
     styles = {"float32": "--", "float64": "-"}
-    colors = {"gd": "tab:blue", "true": "black", "newton": "tab:red", "la": "tab:green", "gram": "tab:purple"}
+    colors = {"gd": "tab:blue", "true": "black", "newton": "tab:red", "la": "tab:green", "gram": "tab:purple",
+              "unrolled": "tab:cyan"}
     for name in NAMES:
         ls = styles[name]
         gd = curves["baseconv_gd_step"][name]
@@ -194,6 +197,7 @@ def figure(curves: dict, path: Path) -> None:
                    label=f"BaseConv Newton-Schulz ({name})")
         for key, color, label in (("baseconv_gd_step", colors["gd"], "BaseConv GD step x t"),
                                   ("linear_attention_gd_step", colors["la"], "lin. attention GD step x t"),
+                                  ("baseconv_gd_unrolled", colors["unrolled"], "BaseConv GD unrolled (non-causal)"),
                                   ("baseconv_gd_gram", colors["gram"], "BaseConv GD, M in stream")):
             c = curves[key][name]["construction"]
             ax_layers.plot(c.layers[1:], c.median[1:], ls, color=color, label=f"{label} ({name})")
@@ -240,6 +244,7 @@ def _write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
