@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Iterable, Mapping
+from typing import Mapping
 
 import torch
 import torch.nn as nn
@@ -126,15 +126,6 @@ def first_position_filter(length: int) -> torch.Tensor:
     return k
 
 
-def position_indicator_filter(length: int, position: int) -> torch.Tensor:
-    """Applied to a constant 1 it gives the indicator of `position` (k = e_p - e_{p+1})."""
-    k = torch.zeros(length, dtype=torch.float64)
-    k[position] = 1.0
-    if position + 1 < length:
-        k[position + 1] = -1.0
-    return k
-
-
 # ---- writing weights -----------------------------------------------------------------------
 
 @torch.no_grad()
@@ -154,11 +145,6 @@ def set_linear(linear: nn.Linear, rows: Mapping[int, Mapping[int, float]], bias:
             linear.weight[o, i] = w
     for o, b in (bias or {}).items():
         linear.bias[o] = b
-
-
-def combo(channels: Iterable[int], weight: float = 1.0) -> dict[int, float]:
-    """{channel: weight} for every channel (a sum of stream channels)."""
-    return {c: weight for c in channels}
 
 
 class BaseConvWriter:
