@@ -27,6 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from primitives import make_task
 
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
 # Fields that change how a run is executed but never what it computes: not hashed.
 OPERATIONAL_FIELDS = ("checkpoint_every",)
 
@@ -115,11 +117,20 @@ def build_model(name: str, task, *, seed: int, **params) -> torch.nn.Module:
 
 
 @functools.lru_cache(maxsize=4096)
-def _checked_param_count(name: str, task_json: str, model_json: str, seed: int) -> int:
-    """Build the model once per distinct (task, model, seed) to validate it; cached, so
-    loading thousands of records does not rebuild thousands of models."""
-    task = make_task(json.loads(task_json)["name"], **json.loads(task_json)["params"])
-    model = build_model(name, task, seed=seed, **json.loads(model_json)["params"])
+def _checked_param_count(name: str, task_json: str, model_json: str, seed: int, device: str, dtype: str) -> int:
+    """Build the model and run one sample through it on `device` in `dtype`, so a model,
+    kernel backend or dtype the device cannot run fails here, before any training.
+    Cached: loading thousands of records does not rebuild thousands of models."""
+    task_spec, model_spec = json.loads(task_json), json.loads(model_json)
+    task = make_task(task_spec["name"], **task_spec["params"])
+    model = build_model(name, task, seed=seed, **model_spec["params"])
+    torch_dtype = DTYPES[dtype]
+    sample = task.sample(1, generator=torch.Generator().manual_seed(0), dtype=torch_dtype)
+    try:
+        with torch.no_grad():
+            model.to(device=device, dtype=torch_dtype)(sample.inputs.to(device))
+    except (RuntimeError, ValueError, TypeError, NotImplementedError) as err:
+        raise ValueError(f"model {name!r} cannot run on device {device!r} in {dtype}: {err}") from None
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
@@ -254,8 +265,6 @@ ScheduleConfig = Annotated[
     Union[ConstantSchedule, StepSchedule, AdaptiveSchedule], Field(discriminator="name")
 ]
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
 
 def check_device(device: str, dtype: str) -> str:
     """Raise ValueError unless this machine can run `dtype` on `device`."""
@@ -321,7 +330,8 @@ class RunConfig(_Frozen):
                 f"model.name: unknown model {self.model.name!r}; known models: {', '.join(known_model_names())}"
             )
         try:
-            n_params = _checked_param_count(self.model.name, self.task.canonical(), self.model.canonical(), self.seed)
+            n_params = _checked_param_count(self.model.name, self.task.canonical(), self.model.canonical(),
+                                            self.seed, self.device, self.dtype)
         except RunConfigError:
             raise
         except (ValueError, TypeError) as err:

@@ -67,6 +67,13 @@ def test_bad_input_names_the_field(overrides, words):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_backend_the_device_cannot_run_is_rejected():
+    with pytest.raises(RunConfigError) as info:
+        cfg(model={"name": "baseconv", "params": {"width": 8, "depth": 1, "conv_backend": "triton"}})
+    assert "cannot run on device 'cpu'" in str(info.value) and "triton" in str(info.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_device_without_cuda_is_rejected():
     with pytest.raises(RunConfigError, match="device 'cuda' needs CUDA"):
         cfg(device="cuda")
