@@ -1,6 +1,6 @@
 """Measure where the FFT backend overtakes the direct one on this machine's CPU.
 
-    python -m kernels.fftconv.crossover [--batch 64] [--channels 64]
+    python -m kernels.fftconv.crossover [--batch 64] [--channels 64] [--threads 1]
 
 Prints forward and forward+backward times (best of a few repeats, ms) of `direct` and `fft`
 over L; the length where fft first wins forward+backward is what `CPU_DIRECT_MAX_LEN` in
@@ -34,7 +34,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
     print(f"B={args.batch} D={args.channels} fp32, threads={torch.get_num_threads()}  (ms, best of {args.repeats})")
     print(f"{'L':>5} {'direct fwd':>11} {'fft fwd':>9} {'direct f+b':>11} {'fft f+b':>9}")

@@ -17,14 +17,18 @@ diagonal. Three launches cover forward and backward:
                                     batch splits: fixed order, so the result is deterministic.
 
 Precision: fp32 tiles go through tl.dot(..., input_precision="ieee") (never TF32; the opt-in
-"tf32x3" is the 3-pass TF32 emulation, ~fp32 accuracy, for speed studies). tl.dot has no fp64
-path, so fp64 uses a broadcast-multiply-reduce (`tl.sum(a[:, :, None] * b[None, :, :], 1)`)
-in the same kernels, accumulating in fp64: both dtypes run fully in Triton, no fallback.
+"tf32x3" is the 3-pass TF32 emulation, ~fp32 accuracy, for speed studies). fp64 does not use
+tl.dot (older Triton releases have no fp64 dot, and where one exists it is not tensor-core
+work anyway): it takes a broadcast-multiply-reduce (`tl.sum(a[:, :, None] * b[None, :, :], 1)`)
+in the same kernels with 16x16x16 tiles, accumulating in fp64. Both dtypes run fully in
+Triton, forward and backward; nothing falls back to torch.
 
 Runs on CUDA tensors, or on CPU tensors under the Triton interpreter (TRITON_INTERPRET=1
-set before triton is imported); in the interpreter each program takes the whole sequence
-and batch (one program per channel) because the interpreter's cost is per program.
-Tile sizes are fixed heuristics, not autotuned yet (bench/test_bench_kernels.py times them).
+set before triton is imported); in the interpreter each program takes up to 64 positions
+and 64 batch rows, because the interpreter's cost is per program and per op.
+Tile sizes are fixed heuristics, not autotuned (bench/test_bench_kernels.py times them).
+The loads index u as (B, L, D) with its own strides; with the channel as the fastest
+program axis, neighbouring programs read the same cache lines (no transposed copy).
 """
 from __future__ import annotations
 
@@ -161,13 +165,15 @@ class LaunchConfig:
     n_splits: int  # batch splits of the filter-gradient kernel (partial sums added in torch)
 
 
-def launch_config(batch: int, seq_len: int, channels: int, device: torch.device) -> LaunchConfig:
+def launch_config(batch: int, seq_len: int, channels: int, device: torch.device, dtype: torch.dtype) -> LaunchConfig:
     """Tile sizes and batch splits: fixed heuristics (not autotuned)."""
     if device.type != "cuda":  # interpreter: few, large programs, since it pays per program and per op
         # (capped at 64 so the fp64 broadcast tile, BLOCK_L * BLOCK_L * BLOCK_B, stays within Triton's numel limit)
         return LaunchConfig(min(64, max(16, _next_pow2(seq_len))), min(64, max(16, _next_pow2(batch))), 1)
-    block_l = 16 if seq_len <= 16 else (32 if seq_len <= 64 else 64)
-    block_b = 32
+    if dtype == torch.float64:  # the broadcast tile BLOCK_L^2 * BLOCK_B must fit in registers
+        block_l, block_b = 16, 16
+    else:
+        block_l, block_b = (16 if seq_len <= 16 else (32 if seq_len <= 64 else 64)), 32
     n_blocks = triton.cdiv(seq_len, block_l)
     programs_wanted = 4 * torch.cuda.get_device_properties(device).multi_processor_count
     n_splits = min(triton.cdiv(batch, block_b), max(1, programs_wanted // (channels * n_blocks)))
@@ -180,7 +186,7 @@ def toeplitz_matmul(
     """Launch `_toeplitz_matmul_kernel`: causal conv of x with k (or its anti-causal transpose)."""
     batch, seq_len, channels = x.shape
     out = torch.empty((batch, seq_len, channels), dtype=x.dtype, device=x.device)
-    cfg = launch_config(batch, seq_len, channels, x.device)
+    cfg = launch_config(batch, seq_len, channels, x.device, x.dtype)
     block_l, block_b = cfg.block_l, cfg.block_b
     grid = (channels, triton.cdiv(batch, block_b), triton.cdiv(seq_len, block_l))
     _toeplitz_matmul_kernel[grid](
@@ -199,7 +205,7 @@ def toeplitz_matmul(
 def filter_grad(grad_y: torch.Tensor, x: torch.Tensor, *, precision: str = "ieee") -> torch.Tensor:
     """grad_k[d, s] = sum_{b,t} grad_y[b, t, d] x[b, t - s, d] for s < L, shape (D, L)."""
     batch, seq_len, channels = x.shape
-    cfg = launch_config(batch, seq_len, channels, x.device)
+    cfg = launch_config(batch, seq_len, channels, x.device, x.dtype)
     block_l, block_b = cfg.block_l, cfg.block_b
     n_blocks = triton.cdiv(seq_len, block_l)
     batch_per_split = triton.cdiv(triton.cdiv(batch, cfg.n_splits), block_b) * block_b
