@@ -11,11 +11,12 @@ Budgets (`BUDGETS`):
   paper  the paper's training recipe: batch 1024, 1M steps, Adam (eps 1e-16), LR 1e-3 decayed
          x0.9 every 10k steps, width 64, 2 heads, eval on 1024 held-out samples. Every grid at
          its full shape (full products of its axes).
-  ci     the same grids sized for a 2-core CPU (all of them together in about half an hour):
-         width 32, batch 32, a few hundred to a few thousand steps, LR 3e-3 decayed x0.9 thirty
-         times over the run (a short run needs its time at a high LR). The larger grids keep
-         the most informative subset of their axes (one axis at a time around a base config,
-         fewer depths); each grid's docstring says which.
+  ci     the same grids sized for a 2-core CPU: width 32, batch 32, 300 steps (more for some
+         grids), LR 1e-2 decayed x0.9 ten times over the run (a short run needs its time at a
+         high LR: at 300 steps this recipe gets LINEAR to ~1e-1 where 3e-3 with 30 decays
+         leaves it at ~2e1). The GD-step runs (grids 3 and 6) use 1500 steps from LR 3e-3 with
+         30 decays. The larger grids keep the most informative subset of their axes (one axis
+         at a time around a base config, fewer depths); each grid's docstring says which.
   smoke  grid 1 ("primitives") only: a handful of runs that take seconds each.
 
 Grids (`GRIDS`; the module also exposes `<grid>_<budget>` for `bench sweep`):
@@ -41,6 +42,10 @@ PRIMITIVE_TASKS = ("read", "linear", "multiply")
 PAPER_MIXERS = ("attention", "linear_attention", "baseconv")
 ADDED_MIXERS = ("hyena", "s4d", "based", "mlp")
 LEAST_SQUARES_DEPTHS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
+# Per-mixer parameters every grid uses. Liu et al.'s BaseConv adds its input back around the
+# conv (c = conv(x) + x); conv_kind "long" starts the filter at the identity plus small noise,
+# the same function at initialisation.
+MODEL_DEFAULTS = {"baseconv": {"conv_kind": "long"}}
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,8 @@ class Budget:
         (model params go in `model_params`)."""
         steps = self.steps if steps is None else steps
         lr = self.lr if lr is None else lr
-        model_params = {"width": self.width, "heads": self.heads, "depth": depth, **fields.pop("model_params", {})}
+        model_params = {"width": self.width, "heads": self.heads, "depth": depth, **MODEL_DEFAULTS.get(model, {}),
+                        **fields.pop("model_params", {})}
         data = dict(
             task={"name": task, "params": dict(task_params or {})},
             model={"name": model, "params": model_params},
@@ -90,10 +96,10 @@ class Budget:
 PAPER = Budget(name="paper", steps=1_000_000, batch_size=1024, width=64, heads=2, lr=1e-3, decays=100,
                eval_size=1024, curve_points=100, checkpoint_every=10_000,
                lbfgs_steps=5000, lbfgs_train_size=16384, lbfgs_max_iter=20)
-CI = Budget(name="ci", steps=300, batch_size=32, width=32, heads=2, lr=3e-3, decays=30,
+CI = Budget(name="ci", steps=300, batch_size=32, width=32, heads=2, lr=1e-2, decays=10,
             eval_size=256, curve_points=15, checkpoint_every=0,
             lbfgs_steps=20, lbfgs_train_size=256, lbfgs_max_iter=10)
-SMOKE = Budget(name="smoke", steps=300, batch_size=32, width=32, heads=2, lr=3e-3, decays=30,
+SMOKE = Budget(name="smoke", steps=300, batch_size=32, width=32, heads=2, lr=1e-2, decays=10,
                eval_size=256, curve_points=10, checkpoint_every=0,
                lbfgs_steps=10, lbfgs_train_size=128, lbfgs_max_iter=10)
 BUDGET_BY_NAME = {b.name: b for b in (SMOKE, CI, PAPER)}
@@ -131,8 +137,8 @@ def _no_smoke(grid: str, b: Budget) -> None:
 
 def exact_multiply_model() -> dict:
     """The backbone reduced to one mixer (no norms, no MLP, no position embedding): BaseConv
-    computes multiply exactly with it (the gate multiplies two projections of the same token;
-    the conv filter starts near the identity, conv_kind="long"), softmax attention cannot."""
+    computes multiply exactly with it (the gate multiplies two projections of the same token,
+    the conv filter starts at the identity), softmax attention cannot."""
     return {"prenorm": False, "final_norm": False, "mlp": False, "pos_emb": False}
 
 
@@ -143,15 +149,15 @@ def primitives(budget: str | Budget = "ci") -> list[RunConfig]:
 
     paper and ci: the full grid (72 runs). smoke: depth 1, prenorm off, attention and
     baseconv (6 runs), plus the expressivity pair: multiply with the bare one-mixer model
-    (`exact_multiply_model`) for baseconv (conv_kind long) and softmax attention, same budget.
+    (`exact_multiply_model`) for baseconv and softmax attention, same budget.
     """
     b = get_budget(budget)
     if b.name == "smoke":
         runs = [b.run(task, model, depth=1, model_params={"prenorm": False})
                 for task in PRIMITIVE_TASKS for model in ("attention", "baseconv")]
-        runs += [b.run("multiply", "baseconv", depth=1, steps=400,
-                       model_params={**exact_multiply_model(), "conv_kind": "long"}),
-                 b.run("multiply", "attention", depth=1, steps=400, model_params=exact_multiply_model())]
+        # constant LR 3e-3: at 1e-2 some of BaseConv's ten product channels die early
+        pair = dict(steps=400, lr=3e-3, schedule={"name": "constant"}, model_params=exact_multiply_model())
+        runs += [b.run("multiply", "baseconv", depth=1, **pair), b.run("multiply", "attention", depth=1, **pair)]
         return runs
     return [b.run(task, model, depth=depth, model_params={"prenorm": prenorm})
             for task in PRIMITIVE_TASKS for model in PAPER_MIXERS
@@ -168,7 +174,7 @@ def attention_multiply(budget: str | Budget = "ci") -> list[RunConfig]:
 
     paper: the full 64-run product at 1M steps, and steps {10k, 100k, 1M} at width 64, 2 heads,
     mlp_factor 4. ci: one axis at a time around width 32, 2 heads, mlp_factor 4: width
-    {32, 64, 128} (256 is too slow for 2 cores), heads {1, 2, 4, 8}, mlp_factor {1, 2, 4, 8},
+    {32, 64} (128 and 256 are too slow for 2 cores), heads {1, 2, 4, 8}, mlp_factor {1, 2, 4, 8},
     steps {1/3, 1, 3} x the ci run length (600 steps).
     """
     b = get_budget(budget)
@@ -183,7 +189,7 @@ def attention_multiply(budget: str | Budget = "ci") -> list[RunConfig]:
         runs += [one(64, 2, 4, steps=s) for s in (10_000, 100_000)]
         return _unique(runs)
     b = b.scaled(2)  # 600 steps
-    runs = [one(w, 2, 4) for w in (32, 64, 128)]
+    runs = [one(w, 2, 4) for w in (32, 64)]
     runs += [one(32, h, 4) for h in (1, 2, 4, 8)]
     runs += [one(32, 2, m) for m in (1, 2, 4, 8)]
     runs += [one(32, 2, 4, steps=s) for s in (b.steps // 3, b.steps * 3)]
@@ -195,11 +201,20 @@ def attention_multiply(budget: str | Budget = "ci") -> list[RunConfig]:
 GD_DEPTH = 3  # Liu et al.: three layers per GD step
 
 
-def adaptive_schedule(steps: int) -> dict:
-    """The adaptive LR with its clock scaled to the run (the paper's numbers at 1M steps)."""
+def gd_budget(budget: str | Budget) -> Budget:
+    """The learned-GD-step runs (grids 3 and 6): at ci 1500 steps from LR 3e-3, 30 decays."""
+    b = get_budget(budget)
+    _no_smoke("gd_step", b)
+    return replace(b.scaled(5), lr=3e-3, decays=30) if b.name == "ci" else b
+
+
+def adaptive_schedule(steps: int, lr: float) -> dict:
+    """The adaptive LR with its clock scaled to the run (the paper's numbers at 1M steps),
+    capped at the initial LR: small-batch gradients rarely agree (cosine < threshold), and an
+    uncapped rule then raises the LR every period until training blows up."""
     every = max(1, steps // 100)
     return {"name": "adaptive", "gamma": 0.9, "every": every, "measure_every": every,
-            "probe_batches": 64 if steps >= 100_000 else 8, "warmup": steps // 10}
+            "probe_batches": 64 if steps >= 100_000 else 8, "warmup": steps // 10, "max_lr": lr}
 
 
 @cached
@@ -208,19 +223,16 @@ def gd_step(budget: str | Budget = "ci") -> list[RunConfig]:
     linear_attention: step vs adaptive LR x EMA filter {off, on (lambda=1)} x initial LR
     {3e-4, 1e-3, 3e-3}; and the softmax-attention version.
 
-    paper: the full product for all three models (36 runs). ci (1500-step runs): one axis at a
-    time around (step schedule, no EMA, LR 3e-3) for baseconv and linear_attention (adaptive
-    LR, EMA on, LR 1e-3), and the base config for attention.
+    paper: the full product for all three models (36 runs). ci (`gd_budget`: 1500 steps): one
+    axis at a time around (step schedule, no EMA, LR 3e-3) for baseconv and linear_attention
+    (adaptive LR, EMA on, LR 1e-3), and the base config for attention.
     """
-    b = get_budget(budget)
-    _no_smoke("gd_step", b)
-    if b.name == "ci":
-        b = b.scaled(5)  # 1500 steps: the GD step is a small model on a short sequence
+    b = gd_budget(budget)
 
     def one(model, schedule, ema, lr):
         fields = {"ema_lambda": 1.0} if ema else {}
         if schedule == "adaptive":
-            fields["schedule"] = adaptive_schedule(b.steps)
+            fields["schedule"] = adaptive_schedule(b.steps, lr)
         return b.run("gd_step", model, depth=GD_DEPTH, lr=lr, **fields)
 
     if b.name == "paper":
@@ -244,12 +256,12 @@ def gd_k_least_squares(budget: str | Budget = "ci") -> list[RunConfig]:
     for attention and baseconv.
 
     ci (300-step runs): gd_k at depth 4 (one step's worth of layers and one more); least
-    squares at depths {1, 2, 4, 8, 16, 32} (64 costs half a second a step on one core).
+    squares at depths {1, 2, 4, 8, 16} (depth 64 costs half a second a step on one core).
     """
     b = get_budget(budget)
     _no_smoke("gd_k_least_squares", b)
     if b.name == "ci":
-        gd_k_depth, depths = 4, (1, 2, 4, 8, 16, 32)
+        gd_k_depth, depths = 4, (1, 2, 4, 8, 16)
     else:
         gd_k_depth, depths = 12, LEAST_SQUARES_DEPTHS
     runs = [b.run("gd_k", m, task_params={"k": 4}, depth=gd_k_depth)
@@ -274,34 +286,44 @@ def as_lbfgs(cfg: RunConfig, b: Budget) -> RunConfig:
     return RunConfig(**data)
 
 
-@cached
-def dtype_optimizer(budget: str | Budget = "ci") -> list[RunConfig]:
-    """(5) every run of grids 1-4 in float64 too, and L-BFGS next to Adam.
+def twins(budget: str | Budget = "ci") -> list[tuple[str, RunConfig, RunConfig]]:
+    """Grid 5 as pairs (kind, base run, twin): kind "float64" (the same run in float64) or
+    "lbfgs" (the same model and task trained by L-BFGS).
 
     paper: grids 1-4 in float64, and the L-BFGS twin of every float32 and float64 run of
     grids 1, 3 (base LR) and 4. ci: float64 twins of multiply at depth 2 without prenorm, of
-    grid 3's base configs and of least squares at depth 4; float32 L-BFGS twins of multiply
-    and linear (attention, baseconv) and of grid 3's base configs (baseconv, linear_attention).
+    grid 3's base linear_attention config and of least squares at depth 4; float32 L-BFGS
+    twins of multiply and linear (attention, baseconv) at depth 2 without prenorm and of grid
+    3's base linear_attention config.
     """
     b = get_budget(budget)
     _no_smoke("dtype_optimizer", b)
+    gd_lr = gd_budget(b).lr
     if b.name == "paper":
         float32 = primitives(b) + attention_multiply(b) + gd_step(b) + gd_k_least_squares(b)
         lbfgs_base = [c for c in primitives(b) + gd_step(b) + gd_k_least_squares(b)
                       if c.optimizer.lr == b.lr and c.ema_lambda == 0 and c.schedule.name == "step"]
-        float64 = [with_fields(c, dtype="float64") for c in float32]
-        lbfgs = [as_lbfgs(c, b) for c in lbfgs_base] + [as_lbfgs(with_fields(c, dtype="float64"), b) for c in lbfgs_base]
-        return _unique(float64 + lbfgs)
-    base_gd = [c for c in gd_step(b) if c.ema_lambda == 0 and c.schedule.name == "step" and c.optimizer.lr == b.lr]
-    float32 = [c for c in primitives(b) if c.task.name == "multiply"
-               and c.model.params["depth"] == 2 and not c.model.params["prenorm"]]
-    float32 += base_gd
-    float32 += [c for c in gd_k_least_squares(b) if c.task.name == "least_squares" and c.model.params["depth"] == 4]
-    lbfgs_base = [c for c in primitives(b) if c.task.name in ("multiply", "linear")
-                  and c.model.name in ("attention", "baseconv")
-                  and c.model.params["depth"] == 2 and not c.model.params["prenorm"]]
-    lbfgs_base += [c for c in base_gd if c.model.name != "attention"]
-    return _unique([with_fields(c, dtype="float64") for c in float32] + [as_lbfgs(c, b) for c in lbfgs_base])
+        lbfgs_base += [with_fields(c, dtype="float64") for c in lbfgs_base]
+    else:
+        base_gd = [c for c in gd_step(b) if c.ema_lambda == 0 and c.schedule.name == "step"
+                   and c.optimizer.lr == gd_lr and c.model.name == "linear_attention"]
+        float32 = [c for c in primitives(b) if c.task.name == "multiply"
+                   and c.model.params["depth"] == 2 and not c.model.params["prenorm"]]
+        float32 += base_gd
+        float32 += [c for c in gd_k_least_squares(b)
+                    if c.task.name == "least_squares" and c.model.params["depth"] == 4]
+        lbfgs_base = [c for c in primitives(b) if c.task.name in ("multiply", "linear")
+                      and c.model.name in ("attention", "baseconv")
+                      and c.model.params["depth"] == 2 and not c.model.params["prenorm"]]
+        lbfgs_base += base_gd
+    return ([("float64", c, with_fields(c, dtype="float64")) for c in float32]
+            + [("lbfgs", c, as_lbfgs(c, b)) for c in lbfgs_base])
+
+
+@cached
+def dtype_optimizer(budget: str | Budget = "ci") -> list[RunConfig]:
+    """(5) every run of grids 1-4 in float64 too, and L-BFGS next to Adam (the twins of `twins`)."""
+    return _unique(twin for _, _, twin in twins(budget))
 
 
 # ---- (6) added mixers, conditioning --------------------------------------------------
@@ -310,8 +332,8 @@ def dtype_optimizer(budget: str | Budget = "ci") -> list[RunConfig]:
 @cached
 def added_mixers(budget: str | Budget = "ci") -> list[RunConfig]:
     """(6) hyena, s4d, based, mlp on grid 1 (paper: the full task x prenorm x depth grid; ci:
-    prenorm off, depth {1, 2}); and the learned GD step (depth 3, baseconv, linear_attention,
-    and at paper attention) on problems of condition number kappa {1, 10, 100} (least-squares kappa:
+    prenorm off, depth {1, 2}); and the learned GD step (depth 3; paper: baseconv,
+    linear_attention and attention; ci: linear_attention, the one that learns the step at ci) on problems of condition number kappa {1, 10, 100} (least-squares kappa:
     singular values of A log-spaced in [1, kappa]). The out-of-distribution input scale of
     the learned step is evaluated from grid 3's trained models (bench.iterate.shifted_mse).
     """
@@ -325,9 +347,9 @@ def added_mixers(budget: str | Budget = "ci") -> list[RunConfig]:
                        for m in ("baseconv", "linear_attention", "attention") for k in (1.0, 10.0, 100.0)]
     runs = [b.run(task, model, depth=depth, model_params={"prenorm": False})
             for task in PRIMITIVE_TASKS for model in ADDED_MIXERS for depth in (1, 2)]
-    gd = b.scaled(5)
+    gd = gd_budget(b)
     return runs + [gd.run("gd_step", m, task_params={"kappa": k}, depth=GD_DEPTH)
-                   for m in ("baseconv", "linear_attention") for k in (1.0, 10.0, 100.0)]
+                   for k in (1.0, 10.0, 100.0) for m in ("linear_attention",)]
 
 
 # ---- registry ------------------------------------------------------------------------

@@ -1,0 +1,211 @@
+"""Precision floors: the MSE each smoke case must reach, and the CI gate that checks it.
+
+    pytest bench/test_precision.py --profile smoke --benchmark-json out.json
+    python -m bench floors --check out.json       # exit 1 with a table if a case got worse or is missing
+    python -m bench floors --update out.json      # rewrite results/floors.json from a measured run
+
+results/floors.json holds, per case id (`case_id`, stable across code changes that do not
+change what a case trains), the MSE the case must reach:
+
+    floor_mse = measured_mse * margin
+
+`measured_mse` is a real measurement (the --update run); `margin` covers run-to-run noise.
+Training is bit-reproducible for one config on one machine and thread count, but a
+different CPU, BLAS or thread count rounds differently, and a short training run amplifies
+that like a change of seed. So the margin is sized from the spread across seeds
+(`--margin`, default MARGIN; MARGIN_REASON says what it was measured from).
+
+A case fails the gate if its MSE is above its floor, if it diverged (no MSE), or if it is
+missing from the run. A case without a floor is reported, and does not fail.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .config import RunConfig
+
+FLOORS_PATH = Path("results/floors.json")
+MARGIN = 10.0
+MARGIN_REASON = (
+    "Spread of the smoke cases' final eval MSE over seeds 0-3 (1 thread) and over 1 vs 2 threads (seed 0): "
+    "the largest ratio max/min of any case was measured when the floors were written (see 'spread' in this "
+    "file); the margin is that ratio rounded up to a power of ten, so a different CPU or thread count "
+    "(which perturbs training like a new seed) does not fail the gate, while a regression of more than "
+    "the seed spread does."
+)
+# Model parameters that every case of a grid sets; they name the budget, not the case.
+_BUDGET_PARAMS = ("width", "heads", "depth", "seed")
+
+
+def case_id(cfg: RunConfig) -> str:
+    """A readable, stable name of what a case trains, e.g.
+    'multiply/baseconv/depth1/conv_kind=long,prenorm=False/adam/float32'."""
+    def params(d: dict, skip=()) -> str:
+        return ",".join(f"{k}={d[k]}" for k in sorted(d) if k not in skip)
+
+    task = cfg.task.name + (f"[{params(cfg.task.params)}]" if cfg.task.params else "")
+    extra = params(cfg.model.params, _BUDGET_PARAMS)
+    depth = cfg.model.params.get("depth")
+    parts = [task, cfg.model.name] + ([f"depth{depth}"] if depth is not None else []) + ([extra] if extra else [])
+    return "/".join(parts + [cfg.optimizer.name, cfg.dtype])
+
+
+# ---- benchmark JSON ---------------------------------------------------------------
+
+
+def read_cases(path: str | Path) -> tuple[dict[str, dict], dict]:
+    """{case_id: extra_info} of the precision cases in a pytest-benchmark JSON, and its machine_info."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"error: cannot read benchmark JSON {str(path)!r}: {err}")
+    cases = {}
+    for bench in data.get("benchmarks", []):
+        info = bench.get("extra_info") or {}
+        if "case_id" in info:
+            cases[info["case_id"]] = info
+    return cases, data.get("machine_info", {})
+
+
+def _finite(x) -> Optional[float]:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+# ---- the check --------------------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    case: str
+    outcome: str  # ok | worse | diverged | missing | no floor
+    measured: Optional[float]
+    floor: Optional[float]
+    note: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome in ("worse", "diverged", "missing")
+
+
+def check(floors: dict, measured: dict[str, dict]) -> list[Verdict]:
+    """One verdict per case in the floors file, and one per measured case that has none."""
+    verdicts = []
+    for case, entry in floors["cases"].items():
+        floor = entry["floor_mse"]
+        info = measured.get(case)
+        if info is None:
+            verdicts.append(Verdict(case, "missing", None, floor, "not in the benchmark run"))
+            continue
+        mse = _finite(info.get("eval_mse"))
+        note = ""
+        if info.get("config_hash") and entry.get("config_hash") and info["config_hash"] != entry["config_hash"]:
+            note = f"config changed ({entry['config_hash']} -> {info['config_hash']}); consider --update"
+        if info.get("status") != "ok" or mse is None:
+            verdicts.append(Verdict(case, "diverged", mse, floor, f"status {info.get('status')!r}"))
+        elif mse > floor:
+            verdicts.append(Verdict(case, "worse", mse, floor, f"{mse / floor:.3g}x its floor. {note}".strip()))
+        else:
+            verdicts.append(Verdict(case, "ok", mse, floor, note))
+    for case in sorted(set(measured) - set(floors["cases"])):
+        verdicts.append(Verdict(case, "no floor", _finite(measured[case].get("eval_mse")), None,
+                                "new case; python -m bench floors --update to give it one"))
+    return verdicts
+
+
+def verdict_table(verdicts: list[Verdict]) -> str:
+    import pandas as pd
+
+    def fmt(x):
+        return "—" if x is None else f"{x:.3e}"
+
+    df = pd.DataFrame([{"case": v.case, "outcome": v.outcome, "eval MSE": fmt(v.measured), "floor": fmt(v.floor),
+                        "note": v.note} for v in verdicts])
+    return df.to_markdown(index=False, disable_numparse=True)
+
+
+# ---- update -----------------------------------------------------------------------
+
+
+def make_floors(measured: dict[str, dict], machine: dict, *, margin: float = MARGIN, reason: str = MARGIN_REASON,
+                spread: Optional[dict] = None, source: str = "") -> dict:
+    """The floors file for a measured run: floor = measured MSE x margin for every finished case."""
+    bad = [c for c, info in measured.items() if info.get("status") != "ok" or _finite(info.get("eval_mse")) is None]
+    if bad:
+        raise SystemExit(f"error: cannot set floors from a run whose cases did not finish: {', '.join(bad)}")
+    if not measured:
+        raise SystemExit("error: the benchmark JSON has no precision cases (extra_info.case_id); "
+                         "run pytest bench/test_precision.py --profile smoke --benchmark-json OUT.json")
+    return {
+        "profile": next(iter(measured.values())).get("profile", machine.get("profile")),
+        "margin": margin,
+        "margin_reason": reason,
+        "spread": spread or {},
+        "measured_on": {k: machine.get(k) for k in ("cpu", "machine", "torch", "torch_threads", "python_version")
+                        if k in machine} | {"date": _dt.date.today().isoformat(), "source": source},
+        "cases": {case: {"floor_mse": info["eval_mse"] * margin, "measured_mse": info["eval_mse"],
+                         "config_hash": info.get("config_hash"), "budget": info.get("budget")}
+                  for case, info in sorted(measured.items())},
+    }
+
+
+def load_floors(path: str | Path = FLOORS_PATH) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"error: no floors file at {str(path)!r}; create it with python -m bench floors --update OUT.json")
+
+
+def write_floors(floors: dict, path: str | Path = FLOORS_PATH) -> None:
+    from .records import atomic_write_text
+
+    atomic_write_text(path, json.dumps(floors, indent=1, sort_keys=False) + "\n")
+
+
+# ---- command line -----------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench floors",
+                                description="Check a smoke benchmark run against the precision floors, or set them.")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--check", type=Path, metavar="OUT.json", help="pytest-benchmark JSON of the smoke profile")
+    mode.add_argument("--update", type=Path, metavar="OUT.json", help="rewrite the floors from this measured run")
+    p.add_argument("--floors", type=Path, default=FLOORS_PATH, help="the floors file")
+    p.add_argument("--margin", type=float, default=None,
+                   help=f"with --update: floor = measured MSE x margin (default: the file's, else {MARGIN:g})")
+    p.add_argument("--spread", type=Path, metavar="SPREAD.json",
+                   help="with --update: a JSON of measured spread ({case: max/min ratio, ...}) to keep in the file")
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    if args.check is not None:
+        floors = load_floors(args.floors)
+        measured, _ = read_cases(args.check)
+        verdicts = check(floors, measured)
+        failed = [v for v in verdicts if v.failed]
+        print(verdict_table(verdicts))
+        if failed:
+            print(f"\nprecision gate: FAILED, {len(failed)} of {len(floors['cases'])} cases worse than their floor, "
+                  f"diverged or missing (floor = measured MSE x {floors['margin']:g}; {args.floors})", file=sys.stderr)
+            return 1
+        print(f"\nprecision gate: ok, {len(floors['cases'])} cases at or below their floor "
+              f"(floor = measured MSE x {floors['margin']:g})")
+        return 0
+    measured, machine = read_cases(args.update)
+    previous = json.loads(args.floors.read_text()) if args.floors.exists() else {}
+    margin = args.margin if args.margin is not None else previous.get("margin", MARGIN)
+    spread = json.loads(args.spread.read_text()) if args.spread else previous.get("spread")
+    floors = make_floors(measured, machine, margin=margin, reason=previous.get("margin_reason", MARGIN_REASON),
+                         spread=spread, source=str(args.update))
+    write_floors(floors, args.floors)
+    print(f"wrote {len(floors['cases'])} floors (measured MSE x {margin:g}) to {args.floors}")
+    return 0
