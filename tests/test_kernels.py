@@ -114,6 +114,24 @@ def test_non_contiguous_inputs(backend):
     assert rel_l2(y, causal_conv_reference(u.contiguous(), k.contiguous())) <= 1e-12
 
 
+@pytest.mark.parametrize("backend", ("direct", "fft", "reference"))
+def test_fixed_filter_and_empty_inputs(backend):
+    # A hand-set (constant) filter: only grad_u is asked for.
+    u, k, grad_y = draw(2, 9, 3, torch.float64, seed=4)
+    u.requires_grad_()
+    (grad_u,) = torch.autograd.grad(kernels.causal_conv(u, k, backend=backend), (u,), grad_y)
+    u64 = u.detach().requires_grad_()
+    (expected,) = torch.autograd.grad(causal_conv_reference(u64, k), (u64,), grad_y)
+    assert rel_l2(grad_u, expected) <= 1e-12
+    # An empty batch or zero channels give empty outputs and gradients, not a library error.
+    for u_shape, k_shape in (((0, 5, 3), (3, 5)), ((2, 5, 0), (0, 5))):
+        u = torch.zeros(u_shape, requires_grad=True)
+        k = torch.zeros(k_shape, requires_grad=True)
+        y = kernels.causal_conv(u, k, backend=backend)
+        grads = torch.autograd.grad(y.sum(), (u, k), allow_unused=True)
+        assert y.shape == u_shape and grads[0].shape == u_shape
+
+
 def test_float16_and_bfloat16_run_on_torch_backends():
     u, k, _ = draw(1, 12, 3, torch.float64, seed=2)
     exact = causal_conv_reference(u, k)

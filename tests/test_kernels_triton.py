@@ -90,6 +90,18 @@ def test_non_contiguous_inputs_and_unused_filter_tail():
     assert torch.all(grad_k[:, 21:] == 0)
 
 
+def test_fixed_filter_and_empty_batch():
+    u, k, grad_y = draw(2, 9, 3, torch.float64, seed=4)
+    u_dev = u.to(DEVICE).requires_grad_()
+    (grad_u,) = torch.autograd.grad(kernels.causal_conv(u_dev, k.to(DEVICE), backend="triton"), (u_dev,),
+                                    grad_y.to(DEVICE))
+    u64 = u.detach().requires_grad_()
+    (expected,) = torch.autograd.grad(causal_conv_reference(u64, k), (u64,), grad_y)
+    assert rel_l2(grad_u, expected) <= 1e-12
+    empty = kernels.causal_conv(torch.zeros(0, 5, 3, device=DEVICE), torch.zeros(3, 5, device=DEVICE), backend="triton")
+    assert empty.shape == (0, 5, 3)
+
+
 def test_unknown_precision_is_rejected():
     u, k, _ = draw(1, 4, 2, torch.float32)
     with pytest.raises(ValueError, match="known: ieee, tf32x3"):

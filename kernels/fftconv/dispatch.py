@@ -117,4 +117,6 @@ def causal_conv(u: torch.Tensor, k: torch.Tensor, *, backend: str = "auto") -> t
     _check_inputs(u, k, backend)
     if backend == "auto":
         backend = select_backend(u, k)
+    if u.numel() == 0:  # B = 0 or D = 0: nothing to compute; FFT libraries and empty grids reject it
+        backend = "direct"
     return _IMPLEMENTATIONS[backend](u, k)
