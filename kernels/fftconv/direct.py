@@ -10,8 +10,10 @@ The backward is written out (not left to autograd) so that its matmuls also run 
 `ieee_fp32()` and so that nothing of size D*L*L is kept alive between forward and backward:
     grad_u = T^T grad_y                        (anti-causal correlation with k)
     grad_k[d, s] = sum_t M_d[t, t - s],  M_d = grad_y_d u_d^T  (sum over the batch inside bmm)
-Measured on the 2-core CI CPU (fp32, B=64, L=40, D=64): forward ~1 ms, forward+backward
-~3-5 ms, against ~23 / ~46 ms for nn.Conv1d(groups=D, kernel_size=L).
+Measured on the CI CPU (1 thread, fp32, B=64, L=40, D=64; results/kernels/bench_cpu.json):
+forward 1.7 ms and forward+backward 7.8 ms, against 23 / 71 ms for the same conv through
+nn.Conv1d(groups=D, kernel_size=L, padding=L-1). It needs D*L*L memory for T (and for
+grad_y u^T in the backward), so at long L with a small batch it loses to `fft`.
 """
 from __future__ import annotations
 
