@@ -168,6 +168,39 @@ def write_floors(floors: dict, path: str | Path = FLOORS_PATH) -> None:
     atomic_write_text(path, json.dumps(floors, indent=1, sort_keys=False) + "\n")
 
 
+# ---- the margin -------------------------------------------------------------------
+
+
+def measure_spread(configs: list[RunConfig], seeds=(0, 1, 2, 3), results_dir: Optional[str | Path] = None) -> dict:
+    """Train each case at every seed (1 thread) and at seed 0 with 2 threads; per case the MSEs
+    and the ratio max/min, the run-to-run noise the margin must cover."""
+    import tempfile
+
+    import torch
+
+    from .grids import with_fields
+    from .train import run
+
+    folder = Path(results_dir or tempfile.mkdtemp(prefix="precision-spread-"))
+    before = torch.get_num_threads()
+    out = {}
+    try:
+        for cfg in configs:
+            by_seed = {}
+            for seed in seeds:
+                torch.set_num_threads(1)
+                r = run(with_fields(cfg, seed=seed), folder, force=True, progress=False)
+                by_seed[seed] = r.eval_mse
+            torch.set_num_threads(2)
+            two = run(cfg, folder / "threads2", force=True, progress=False).eval_mse
+            values = [v for v in [*by_seed.values(), two] if v is not None]
+            out[case_id(cfg)] = {"mse_by_seed": by_seed, "mse_seed0_2_threads": two,
+                                 "ratio": max(values) / min(values) if values and min(values) > 0 else None}
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
 # ---- command line -----------------------------------------------------------------
 
 
@@ -177,6 +210,8 @@ def parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--check", type=Path, metavar="OUT.json", help="pytest-benchmark JSON of the smoke profile")
     mode.add_argument("--update", type=Path, metavar="OUT.json", help="rewrite the floors from this measured run")
+    mode.add_argument("--measure-spread", type=Path, metavar="SPREAD.json",
+                      help="train every smoke case at seeds 0-3 and with 2 threads; write the MSE spread here")
     p.add_argument("--floors", type=Path, default=FLOORS_PATH, help="the floors file")
     p.add_argument("--margin", type=float, default=None,
                    help=f"with --update: floor = measured MSE x margin (default: the file's, else {MARGIN:g})")
@@ -187,6 +222,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parser().parse_args(argv)
+    if args.measure_spread is not None:
+        from .grids import primitives
+
+        spread = measure_spread(primitives("smoke"))
+        args.measure_spread.write_text(json.dumps(spread, indent=1) + "\n")
+        worst = max((v["ratio"] for v in spread.values() if v["ratio"]), default=None)
+        print(f"wrote {args.measure_spread}; largest max/min ratio over seeds and threads: {worst}")
+        return 0
     if args.check is not None:
         floors = load_floors(args.floors)
         measured, _ = read_cases(args.check)

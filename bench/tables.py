@@ -234,7 +234,8 @@ def mse_vs_depth_figure(df: pd.DataFrame, task: str, reference: Optional[tuple[f
     ax.set(xscale="log", yscale="log", xlabel="depth (layers)", ylabel="eval MSE", title=task)
     ax.set_xticks(sorted(sub["depth"].unique()) if len(sub) else [1])
     ax.get_xaxis().set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
-    ax.legend(fontsize=7, ncol=2)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, ncol=2)
     return fig
 
 

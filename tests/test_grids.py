@@ -1,0 +1,142 @@
+"""bench.grids: the experiment grids have the axes the paper (and the issue) name, at every budget."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from bench import grids
+from bench.sweep import resolve_grid
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Validating a config runs its model once; tiny forwards are fastest (and on a busy
+    machine, far faster) on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def axes(configs, *getters):
+    return {tuple(g(c) for g in getters) for c in configs}
+
+
+def task(c):
+    return c.task.name
+
+
+def model(c):
+    return c.model.name
+
+
+def param(name, default=None):
+    return lambda c: c.model.params.get(name, default)
+
+
+def test_paper_budget_is_the_papers_recipe():
+    cfg = grids.PAPER.run("multiply", "attention")
+    assert (cfg.batch_size, cfg.steps, cfg.dtype) == (1024, 1_000_000, "float32")
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.eps) == ("adam", 1e-3, 1e-16)
+    assert (cfg.schedule.name, cfg.schedule.gamma, cfg.schedule.every) == ("step", 0.9, 10_000)
+    assert (cfg.model.params["width"], cfg.model.params["heads"]) == (64, 2)
+
+
+def test_ci_budget_is_small():
+    cfg = grids.CI.run("multiply", "attention")
+    assert cfg.batch_size <= 128 and cfg.steps <= 1000 and cfg.model.params["width"] <= 64
+    assert cfg.schedule.every * grids.CI.decays == cfg.steps  # the same decay count over any run length
+
+
+def test_registry_and_sweep_names():
+    assert set(grids.GRIDS) == {"primitives", "attention_multiply", "gd_step", "gd_k_least_squares",
+                                "dtype_optimizer", "added_mixers"}
+    for name in grids.GRIDS:
+        for budget in grids.grid_budgets(name):
+            assert callable(getattr(grids, f"{name}_{budget}"))
+    assert callable(grids.all_ci) and callable(grids.all_paper)
+    configs = resolve_grid("bench.grids:primitives_smoke")
+    assert [c.hash for c in configs] == [c.hash for c in grids.primitives("smoke")]
+
+
+def test_primitives_grid_is_the_full_product_at_ci():
+    configs = grids.primitives("ci")
+    assert len(configs) == len({c.hash for c in configs}) == 72
+    got = axes(configs, task, model, param("prenorm"), param("depth"))
+    want = set(itertools.product(grids.PRIMITIVE_TASKS, grids.PAPER_MIXERS, (True, False), (1, 2, 4, 8)))
+    assert got == want
+    assert all(c.model.params.get("conv_kind") == "long" for c in configs if c.model.name == "baseconv")
+
+
+def test_smoke_grid_has_the_expressivity_pair():
+    configs = grids.primitives("smoke")
+    bare = grids.exact_multiply_model()
+    pair = [c for c in configs if all(c.model.params.get(k) == v for k, v in bare.items())]
+    assert {model(c) for c in pair} == {"baseconv", "attention"}
+    a, b = pair
+    assert (a.steps, a.optimizer, a.schedule, a.batch_size) == (b.steps, b.optimizer, b.schedule, b.batch_size)
+    assert all(task(c) == "multiply" and c.model.params["depth"] == 1 for c in pair)
+
+
+def test_gd_step_grid_paper_is_the_full_product():
+    configs = grids.gd_step("paper")
+    got = axes(configs, model, lambda c: c.schedule.name, lambda c: c.ema_lambda > 0, lambda c: c.optimizer.lr)
+    want = set(itertools.product(("baseconv", "linear_attention", "attention"), ("step", "adaptive"),
+                                 (False, True), (3e-4, 1e-3, 3e-3)))
+    assert got == want and len(configs) == 36
+    assert {c.model.params["depth"] for c in configs} == {grids.GD_DEPTH}
+    adaptive = next(c for c in configs if c.schedule.name == "adaptive")
+    assert adaptive.schedule.max_lr == adaptive.optimizer.lr  # capped: it cannot climb until it blows up
+
+
+def test_gd_step_grid_ci_varies_one_axis_at_a_time():
+    configs = grids.gd_step("ci")
+    base_lr = grids.gd_budget("ci").lr
+    for m in ("baseconv", "linear_attention"):
+        mine = [c for c in configs if model(c) == m]
+        changed = [sum([c.schedule.name != "step", c.ema_lambda > 0, c.optimizer.lr != base_lr]) for c in mine]
+        assert sorted(changed) == [0, 1, 1, 1]
+    assert [model(c) for c in configs].count("attention") == 1
+
+
+def test_gd_k_and_least_squares_grid():
+    configs = grids.gd_k_least_squares("ci")
+    gd_k = [c for c in configs if task(c) == "gd_k"]
+    assert {model(c) for c in gd_k} == {"baseconv", "linear_attention", "attention"}
+    assert all(c.task.params == {"k": 4} for c in gd_k)
+    ls = [c for c in configs if task(c) == "least_squares"]
+    depths = {c.model.params["depth"] for c in ls}
+    assert depths <= set(grids.LEAST_SQUARES_DEPTHS) and {1, 2, 4, 8, 16} <= depths
+    assert {model(c) for c in ls} == {"attention", "baseconv"}
+    assert grids.LEAST_SQUARES_DEPTHS == (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
+
+
+def test_twins_differ_only_where_they_should():
+    pairs = grids.twins("ci")
+    kinds = {k for k, _, _ in pairs}
+    assert kinds == {"float64", "lbfgs"}
+    for kind, base, twin in pairs:
+        if kind == "float64":
+            assert twin.dtype == "float64" and base.dtype == "float32"
+            assert twin.model_dump(exclude={"dtype"}) == base.model_dump(exclude={"dtype"})
+        else:
+            assert twin.optimizer.name == "lbfgs" and base.optimizer.name == "adam"
+            assert (twin.task, twin.model, twin.dtype) == (base.task, base.model, base.dtype)
+    assert {t.hash for _, _, t in pairs} == {c.hash for c in grids.dtype_optimizer("ci")}
+
+
+def test_added_mixers_grid():
+    configs = grids.added_mixers("ci")
+    prim = [c for c in configs if task(c) in grids.PRIMITIVE_TASKS]
+    assert axes(prim, task, model) == set(itertools.product(grids.PRIMITIVE_TASKS, grids.ADDED_MIXERS))
+    kappas = {c.task.params.get("kappa") for c in configs if task(c) == "gd_step"}
+    assert kappas == {1.0, 10.0, 100.0}
+
+
+def test_bad_budgets_are_named():
+    with pytest.raises(ValueError, match="smoke, ci, paper"):
+        grids.primitives("huge")
+    with pytest.raises(ValueError, match="only 'primitives' has a smoke budget"):
+        grids.gd_step("smoke")

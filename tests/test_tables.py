@@ -1,0 +1,163 @@
+"""bench.tables and bench.iterate: tables and figures from records, the learned-GD iteration.
+
+Table tests use synthetic records (made-up MSEs written with bench.records, so the
+layout can be checked against known numbers); the iteration tests measure real curves.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from bench import grids, iterate, tables
+from bench.records import CurvePoint, RunResult, write_result
+from primitives import algorithms as alg
+from primitives import make_task
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def fake_result(cfg, mse, status="ok") -> RunResult:
+    """A synthetic record of `cfg` whose final eval MSE is `mse` (None when diverged)."""
+    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    curve = [CurvePoint(step=0, eval_mse=1.0, lr=1e-3), CurvePoint(step=cfg.steps, eval_mse=mse, lr=1e-4)]
+    return RunResult(config=cfg, config_hash=cfg.hash, status=status, steps_done=cfg.steps,
+                     eval_mse=mse if status == "ok" else None, best_eval_mse=mse if status == "ok" else None,
+                     eval_rel=1e-3, floor=1e-15, curve=curve, param_count=1, wall_time_s=1.0, train_time_s=1.0,
+                     steps_per_s=float(cfg.steps), environment={}, started_at=now, finished_at=now)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Synthetic records for part of the ci grids, tables built from them (no iteration)."""
+    root = tmp_path_factory.mktemp("results")
+    prim = grids.primitives("ci")
+    mse = {}
+    for i, cfg in enumerate(prim):
+        if cfg.task.name == "multiply" and cfg.model.params["depth"] in (1, 2):
+            value = 10.0 ** -(3 + i % 5)
+            if cfg.model.name == "linear_attention" and cfg.model.params["depth"] == 1 and cfg.model.params["prenorm"]:
+                write_result(fake_result(cfg, None, status="diverged"), root)
+                continue
+            write_result(fake_result(cfg, value), root)
+            mse[(cfg.model.name, cfg.model.params["depth"], cfg.model.params["prenorm"])] = value
+    ls = [c for c in grids.gd_k_least_squares("ci") if c.task.name == "least_squares" and c.model.name == "attention"]
+    for j, cfg in enumerate(ls):
+        write_result(fake_result(cfg, 10.0 ** -(2 + j)), root)
+    out = tables.Output(root / "tables", root / "figures")
+    tables.build(root, out, "ci", iterate=False)
+    return root, out, mse, ls
+
+
+def test_every_table_has_markdown_csv_and_latex(built):
+    root, out, _, _ = built
+    for name in ("headline", "primitives", "least_squares_depth", "gd_step", "paper_comparison", "dtype", "optimizer"):
+        for ext in ("md", "csv", "tex"):
+            assert (root / "tables" / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext}"
+    for fig in ("mse_vs_depth_multiply", "mse_vs_depth_least_squares", "mse_vs_optimizer", "training_curves_multiply"):
+        assert (root / "figures" / f"{fig}.png").stat().st_size > 1000
+    assert "Budget: ci budget" in (root / "tables" / "primitives.md").read_text()
+
+
+def test_primitives_table_cells(built):
+    root, _, mse, _ = built
+    t = pd.read_csv(root / "tables" / "primitives.csv", dtype=str)
+    row = t[(t["task"] == "multiply") & (t["model"] == "baseconv") & (t["prenorm"] == "off")].iloc[0]
+    assert row["depth 2"] == f"{mse[('baseconv', 2, False)]:.2e}"
+    assert row["depth 8"] == "missing"
+    la = t[(t["task"] == "multiply") & (t["model"] == "linear_attention") & (t["prenorm"] == "on")].iloc[0]
+    assert la["depth 1"] == "diverged"
+    assert "12 of 72 runs finished (1 diverged)" in (root / "tables" / "primitives.md").read_text()
+
+
+def test_headline_is_the_best_over_configs(built):
+    root, _, mse, _ = built
+    t = pd.read_csv(root / "tables" / "headline.csv", dtype=str).set_index("task")
+    for model in ("attention", "linear_attention", "baseconv"):
+        best = min(v for (m, _, _), v in mse.items() if m == model)
+        assert t.loc["multiply", model] == f"{best:.2e}"
+
+
+def test_paper_figure_next_to_ours_with_budgets(built):
+    root, _, _, ls = built
+    t = pd.read_csv(root / "tables" / "paper_comparison.csv", dtype=str)
+    row = t[t["quantity"].str.startswith("softmax attention trained end to end")].iloc[0]
+    assert row["paper (MSE)"] == "1.00e-09"
+    assert row["ours (MSE)"] == f"{10.0 ** -(2 + len(ls) - 1):.2e}"  # the deepest synthetic run is the best
+    assert "300 steps x batch 32" in row["our budget"]
+    assert "1M steps" in (root / "tables" / "paper_comparison.md").read_text()
+
+
+def test_benchmark_json_table(tmp_path):
+    path = tmp_path / "out.json"
+    path.write_text(json.dumps({"machine_info": {"profile": "smoke"}, "benchmarks": [
+        {"name": "x", "stats": {"mean": 2.5}, "extra_info": {"case_id": "multiply/baseconv", "status": "ok",
+                                                            "eval_mse": 3.8e-5, "floor": 1e-15, "steps_per_s": 30.0,
+                                                            "budget": "smoke: adam 400 steps"}},
+        {"name": "not a precision case", "stats": {"mean": 1.0}, "extra_info": {}}]}))
+    df = tables.benchmark_frame(path)
+    assert df.to_dict("records")[0]["eval MSE"] == "3.80e-05" and len(df) == 1
+
+
+# ---- bench.iterate -------------------------------------------------------------------
+
+
+class ExactGradient(torch.nn.Module):
+    """Reads x, A, b from the gd_step tokens and outputs A^T (A x - b) / N at every position."""
+
+    def __init__(self, D: int, dtype=torch.float32):
+        super().__init__()
+        self.D = D
+        self.dummy = torch.nn.Parameter(torch.zeros(1, dtype=dtype))
+
+    def forward(self, u):
+        D = self.D
+        g = alg.gradient(u[:, 1:, :D], u[:, 1:, D], u[:, 0, :D])
+        return g.unsqueeze(1).expand(-1, u.shape[1], -1)
+
+
+def test_learned_iteration_with_an_exact_model_is_true_gd():
+    problem = iterate.sample_problems(8, 5, 20, torch.float32)
+    learned = iterate.learned_gd_iterates(ExactGradient(5), problem, steps=30)
+    true = iterate.true_gd_iterates(problem, 30, torch.float32)
+    assert torch.equal(learned, true)
+
+
+def test_gd_curves_reach_the_float32_floor():
+    df = iterate.gd_iteration_curves([("exact", ExactGradient(5))], steps=100, batch=16,
+                                     dtypes=("float32",))
+    levels = {label: iterate.level(g) for label, g in df.groupby("label")}
+    assert levels["true GD (float32)"] < 1e-13  # the paper: about 5e-15 (median over problems)
+    assert levels["exact"] == levels["true GD (float32)"]
+    for name in ("baseconv construction (float32)", "linear_attention construction (float32)"):
+        if name in levels:  # the constructions iterate to the same floor as true GD
+            assert levels[name] < 1e-13
+    start = df[(df["iteration"] == 0)]["median_mse"]
+    assert (start > 0.1).all()
+
+
+def test_shifted_metrics_out_of_distribution():
+    cfg = grids.gd_step("ci")[0]
+    model = ExactGradient(5, torch.float64).double()
+    for scale in (0.25, 4.0):
+        m = iterate.shifted_metrics(model.to(torch.float64), cfg, eval_size=64, x_scale=scale)
+        assert m["mse"] < 1e-25  # float64 exact gradient: exact at any scale
+
+    class Zero(ExactGradient):
+        def forward(self, u):
+            return torch.zeros(u.shape[0], u.shape[1], self.D, dtype=u.dtype)
+
+    small = iterate.shifted_metrics(Zero(5), cfg, eval_size=64, x_scale=0.5)["mse"]
+    large = iterate.shifted_metrics(Zero(5), cfg, eval_size=64, x_scale=2.0)["mse"]
+    assert large == pytest.approx(16 * small, rel=0.5)  # the gradient grows with x: MSE of 0 by the square
+    assert math.isfinite(small)
