@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 import re
 from typing import Annotated, Any, Callable, Literal, Optional, Union
 
@@ -410,7 +409,3 @@ def make_run_config(**fields) -> RunConfig:
 def load_run_config(text_or_dict: str | dict) -> RunConfig:
     data = json.loads(text_or_dict) if isinstance(text_or_dict, str) else text_or_dict
     return make_run_config(**data)
-
-
-def is_finite_number(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -57,3 +57,5 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["gpus"] = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
                             if torch.cuda.is_available() else [])
     machine_info["profile"] = config.getoption("--profile")
+    # other work on the machine skews CPU timings: record how busy it was
+    machine_info["load_avg"] = os.getloadavg() if hasattr(os, "getloadavg") else None

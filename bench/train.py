@@ -22,7 +22,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -51,7 +51,6 @@ from .records import (
     check_writable,
     checkpoint_path,
     environment,
-    finite_or_none,
     load_checkpoint,
     load_result,
     write_result,
