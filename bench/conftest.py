@@ -21,12 +21,18 @@ PROFILES = ("smoke", "ci", "paper")
 def pytest_addoption(parser):
     parser.addoption("--profile", choices=PROFILES, default=os.environ.get("PROFILE", "ci"),
                      help="benchmark sizes: smoke (seconds), ci (2-core CPU, default), paper (full size)")
+    parser.addoption("--threads", type=int, default=None,
+                     help="torch CPU threads for the session (default: torch's own choice); 1 gives steadier "
+                          "timings on a machine shared with other work")
 
 
 def pytest_configure(config):
     from bench.train import set_ieee_precision
 
     set_ieee_precision()
+    threads = config.getoption("--threads")
+    if threads:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
