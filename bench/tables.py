@@ -95,6 +95,7 @@ def run_row(cfg: RunConfig, record: Optional[RunResult]) -> dict:
         "mlp_factor": p.get("mlp_factor", 4), "prenorm": p.get("prenorm", True), "optimizer": cfg.optimizer.name,
         "lr": cfg.optimizer.lr, "schedule": cfg.schedule.name, "ema": cfg.ema_lambda > 0, "dtype": cfg.dtype,
         "steps": cfg.steps, "batch": cfg.batch_size, "budget": budget_text(cfg),
+        "variant": "bare" if p.get("mlp") is False and p.get("final_norm") is False else "backbone",
         "status": "missing", "eval_mse": math.nan, "best_eval_mse": math.nan, "floor": math.nan,
         "rel": math.nan, "steps_per_s": math.nan, "wall_s": math.nan,
     }
@@ -174,8 +175,14 @@ def _plt():
 # ---- grid 1 and 6: primitives -----------------------------------------------------
 
 
+def with_task_labels(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs of the bare one-mixer model (no norms, no MLP) get their own row label."""
+    return df.assign(task=df["task"].where(df["variant"] != "bare", df["task"] + " (bare 1-mixer model)"))
+
+
 def primitives_table(df: pd.DataFrame) -> pd.DataFrame:
     """Rows task / model / prenorm, one column per depth: final eval MSE."""
+    df = with_task_labels(df)
     df = df.assign(cell=df.apply(mse_cell, axis=1), prenorm=df["prenorm"].map({True: "on", False: "off"}))
     table = df.pivot_table(index=["task", "model", "prenorm"], columns="depth", values="cell", aggfunc="first")
     table.columns = [f"depth {d}" for d in table.columns]
@@ -207,6 +214,7 @@ def best_per(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 def headline_table(df: pd.DataFrame) -> pd.DataFrame:
     """Task rows x architecture columns: the best final eval MSE over every config tried."""
+    df = with_task_labels(df)
     best = best_per(df, ["task", "model"])
     best = best.assign(cell=best.apply(lambda r: f"{fmt_mse(r['eval_mse'])}", axis=1))
     table = best.pivot_table(index="task", columns="model", values="cell", aggfunc="first")
@@ -221,14 +229,16 @@ def mse_vs_depth_figure(df: pd.DataFrame, task: str, reference: Optional[tuple[f
     dashed: off), log scale, the float32 floor and the paper's figure (if any) drawn."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
-    sub = df[(df["task"] == task) & (df["status"] == "ok")]
+    sub = df[(df["task"] == task) & (df["status"] == "ok") & (df["variant"] == "backbone")]
     for (model, prenorm), g in sub.groupby(["model", "prenorm"]):
         g = g.sort_values("depth")
         ax.plot(g["depth"], g["eval_mse"], marker="o", color=MIXER_COLOURS.get(model),
                 linestyle="-" if prenorm else "--", label=f"{model}{'' if prenorm else ' (no prenorm)'}")
     floor = df[df["task"] == task]["floor"].dropna()
-    if len(floor):
+    if len(floor) and floor.iloc[0] > 0:
         ax.axhline(floor.iloc[0], color="black", linewidth=1, linestyle=":", label="float32 floor")
+    elif len(floor):
+        task += " (float32 floor 0: the targets are inputs, exact in float32)"
     if reference is not None:
         ax.axhline(reference[0], color="tab:red", linewidth=1, linestyle="-.", label=reference[1])
     ax.set(xscale="log", yscale="log", xlabel="depth (layers)", ylabel="eval MSE", title=task)
@@ -307,7 +317,7 @@ def training_curves_figure(records: list[tuple[str, RunResult]], title: str):
 
 
 def learned_step_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Per model, the finished float32 gd_step run with the lowest eval MSE (grid 3)."""
+    """Per model, the finished float32 gd_step run with the lowest eval MSE (grids 3 and 5)."""
     ok = df[(df["status"] == "ok") & (df["dtype"] == "float32")]
     return ok.loc[ok.groupby("model")["eval_mse"].idxmin()] if len(ok) else ok
 
@@ -521,7 +531,9 @@ def build(results_dir: Path, out: Output, budget_name: str = "ci", *, iterate: b
     if iterate and gd is not None:
         from .iterate import gd_iteration_curves, ood_table, trained_model
 
-        chosen = learned_step_runs(gd)
+        candidates = pd.concat([gd] + ([frames["dtype_optimizer"]] if "dtype_optimizer" in frames else []),
+                               ignore_index=True)
+        chosen = learned_step_runs(candidates[candidates["task"] == "gd_step"])
         learned, labels = [], {}
         for _, r in chosen.iterrows():
             cfg = records[r["hash"]].config
@@ -535,8 +547,8 @@ def build(results_dir: Path, out: Output, budget_name: str = "ci", *, iterate: b
         levels = iteration_levels(curves, labels)
         out.table("gd_iteration", levels, "GD applied iteratively: where each curve levels off",
                   [f"{iterations} iterations, eta 0.5, 256 held-out problems D=5, N=20; error = per-problem mean "
-                   "squared distance to the float64 least-squares solution; learned steps: the best float32 run per "
-                   "model of grid 3.", note])
+                   "squared distance to the float64 least-squares solution; learned steps: the best float32 gd_step "
+                   "run per model of grids 3 and 5 (Adam or L-BFGS).", note])
         out.figure("gd_iteration", gd_iteration_figure(curves))
         if learned:
             ood = ood_table([(lab, m, c) for lab, m, c in learned])
@@ -567,11 +579,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-iterate", action="store_true",
                    help="skip the GD-iteration figure and OOD table (they need trained weights)")
     p.add_argument("--iterations", type=int, default=150, help="GD iterations of the iteration figure")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (loading records runs each model once on a tiny input: one thread is fastest)")
     return p
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parser().parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     if not (args.results / "runs").is_dir():
         print(f"error: no run records under {args.results / 'runs'}; run a grid first "
               f"(python -m bench sweep bench.grids:all_ci)", file=sys.stderr)
