@@ -24,7 +24,7 @@ Grids (`GRIDS`; the module also exposes `<grid>_<budget>` for `bench sweep`):
   attention_multiply  (2) softmax attention on multiply: width, heads, mlp_factor, training steps
   gd_step             (3) the learned GD step: schedule (step / adaptive), EMA filter, initial LR
   gd_k_least_squares  (4) gd_k with k = 4, and least squares end to end vs depth
-  dtype_optimizer     (5) grids 1-4 in float64, and L-BFGS next to Adam
+  dtype_optimizer     (5) the other grids in float64, and L-BFGS next to Adam
   added_mixers        (6) hyena, s4d, based, mlp on grid 1; the GD step vs conditioning kappa
 """
 from __future__ import annotations
@@ -300,8 +300,8 @@ def twins(budget: str | Budget = "ci") -> list[tuple[str, RunConfig, RunConfig]]
     """Grid 5 as pairs (kind, base run, twin): kind "float64" (the same run in float64) or
     "lbfgs" (the same model and task trained by L-BFGS).
 
-    paper: grids 1-4 in float64, and the L-BFGS twin of every float32 and float64 run of
-    grids 1, 3 (base LR) and 4. ci: float64 twins of multiply at depth 2 without prenorm, of
+    paper: grids 1-4 and 6 in float64, and the L-BFGS twin of every float32 and float64 run
+    of grids 1, 3 (base LR) and 4. ci: float64 twins of multiply at depth 2 without prenorm, of
     grid 3's base linear_attention config and of least squares at depth 4; float32 L-BFGS
     twins of multiply and linear (attention, baseconv) at depth 2 without prenorm and of grid
     3's base linear_attention config.
@@ -310,7 +310,7 @@ def twins(budget: str | Budget = "ci") -> list[tuple[str, RunConfig, RunConfig]]
     _no_smoke("dtype_optimizer", b)
     gd_lr = gd_budget(b).lr
     if b.name == "paper":
-        float32 = primitives(b) + attention_multiply(b) + gd_step(b) + gd_k_least_squares(b)
+        float32 = primitives(b) + attention_multiply(b) + gd_step(b) + gd_k_least_squares(b) + added_mixers(b)
         lbfgs_base = [c for c in primitives(b) + gd_step(b) + gd_k_least_squares(b)
                       if c.optimizer.lr == b.lr and c.ema_lambda == 0 and c.schedule.name == "step"]
         lbfgs_base += [with_fields(c, dtype="float64") for c in lbfgs_base]
@@ -332,7 +332,7 @@ def twins(budget: str | Budget = "ci") -> list[tuple[str, RunConfig, RunConfig]]
 
 @cached
 def dtype_optimizer(budget: str | Budget = "ci") -> list[RunConfig]:
-    """(5) every run of grids 1-4 in float64 too, and L-BFGS next to Adam (the twins of `twins`)."""
+    """(5) the runs of the other grids in float64 too, and L-BFGS next to Adam (see `twins`)."""
     return _unique(twin for _, _, twin in twins(budget))
 
 
