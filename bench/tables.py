@@ -244,8 +244,9 @@ def mse_vs_depth_figure(df: pd.DataFrame, task: str, reference: Optional[tuple[f
     ax.set(xscale="log", yscale="log", xlabel="depth (layers)", ylabel="eval MSE", title=task)
     ax.set_xticks(sorted(sub["depth"].unique()) if len(sub) else [1])
     ax.get_xaxis().set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
+    ax.get_xaxis().set_minor_formatter(plt.matplotlib.ticker.NullFormatter())
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
@@ -332,14 +333,16 @@ def gd_iteration_figure(curves: pd.DataFrame):
         colour = MIXER_COLOURS.get(model, "black" if method == "true_gd" else None)
         if method == "true_gd":
             colour = "black" if "float32" in label else "gray"
-        ax.plot(g["iteration"], g["median_mse"].clip(lower=1e-35), styles[method], color=colour, label=label)
+        marks = {"marker": "o" if "baseconv" in label else "s", "markevery": 10, "markersize": 4,
+                 "fillstyle": "none"} if method == "construction" else {}
+        ax.plot(g["iteration"], g["median_mse"].clip(lower=1e-35), styles[method], color=colour, label=label, **marks)
     for key, colour in (("learned_gd_iterated", "tab:blue"), ("true_gd_float32", "black"),
                         ("attention_step_iterated", "tab:red")):
         value, text = PAPER_FIGURES[key]
         ax.axhline(value, color=colour, alpha=0.35, linewidth=4, label=f"paper: {text} ({value:g})")
     ax.set(yscale="log", xlabel="GD iteration", ylabel="median MSE to the least-squares solution",
            title="Learned vs true GD step, applied iteratively")
-    ax.legend(fontsize=6, loc="lower left", ncol=1)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
