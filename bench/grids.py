@@ -235,15 +235,16 @@ def gd_step(budget: str | Budget = "ci") -> list[RunConfig]:
 
     paper: the full product for all three models (36 runs). ci (`gd_budget`: 1500 steps): one
     axis at a time around (step schedule, no EMA, LR 3e-3) for baseconv and linear_attention
-    (adaptive LR, EMA on, LR 1e-3), and the base config for attention.
+    (adaptive LR, EMA on, LR 1e-3), the base config for attention, and the base configs of all
+    three trained 10x longer (15000 steps: how the learned step's precision grows with training).
     """
     b = gd_budget(budget)
 
-    def one(model, schedule, ema, lr):
+    def one(model, schedule, ema, lr, budget=b):
         fields = {"ema_lambda": 1.0} if ema else {}
         if schedule == "adaptive":
-            fields["schedule"] = adaptive_schedule(b.steps, lr)
-        return b.run("gd_step", model, depth=GD_DEPTH, lr=lr, **fields)
+            fields["schedule"] = adaptive_schedule(budget.steps, lr)
+        return budget.run("gd_step", model, depth=GD_DEPTH, lr=lr, **fields)
 
     if b.name == "paper":
         return [one(m, s, e, lr) for m in ("baseconv", "linear_attention", "attention")
@@ -253,6 +254,8 @@ def gd_step(budget: str | Budget = "ci") -> list[RunConfig]:
         runs += [one(model, "step", False, 3e-3), one(model, "adaptive", False, 3e-3),
                  one(model, "step", True, 3e-3), one(model, "step", False, 1e-3)]
     runs.append(one("attention", "step", False, 3e-3))
+    runs += [one(model, "step", False, 3e-3, budget=b.scaled(10))
+             for model in ("linear_attention", "baseconv", "attention")]
     return runs
 
 

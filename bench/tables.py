@@ -352,8 +352,8 @@ def iteration_levels(curves: pd.DataFrame, learned_budget: dict[str, str]) -> pd
     rows = []
     for (method, label, dtype), g in curves.groupby(["method", "label", "dtype"], sort=False):
         rows.append({"method": method, "curve": label, "dtype": dtype,
-                     "level (median MSE, last 20 iterations)": fmt_mse(level(g)),
-                     "mean MSE, last 20": fmt_mse(level(g, "mean_mse")),
+                     "level (median MSE, last 20 iterations)": level(g),
+                     "mean MSE, last 20": level(g, "mean_mse"),
                      "budget": learned_budget.get(label, "exact (no training)")})
     return pd.DataFrame(rows)
 
@@ -385,24 +385,17 @@ def paper_comparison(ls: pd.DataFrame, levels: Optional[pd.DataFrame]) -> pd.Dat
         for model in ("baseconv", "linear_attention"):
             r = lvl(f"{model} learned")
             if r is not None:
-                add("learned_gd_iterated", _num(r["level (median MSE, last 20 iterations)"]), r["budget"],
+                add("learned_gd_iterated", r["level (median MSE, last 20 iterations)"], r["budget"],
                     f"{model}: median MSE over problems, level of the last 20 iterations")
         r = levels[(levels["method"] == "true_gd") & (levels["dtype"] == "float32")]
         if len(r):
-            add("true_gd_float32", _num(r.iloc[0]["level (median MSE, last 20 iterations)"]), "exact (no training)",
+            add("true_gd_float32", r.iloc[0]["level (median MSE, last 20 iterations)"], "exact (no training)",
                 "median MSE over problems, level of the last 20 iterations")
         r = lvl("attention learned")
         if r is not None:
-            add("attention_step_iterated", _num(r["level (median MSE, last 20 iterations)"]), r["budget"],
+            add("attention_step_iterated", r["level (median MSE, last 20 iterations)"], r["budget"],
                 "median MSE over problems, level of the last 20 iterations")
     return pd.DataFrame(rows)
-
-
-def _num(text: str) -> Optional[float]:
-    try:
-        return float(text)
-    except ValueError:
-        return None
 
 
 # ---- pytest-benchmark JSON --------------------------------------------------------
@@ -523,11 +516,14 @@ def build(results_dir: Path, out: Output, budget_name: str = "ci", *, iterate: b
             base = gd[(gd["schedule"] == "step") & (~gd["ema"]) & (gd["lr"] == G.gd_budget(budget).lr)
                       & gd["model"].isin(kap["model"])]
             kap = pd.concat([kap, base.assign(kappa="Gaussian A")], ignore_index=True)
-        kap = kap.assign(cell=kap.apply(mse_cell, axis=1),
+        kap = kap[kap["steps"] == G.gd_budget(budget).steps]
+        kap = kap.assign(cell=kap.apply(lambda r: f"{mse_cell(r)} (rel {fmt_mse(r['rel'])})", axis=1),
                          kappa=kap["kappa"].map(lambda k: k if isinstance(k, str) else f"kappa {k:g}"))
         t = kap.pivot_table(index="model", columns="kappa", values="cell", aggfunc="first").reset_index()
         out.table("conditioning", _ordered(t), "Learned GD step vs condition number kappa of A (grid 6)",
-                  [note, done_note(kap), f"Budget of each run: {kap['budget'].iloc[0] if len(kap) else ''}."])
+                  [note, done_note(kap), f"Budget of each run: {kap['budget'].iloc[0] if len(kap) else ''}.",
+                   "Cells: eval MSE of the predicted gradient (rel: mean |error| / mean |target|). The gradient "
+                   "grows with the eigenvalues of A^T A / N (up to kappa^2), so compare rel across kappa."])
 
     # learned GD iterated, OOD
     levels = None
@@ -548,7 +544,10 @@ def build(results_dir: Path, out: Output, budget_name: str = "ci", *, iterate: b
         curves.to_csv(out.tables / "gd_iteration_curves.csv", index=False)
         out.written.append(out.tables / "gd_iteration_curves.csv")
         levels = iteration_levels(curves, labels)
-        out.table("gd_iteration", levels, "GD applied iteratively: where each curve levels off",
+        shown = levels.copy()
+        for column in ("level (median MSE, last 20 iterations)", "mean MSE, last 20"):
+            shown[column] = shown[column].map(fmt_mse)
+        out.table("gd_iteration", shown, "GD applied iteratively: where each curve levels off",
                   [f"{iterations} iterations, eta 0.5, 256 held-out problems D=5, N=20; error = per-problem mean "
                    "squared distance to the float64 least-squares solution; learned steps: the best float32 gd_step "
                    "run per model of grids 3 and 5 (Adam or L-BFGS).", note])

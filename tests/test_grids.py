@@ -98,6 +98,8 @@ def test_gd_step_grid_paper_is_the_full_product():
 def test_gd_step_grid_ci_varies_one_axis_at_a_time():
     configs = grids.gd_step("ci")
     base_lr = grids.gd_budget("ci").lr
+    assert sorted(c.steps for c in configs if c.steps != grids.gd_budget("ci").steps) == [15000] * 3
+    configs = [c for c in configs if c.steps == grids.gd_budget("ci").steps]
     for m in ("baseconv", "linear_attention"):
         mine = [c for c in configs if model(c) == m]
         changed = [sum([c.schedule.name != "step", c.ema_lambda > 0, c.optimizer.lr != base_lr]) for c in mine]
