@@ -5,7 +5,7 @@
         --schedule-param every=10000 --steps 100 --batch-size 256
     python -m bench run --config run.json --steps 500        # flags override the file
     python -m bench run ... --print-config                    # show the JSON and hash, train nothing
-    python -m bench sweep bench.grids:paper_primitives --workers 2
+    python -m bench sweep bench.grids:primitives_paper --workers 2
     python -m bench sweep mygrids:lr_grid --executor ray
 
 Exit status: 0 finished (ok or diverged: both are results), 2 invalid input,
@@ -157,7 +157,7 @@ def sweep_parser() -> argparse.ArgumentParser:
                                 description="Run a grid (a Python list of RunConfig), skipping finished runs.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("grid", help="MODULE:NAME, a list of RunConfig or a function returning one "
-                                "(e.g. bench.grids:paper_primitives)")
+                                "(e.g. bench.grids:primitives_paper)")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local process pool, or Ray (RAY_ADDRESS, else a local Ray instance)")
     p.add_argument("--workers", type=int, default=1, help="local processes at once")

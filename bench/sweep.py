@@ -42,7 +42,7 @@ class SweepOutcome:
 def resolve_grid(spec: str) -> list[RunConfig]:
     """'package.module:NAME' -> the list NAME (or NAME() if it is callable) as RunConfigs."""
     if ":" not in spec:
-        raise ValueError(f"grid must be MODULE:NAME (e.g. bench.grids:paper_primitives), got {spec!r}")
+        raise ValueError(f"grid must be MODULE:NAME (e.g. bench.grids:primitives_paper), got {spec!r}")
     module_name, attr = spec.split(":", 1)
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
