@@ -406,6 +406,16 @@ def make_run_config(**fields) -> RunConfig:
         raise RunConfigError(validation_message(err)) from None
 
 
+def unique_configs(configs) -> list[RunConfig]:
+    """The configs in order, each config hash once."""
+    seen, out = set(), []
+    for c in configs:
+        if c.hash not in seen:
+            seen.add(c.hash)
+            out.append(c)
+    return out
+
+
 def load_run_config(text_or_dict: str | dict) -> RunConfig:
     data = json.loads(text_or_dict) if isinstance(text_or_dict, str) else text_or_dict
     return make_run_config(**data)

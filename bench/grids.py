@@ -32,9 +32,9 @@ from __future__ import annotations
 import functools
 import itertools
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable, Optional
+from typing import Callable, Optional
 
-from .config import RunConfig
+from .config import RunConfig, unique_configs
 
 BUDGETS = ("smoke", "ci", "paper")
 
@@ -198,12 +198,12 @@ def attention_multiply(budget: str | Budget = "ci") -> list[RunConfig]:
     if b.name == "paper":
         runs = [one(w, h, m) for w, h, m in itertools.product((32, 64, 128, 256), (1, 2, 4, 8), (1, 2, 4, 8))]
         runs += [one(64, 2, 4, steps=s) for s in (10_000, 100_000)]
-        return _unique(runs)
+        return unique_configs(runs)
     runs = [one(w, 2, 4) for w in (32, 64)]
     runs += [one(32, h, 4) for h in (1, 2, 4, 8)]
     runs += [one(32, 2, m) for m in (1, 2, 4, 8)]
     runs += [one(32, 2, 4, steps=s) for s in (b.steps // 3, b.steps * 3)]
-    return _unique(runs)
+    return unique_configs(runs)
 
 
 # ---- (3) the learned GD step ---------------------------------------------------------
@@ -336,7 +336,7 @@ def twins(budget: str | Budget = "ci") -> list[tuple[str, RunConfig, RunConfig]]
 @cached
 def dtype_optimizer(budget: str | Budget = "ci") -> list[RunConfig]:
     """(5) the runs of the other grids in float64 too, and L-BFGS next to Adam (see `twins`)."""
-    return _unique(twin for _, _, twin in twins(budget))
+    return unique_configs(twin for _, _, twin in twins(budget))
 
 
 # ---- (6) added mixers, conditioning --------------------------------------------------
@@ -368,15 +368,6 @@ def added_mixers(budget: str | Budget = "ci") -> list[RunConfig]:
 # ---- registry ------------------------------------------------------------------------
 
 
-def _unique(configs: Iterable[RunConfig]) -> list[RunConfig]:
-    seen, out = set(), []
-    for c in configs:
-        if c.hash not in seen:
-            seen.add(c.hash)
-            out.append(c)
-    return out
-
-
 GRIDS: dict[str, Callable[[str | Budget], list[RunConfig]]] = {
     "primitives": primitives,
     "attention_multiply": attention_multiply,
@@ -398,7 +389,7 @@ RUN_ORDER = ("gd_step", "primitives", "gd_k_least_squares", "added_mixers", "att
 def all_grids(budget: str | Budget = "ci") -> list[RunConfig]:
     """Every grid at one budget (in RUN_ORDER), without duplicates."""
     b = get_budget(budget)
-    return _unique(c for name in RUN_ORDER if b.name in grid_budgets(name) for c in GRIDS[name](b))
+    return unique_configs(c for name in RUN_ORDER if b.name in grid_budgets(name) for c in GRIDS[name](b))
 
 
 def grid_of(cfg_hash: str, budget: str | Budget = "ci") -> list[str]:

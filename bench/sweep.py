@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from .config import RunConfig, load_run_config
+from .config import RunConfig, load_run_config, unique_configs
 from .records import check_writable, is_finished
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -77,15 +77,6 @@ def _run_one(config_json: str, results_dir: str, force: bool, threads: Optional[
         return {"status": "error", "error": traceback.format_exc(limit=5)}
 
 
-def _unique(configs: Iterable[RunConfig]) -> list[RunConfig]:
-    seen, out = set(), []
-    for c in configs:
-        if c.hash not in seen:
-            seen.add(c.hash)
-            out.append(c)
-    return out
-
-
 def run_sweep(configs: Iterable[RunConfig], results_dir: str | Path = "results", *, workers: int = 1,
               executor: str = "local", force: bool = False, threads_per_run: Optional[int] = None,
               cpus_per_run: float = 1.0, gpus_per_run: float = 0.0, echo: bool = False) -> list[SweepOutcome]:
@@ -96,7 +87,7 @@ def run_sweep(configs: Iterable[RunConfig], results_dir: str | Path = "results",
         raise ValueError(f"workers must be >= 1, got {workers}")
     results_dir = str(Path(results_dir).resolve())  # workers may run elsewhere
     check_writable(results_dir)
-    configs = _unique(configs)
+    configs = unique_configs(configs)
     outcomes = {c.hash: SweepOutcome(c.hash, c.label(), "skipped") for c in configs}
     todo = [c for c in configs if force or not is_finished(c, results_dir)]
     if threads_per_run is None:

@@ -13,12 +13,7 @@ from bench.optim import AdaptiveLR, EMAFilter, StepDecay, clip_grads_, mean_cons
 from bench.train import run
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- schedules ----------------------------------------------------------------------

@@ -32,12 +32,7 @@ def tiny(**overrides):
     return make_run_config(**{**BASE, **overrides})
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def numbers(result) -> dict:

@@ -147,6 +147,14 @@ def set_linear(linear: nn.Linear, rows: Mapping[int, Mapping[int, float]], bias:
         linear.bias[o] = b
 
 
+def write_gd_read_out(read_out: nn.Linear, layout: Layout, eta: float, output: str) -> None:
+    """Read out the gradient channels g, or the next iterate w - eta * g (`output`: gradient | iterate)."""
+    if output == "gradient":
+        set_linear(read_out, {d: {g: 1.0} for d, g in enumerate(layout["g"])})
+    else:
+        set_linear(read_out, {d: {w: 1.0, g: -eta} for d, (w, g) in enumerate(zip(layout["w"], layout["g"]))})
+
+
 class BaseConvWriter:
     """Sets one BaseConv block inner channel by inner channel (all else zero).
 

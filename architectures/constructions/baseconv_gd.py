@@ -55,6 +55,7 @@ import torch
 from .. import build_model
 from .base import (
     BaseConvWriter,
+    write_gd_read_out,
     Construction,
     Layout,
     earlier_sum_filter,
@@ -124,10 +125,7 @@ def baseconv_gd_step(
         write_broadcast_and_residual(BaseConvWriter(model.blocks[1]), s)
         write_product(BaseConvWriter(model.blocks[2]), s)
         write_average(BaseConvWriter(model.blocks[3]), s, N)
-        if output == "gradient":
-            set_linear(model.read_out, {d: {g: 1.0} for d, g in enumerate(s["g"])})
-        else:
-            set_linear(model.read_out, {d: {w: 1.0, g: -eta} for d, (w, g) in enumerate(zip(s["w"], s["g"]))})
+        write_gd_read_out(model.read_out, s, eta, output)
     return Construction(
         model=model.to(dtype),
         layers_per_step=4,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from .. import build_model
-from .base import Construction, Layout, set_linear, shapes, zero_parameters
+from .base import Construction, Layout, set_linear, shapes, write_gd_read_out, zero_parameters
 from .baseconv_gd import OUTPUTS
 
 
@@ -62,10 +62,7 @@ def linear_attention_gd_step(
         set_linear(step.v_proj, {d: {a: 1.0} for d, a in enumerate(s["a"])})
         set_linear(step.out_proj, {g: {d: 1.0 / N} for d, g in enumerate(s["g"])})
 
-        if output == "gradient":
-            set_linear(model.read_out, {d: {g: 1.0} for d, g in enumerate(s["g"])})
-        else:
-            set_linear(model.read_out, {d: {w: 1.0, g: -eta} for d, (w, g) in enumerate(zip(s["w"], s["g"]))})
+        write_gd_read_out(model.read_out, s, eta, output)
     return Construction(
         model=model.to(dtype),
         layers_per_step=2,
