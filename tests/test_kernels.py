@@ -158,6 +158,21 @@ def test_auto_on_cpu_is_direct_for_short_and_fft_for_long():
             assert select_backend(torch.zeros(1, seq_len, 1, dtype=dtype), torch.zeros(1, seq_len, dtype=dtype)) != "triton"
 
 
+@pytest.mark.parametrize("backend", ["direct", "fft"])
+def test_torch_func_jacobians_and_vmap_match_the_oracle(backend):
+    # The Levenberg-Marquardt optimizer builds Jacobians with torch.func.jacrev, which needs
+    # every custom autograd.Function on the path to support functorch transforms.
+    from torch.func import jacrev, vmap
+
+    u, k, _ = draw(3, 7, 5, torch.float64, filter_len=9, seed=11)
+    conv = lambda a, b: kernels.causal_conv(a, b, backend=backend)  # noqa: E731
+    for arg in (0, 1):
+        expected = jacrev(causal_conv_reference, argnums=arg)(u, k)
+        assert torch.allclose(jacrev(conv, argnums=arg)(u, k), expected, rtol=0, atol=1e-12)
+    stacked = vmap(conv)(torch.stack([u, 2 * u]), torch.stack([k, k]))
+    assert torch.allclose(stacked[1], 2 * causal_conv_reference(u, k), rtol=0, atol=1e-12)
+
+
 # --- fp32 means IEEE fp32 -------------------------------------------------------------------
 
 

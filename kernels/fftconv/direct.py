@@ -43,13 +43,20 @@ def sum_diagonals(m: torch.Tensor) -> torch.Tensor:
 
 
 class _DirectCausalConv(torch.autograd.Function):
+    # forward / setup_context split and a generated vmap rule: torch.func (jacrev, vmap)
+    # can then transform the conv, which the Levenberg-Marquardt optimizer's Jacobian needs.
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    def forward(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         seq_len = u.shape[1]
-        ctx.save_for_backward(u, k)
         with ieee_fp32():
             y = torch.bmm(toeplitz(k, seq_len), u.permute(2, 1, 0).contiguous())  # (D, L, B)
         return y.permute(2, 1, 0).contiguous()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(*inputs)
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
