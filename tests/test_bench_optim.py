@@ -178,7 +178,7 @@ def test_full_batch_float64_goes_below_float32_floor(tmp_path, per_token_linear,
 
 @pytest.mark.parametrize("conv_backend", ["fft", "direct"])
 def test_levenberg_marquardt_on_a_small_baseconv(tmp_path, conv_backend):
-    """fft: Jacobian by torch.func; direct (a custom autograd.Function): row-by-row fallback."""
+    """Both conv backends go through torch.func (direct is a functorch-ready autograd.Function)."""
     model = {"name": "baseconv", "params": {"width": 4, "depth": 1, "mlp": False, "conv_backend": conv_backend}}
     cfg = make_run_config(task={"name": "multiply", "params": {"width": 4, "length": 4}}, model=model,
                           optimizer={"name": "levenberg_marquardt", "train_size": 16}, steps=3, eval_size=64)
@@ -186,3 +186,22 @@ def test_levenberg_marquardt_on_a_small_baseconv(tmp_path, conv_backend):
     assert result.status == "ok" and result.param_count <= 5000
     mses = [p.eval_mse for p in result.curve]
     assert mses[-1] < 0.75 * mses[0], mses
+
+
+def test_levenberg_marquardt_per_sample_jacobian_matches_row_by_row():
+    # The fast path (torch.func, per sample) against the canonical one (one backward per residual).
+    from architectures import build_model
+    from bench.config import LevenbergMarquardtConfig
+    from bench.optim import LevenbergMarquardt
+    from primitives import make_task, stream_generator
+
+    task = make_task("multiply", width=4, length=5)
+    model = build_model("baseconv", task, width=4, depth=1, mlp=False, seed=0).double()
+    batch = task.sample(6, generator=stream_generator(0, "train"))
+    lm = LevenbergMarquardt(model, LevenbergMarquardtConfig(train_size=6))
+    jtj, jtr, loss, count = lm._normal_equations(batch.inputs, batch.targets, batch.mask)
+    r, J = lm._jacobian_by_rows(batch.inputs, batch.targets, batch.mask)
+    assert count == r.numel() == 6 * 5 * 2
+    assert torch.allclose(jtj, J.T @ J, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(jtr, J.T @ r, rtol=1e-12, atol=1e-12)
+    assert loss == pytest.approx(r.pow(2).mean().item(), rel=1e-12)
