@@ -12,11 +12,14 @@ from primitives import make_task, stream_generator
 from architectures.constructions import (
     baseconv_gd_gram,
     baseconv_gd_step,
+    baseconv_gd_step_3layer,
+    baseconv_gd_step_broadcast,
     baseconv_gd_unrolled,
     baseconv_linear,
     baseconv_multiply,
     baseconv_newton_schulz,
     baseconv_read,
+    broadcast_tokens,
     gd_iterate,
     gd_iterate_curve,
     gd_tokens,
@@ -57,7 +60,12 @@ def test_layer_and_width_counts():
     assert not unrolled.model.config.causal and not unrolled.model.config.residual
     gram = baseconv_gd_gram(D, N, ETA, steps=7)
     assert (gram.setup_layers, gram.layers_per_step, gram.depth, gram.width) == (3, 1, 10, 51)
-    for c in (gd, la, ns, gram, unrolled):
+    three = baseconv_gd_step_3layer(D, N, ETA)
+    assert (three.layers_per_step, three.depth, three.width) == (3, 3, D * D + 4 * D + 1)
+    paper = baseconv_gd_step_broadcast(D, N, ETA)
+    assert (paper.layers_per_step, paper.depth, paper.width) == (3, 3, 4 * D + 1)
+    assert (paper.model.config.l_max, paper.model.config.d_in) == (N, 2 * D + 1)
+    for c in (gd, la, ns, gram, unrolled, three, paper):
         cfg = c.model.config
         assert not (cfg.prenorm or cfg.mlp or cfg.final_norm)
         assert cfg.residual == (c is not unrolled)
@@ -74,15 +82,16 @@ def test_constructions_are_deterministic():
 
 
 def test_bad_arguments_raise():
-    with pytest.raises(ValueError, match="output"):
-        baseconv_gd_step(output="hessian")
+    for builder in (baseconv_gd_step, baseconv_gd_step_3layer, baseconv_gd_step_broadcast):
+        with pytest.raises(ValueError, match="output"):
+            builder(output="hessian")
     with pytest.raises(ValueError, match="iterations"):
         baseconv_newton_schulz(iterations=-1)
 
 
 # ---- one GD step on the primitives' tasks ----------------------------------------------------
 
-@pytest.mark.parametrize("builder", [baseconv_gd_step, linear_attention_gd_step])
+@pytest.mark.parametrize("builder", [baseconv_gd_step, baseconv_gd_step_3layer, linear_attention_gd_step])
 def test_one_step_matches_gd_step_and_gd_k_tasks(builder):
     gen = stream_generator(0, "eval")
     grad_task, step_task = make_task("gd_step", D=D, N=N), make_task("gd_k", D=D, N=N, k=1, eta=ETA)
@@ -95,9 +104,23 @@ def test_one_step_matches_gd_step_and_gd_k_tasks(builder):
         assert rel <= 1e-13, (output, rel)
 
 
+def test_broadcast_layout_step_is_one_gd_step():
+    """Liu et al.'s layout: every token [a_i, b_i, x]; the last position holds the step."""
+    p = sample_problems(32, D, N, seed=1, dtype=torch.float64)
+    tokens = broadcast_tokens(p.A, p.b, p.x0)
+    assert tokens.shape == (32, N, 2 * D + 1)
+    assert torch.equal(tokens[:, 7, D + 1:], p.x0) and torch.equal(tokens[:, 7, D], p.b[:, 7])
+    want = {"gradient": alg.gradient(p.A, p.b, p.x0), "iterate": alg.gd_step(p.A, p.b, p.x0, ETA)}
+    for output, target in want.items():
+        with torch.no_grad():
+            pred = baseconv_gd_step_broadcast(D, N, ETA, output=output).model(tokens)[:, -1]
+        rel = ((pred - target).norm(dim=-1) / target.norm(dim=-1)).max().item()
+        assert rel <= 1e-13, (output, rel)
+
+
 # ---- iterated GD: per-step agreement and floors ----------------------------------------------
 
-@pytest.mark.parametrize("construction", ["baseconv", "linear_attention"])
+@pytest.mark.parametrize("construction", ["baseconv", "baseconv_broadcast", "linear_attention"])
 def test_iterated_gd_matches_true_gd_and_reaches_floors(construction):
     curves = gd_iterate_curve(construction, steps=200, D=D, N=N, eta=ETA, batch=128, seed=0)
     f64, f32 = curves["float64"], curves["float32"]
@@ -109,7 +132,19 @@ def test_iterated_gd_matches_true_gd_and_reaches_floors(construction):
     for c in (f32, f64):
         assert c["construction"].mean[-1] <= 2 * c["true_gd"].mean[-1]
     assert f64["construction"].first_below(1e-28) == f64["true_gd"].first_below(1e-28)
-    assert f32["construction"].layers[10] == 10 * (4 if construction == "baseconv" else 2)
+    assert f32["construction"].layers[10] == 10 * {"baseconv": 4, "baseconv_broadcast": 3, "linear_attention": 2}[construction]
+
+
+def test_three_layer_gd_step_matches_true_gd():
+    """The Gram form reaches the float64 floor; in float32 its cancellation (sum a a^T x - sum b a)
+    leaves it above true GD's level, a cost the 4-layer residual form does not pay."""
+    curves = gd_iterate_curve("baseconv_3layer", steps=200, D=D, N=N, eta=ETA, batch=128, seed=0)
+    f64, f32 = curves["float64"], curves["float32"]
+    assert f64["max_relative_difference"] <= 1e-12
+    assert f64["construction"].median[-1] <= 1e-28
+    assert f64["construction"].first_below(1e-28) == f64["true_gd"].first_below(1e-28)
+    assert f32["construction"].layers[10] == 30
+    assert 1e-14 < f32["construction"].median[-1] <= 1e-13
 
 
 def test_unrolled_gd_is_three_layers_per_step_in_one_pass():

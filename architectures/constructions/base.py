@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 import torch.nn as nn
@@ -37,6 +37,8 @@ class Construction:
     width: the model width (residual stream = inner width of every block).
     setup_layers: layers spent once before the first step (0 if none).
     description: what the construction computes, its token layout and where the answer is read.
+    tokens: for one-step least-squares constructions, (A, b, x) -> the input sequence it
+        expects (None: the gd_step layout, baseconv_gd.gd_tokens).
     """
 
     model: nn.Module
@@ -45,6 +47,7 @@ class Construction:
     description: str
     setup_layers: int = 0
     extra: dict = field(default_factory=dict)
+    tokens: Callable | None = None
 
     @property
     def depth(self) -> int:

@@ -29,12 +29,23 @@ same channels hold the partial gradient (t/N times the gradient of the first t r
 problem); only the last position is scored.
 
 Layers 2-4 are Liu et al.'s three layers per GD step (residual, product, averaged update).
-Their notebook writes x into every position's stream by hand; here x arrives as token 0, so
-one more layer (1) separates it. Iterating a step means feeding x_{t+1} back as token 0
-(`gd_iterate`), so t steps cost 4 t layers. No causal model can apply several steps in
-one pass with the residual computed per token: r_i at position i < N would need x_1,
-which depends on the later tokens; see baseconv_newton.py for a single-pass construction
-that keeps M = A^T A / N in the stream instead.
+Their construction has x in every token; here x arrives as token 0, so one more layer (1)
+separates it. Iterating a step means feeding x_{t+1} back as token 0 (`gd_iterate`), so
+t steps cost 4 t layers. No causal model can apply several steps in one pass with the
+residual computed per token: r_i at position i < N would need x_1, which depends on the
+later tokens; see baseconv_newton.py for a single-pass construction that keeps
+M = A^T A / N in the stream instead.
+
+Two 3-layer variants (`baseconv_gd_step_broadcast`, `baseconv_gd_step_3layer`):
+
+    broadcast  Liu et al.'s layout and construction: every token is [a_i, b_i, x] (N tokens,
+               d_in 2D + 1); width 4D + 1; layers residual / product / averaged update.
+    3layer     the gd_step layout in 3 layers, at width D^2 + 4D + 1: the gradient is
+               formed as (sum_j a_j a_j^T) x - sum_j b_j a_j, so the product layer no longer
+               waits for the residual:
+                   1  separate x (as above)
+                   2  w = x everywhere; P_de = a_d a_e and q_d = b a_d per token
+                   3  g_d = (1/N) (sum_e [sum_{j<=t} P_de] w_e - sum_{j<=t} q_d)
 
 With a non-causal conv (causal=False: the filter also has taps on later tokens) the full
 gradient reaches every position, and t steps unroll into one model of depth 1 + 3t
@@ -68,6 +79,11 @@ from .base import (
 )
 
 OUTPUTS = ("iterate", "gradient")
+
+
+def check_output(output: str) -> None:
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
 
 
 def gd_layout(D: int) -> Layout:
@@ -112,13 +128,9 @@ def baseconv_gd_step(
     output="iterate": x - eta A^T (A x - b) / N (gd_k, k=1); output="gradient": A^T (A x - b) / N (gd_step).
     Inputs: the gd_step token layout, (B, N + 1, D + 1).
     """
-    if output not in OUTPUTS:
-        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    check_output(output)
     s = gd_layout(D)
-    model = build_model(
-        "baseconv", shapes(N + 1, D + 1, D), width=s.width, depth=4, prenorm=False, mlp=False,
-        final_norm=False, pos_emb=False, residual=True, conv_kind="short", conv_backend="direct",
-    ).to(torch.float64)
+    model = causal_gd_model(N + 1, D + 1, D, s.width, depth=4)
     with torch.no_grad():
         set_linear(model.read_in, {a: {d: 1.0} for d, a in enumerate(s["a"])} | {s.index("r"): {D: -1.0}})
         write_separate_x(BaseConvWriter(model.blocks[0]), s)
@@ -140,6 +152,98 @@ def baseconv_gd_step(
     )
 
 
+def causal_gd_model(seq_len: int, d_in: int, D: int, width: int, depth: int) -> torch.nn.Module:
+    """A bare causal BaseConv (no norms, no MLP, residual on, direct conv) in float64, to be hand-set."""
+    return build_model(
+        "baseconv", shapes(seq_len, d_in, D), width=width, depth=depth, prenorm=False, mlp=False,
+        final_norm=False, pos_emb=False, residual=True, conv_kind="short", conv_backend="direct",
+    ).to(torch.float64)
+
+
+def baseconv_gd_step_broadcast(
+    D: int = 5, N: int = 20, eta: float = 0.5, *, output: str = "iterate", dtype: torch.dtype = torch.float64
+) -> Construction:
+    """Liu et al.'s 3-layer BaseConv GD step (width 4D + 1), with x in every token.
+
+    Inputs: `broadcast_tokens`, (B, N, 2D + 1): token i = [a_i, b_i, x]; the last position
+    outputs the next iterate (output="iterate") or the gradient (output="gradient").
+    """
+    check_output(output)
+    s = gd_layout(D)
+    model = causal_gd_model(N, 2 * D + 1, D, s.width, depth=3)
+    with torch.no_grad():
+        set_linear(model.read_in, {a: {d: 1.0} for d, a in enumerate(s["a"])} | {s.index("r"): {D: -1.0}}
+                   | {w: {D + 1 + d: 1.0} for d, w in enumerate(s["w"])})
+        residual = BaseConvWriter(model.blocks[0])
+        for a, w in zip(s["a"], s["w"]):  # r += a_t . x
+            residual.channel(value={w: 1.0}, filter=identity_filter(residual.l_max), gate={a: 1.0},
+                             out={s.index("r"): 1.0})
+        write_product(BaseConvWriter(model.blocks[1]), s)
+        write_average(BaseConvWriter(model.blocks[2]), s, N)
+        write_gd_read_out(model.read_out, s, eta, output)
+    return Construction(
+        model=model.to(dtype),
+        layers_per_step=3,
+        width=s.width,
+        description=(
+            f"BaseConv, one GD step (eta={eta}) on least squares D={D}, N={N}, Liu et al.'s layout (every "
+            "token [a_i, b_i, x]): residual / product / averaged-update layers; iterate by writing x_{t+1} "
+            "into every token"
+        ),
+        extra={"eta": eta, "D": D, "N": N, "output": output, "layout": "broadcast"},
+        tokens=broadcast_tokens,
+    )
+
+
+def baseconv_gd_step_3layer(
+    D: int = 5, N: int = 20, eta: float = 0.5, *, output: str = "iterate", dtype: torch.dtype = torch.float64
+) -> Construction:
+    """A 3-layer BaseConv (width D^2 + 4D + 1) whose last position outputs one GD step, gd_step layout.
+
+    The gradient is (1/N)(sum_j a_j a_j^T x - sum_j b_j a_j) (module docstring).
+    """
+    check_output(output)
+    s = Layout(a=D, b=1, w=D, P=D * D, q=D, g=D)
+    model = causal_gd_model(N + 1, D + 1, D, s.width, depth=3)
+    L = model.config.l_max
+    b = s.index("b")
+    with torch.no_grad():
+        set_linear(model.read_in, {a: {d: 1.0} for d, a in enumerate(s["a"])} | {b: {D: 1.0}})
+        write_separate_x(BaseConvWriter(model.blocks[0]), s)
+        products = BaseConvWriter(model.blocks[1])
+        for w in s["w"]:
+            products.channel(value={w: 1.0}, filter=earlier_sum_filter(L), gate_bias=1.0, out={w: 1.0})
+        for d, a_d in enumerate(s["a"]):
+            for e, a_e in enumerate(s["a"]):
+                products.channel(value={a_e: 1.0}, filter=identity_filter(L), gate={a_d: 1.0},
+                                 out={s.index("P", d * D + e): 1.0})
+            products.channel(value={b: 1.0}, filter=identity_filter(L), gate={a_d: 1.0}, out={s.index("q", d): 1.0})
+        update = BaseConvWriter(model.blocks[2])
+        for d, g in enumerate(s["g"]):
+            for e, w in enumerate(s["w"]):
+                update.channel(value={s.index("P", d * D + e): 1.0}, filter=prefix_sum_filter(L), gate={w: 1.0},
+                               out={g: 1.0 / N})
+            update.channel(value={s.index("q", d): 1.0}, filter=prefix_sum_filter(L), gate_bias=1.0,
+                           out={g: -1.0 / N})
+        write_gd_read_out(model.read_out, s, eta, output)
+    return Construction(
+        model=model.to(dtype),
+        layers_per_step=3,
+        width=s.width,
+        description=(
+            f"BaseConv, one GD step (eta={eta}) on least squares D={D}, N={N}, gd_step layout in 3 layers: "
+            "separate x; broadcast x and form a_j a_j^T, b_j a_j per token; sum them against x; "
+            "iterate by feeding x_{t+1} back as token 0"
+        ),
+        extra={"eta": eta, "D": D, "N": N, "output": output, "layout": "gd_step"},
+    )
+
+
+def broadcast_tokens(A: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Liu et al.'s construction layout: token i = [a_i, b_i, x]; (B, N, 2D + 1)."""
+    return torch.cat([A, b.unsqueeze(-1), x.unsqueeze(1).expand(-1, A.shape[1], -1)], dim=-1)
+
+
 def gd_tokens(A: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """The gd_step layout: token 0 = [x, 0], tokens 1..N = [a_i, b_i]; (B, N + 1, D + 1)."""
     first = torch.cat([x, torch.zeros_like(x[:, :1])], dim=-1).unsqueeze(1)
@@ -148,17 +252,19 @@ def gd_tokens(A: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor
 
 @torch.no_grad()
 def gd_iterate(construction: Construction, A: torch.Tensor, b: torch.Tensor, x0: torch.Tensor, steps: int) -> torch.Tensor:
-    """Apply a one-step construction `steps` times, feeding each output back as token 0.
+    """Apply a one-step construction `steps` times, feeding each output back as its x
+    (token 0 of the gd_step layout, or every token of `broadcast_tokens`).
 
     A, b, x0 are cast to the model's dtype. Returns the iterates x_0..x_steps, (steps + 1, B, D),
     in the model's dtype.
     """
     model = construction.model
     dtype = next(model.parameters()).dtype
+    tokens = construction.tokens or gd_tokens
     A, b, x = A.to(dtype), b.to(dtype), x0.to(dtype)
     xs = [x]
     for _ in range(steps):
-        x = model(gd_tokens(A, b, x))[:, -1]
+        x = model(tokens(A, b, x))[:, -1]
         xs.append(x)
     return torch.stack(xs)
 

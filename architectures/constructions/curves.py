@@ -18,14 +18,26 @@ from primitives import algorithms as alg
 from primitives import sample_least_squares, stream_generator
 from primitives.least_squares import LeastSquaresProblem
 
-from .baseconv_gd import baseconv_gd_step, baseconv_gd_unrolled, gd_iterate, gd_tokens
+from .baseconv_gd import (
+    baseconv_gd_step,
+    baseconv_gd_step_3layer,
+    baseconv_gd_step_broadcast,
+    baseconv_gd_unrolled,
+    gd_iterate,
+    gd_tokens,
+)
 from .baseconv_newton import baseconv_gd_gram, baseconv_newton_schulz, layer_outputs
 from .linear_attention_gd import linear_attention_gd_step
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # "reached the floor": the median error at or below these (the targets of the construction tests)
 FLOOR_THRESHOLDS = {"float32": 1e-14, "float64": 1e-28}
-ONE_STEP_BUILDERS = {"baseconv": baseconv_gd_step, "linear_attention": linear_attention_gd_step}
+ONE_STEP_BUILDERS = {
+    "baseconv": baseconv_gd_step,
+    "baseconv_3layer": baseconv_gd_step_3layer,
+    "baseconv_broadcast": baseconv_gd_step_broadcast,
+    "linear_attention": linear_attention_gd_step,
+}
 
 
 def sample_problems(batch: int, D: int, N: int, seed: int, dtype: torch.dtype) -> LeastSquaresProblem:
@@ -82,7 +94,8 @@ def gd_iterate_curve(
 ) -> dict:
     """MSE vs iteration of a one-step GD construction applied `steps` times, and of true GD.
 
-    construction: "baseconv" (4 layers per step) or "linear_attention" (2 layers per step).
+    construction: a key of ONE_STEP_BUILDERS: "baseconv" (4 layers per step), "baseconv_3layer"
+    and "baseconv_broadcast" (3), "linear_attention" (2).
     Returns {dtype: {"construction": Curve, "true_gd": Curve, "max_relative_difference": float,
     "relative_difference": [per iteration]}}; the relative difference is between the
     construction's iterates and true GD's in the same dtype.

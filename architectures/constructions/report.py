@@ -21,7 +21,7 @@ import torch
 
 from primitives import make_task, stream_generator
 
-from .baseconv_gd import baseconv_gd_step, baseconv_gd_unrolled
+from .baseconv_gd import baseconv_gd_step, baseconv_gd_step_3layer, baseconv_gd_step_broadcast, baseconv_gd_unrolled
 from .baseconv_newton import baseconv_gd_gram, baseconv_newton_schulz
 from .baseconv_primitives import baseconv_linear, baseconv_multiply, baseconv_read
 from .curves import FLOOR_THRESHOLDS, Curve, gd_iterate_curve, gram_gd_curve, newton_curve, unrolled_gd_curve
@@ -58,6 +58,8 @@ def least_squares_rows(batch: int, steps: int, seed: int, ns_iterations: int, ro
     common = dict(D=D, N=N, eta=ETA, batch=batch, seed=seed)
     curves = {
         "baseconv_gd_step": gd_iterate_curve("baseconv", steps=steps, **common),
+        "baseconv_gd_step_3layer": gd_iterate_curve("baseconv_3layer", steps=steps, **common),
+        "baseconv_gd_step_broadcast": gd_iterate_curve("baseconv_broadcast", steps=steps, **common),
         "linear_attention_gd_step": gd_iterate_curve("linear_attention", steps=steps, **common),
         "baseconv_gd_unrolled": unrolled_gd_curve(steps=steps, **common),
         "baseconv_gd_gram": gram_gd_curve(steps=steps, **common),
@@ -65,6 +67,8 @@ def least_squares_rows(batch: int, steps: int, seed: int, ns_iterations: int, ro
     }
     costs = {
         "baseconv_gd_step": baseconv_gd_step(D, N, ETA),
+        "baseconv_gd_step_3layer": baseconv_gd_step_3layer(D, N, ETA),
+        "baseconv_gd_step_broadcast": baseconv_gd_step_broadcast(D, N, ETA),
         "linear_attention_gd_step": linear_attention_gd_step(D, N, ETA),
         "baseconv_gd_unrolled": baseconv_gd_unrolled(D, N, ETA, steps=1),
         "baseconv_gd_gram": baseconv_gd_gram(D, N, ETA, steps=1),
@@ -132,7 +136,8 @@ def markdown(ls_rows: list[dict], prim_rows: list[dict], params: dict) -> str:
         f"Least squares D={D}, N={N}, eta={ETA}; {params['batch']} problems (seed {params['seed']}, eval stream); "
         "median over problems of the MSE of the answer vs the float64 least-squares solution. "
         "'to floor': first iteration (and depth) with median MSE <= 1e-14 (float32) / 1e-28 (float64). "
-        "One-step constructions are iterated by feeding x_{t+1} back as token 0; single-pass ones read every "
+        "One-step constructions are iterated by feeding x_{t+1} back as token 0 (baseconv_gd_step_broadcast: "
+        "into every token, Liu et al.'s layout); single-pass ones read every "
         "iteration from one forward pass. Newton-Schulz iterations count k (iterate k = GD step 2^k).",
         "",
         f"Command: `python -m architectures.constructions.report --batch {params['batch']} --steps {params['steps']} "
@@ -196,6 +201,7 @@ def figure(curves: dict, path: Path) -> None:
         ax_it.plot(range(len(ns.median)), ns.median, ls, color=colors["newton"], marker="o", ms=3,
                    label=f"BaseConv Newton-Schulz ({name})")
         for key, color, label in (("baseconv_gd_step", colors["gd"], "BaseConv GD step x t"),
+                                  ("baseconv_gd_step_3layer", "tab:brown", "BaseConv 3-layer GD step x t"),
                                   ("linear_attention_gd_step", colors["la"], "lin. attention GD step x t"),
                                   ("baseconv_gd_unrolled", colors["unrolled"], "BaseConv GD unrolled (non-causal)"),
                                   ("baseconv_gd_gram", colors["gram"], "BaseConv GD, M in stream")):
