@@ -45,12 +45,6 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def synchronize(device: str | torch.device) -> None:
-    """Wait for queued GPU work, so a timing covers the work it claims to."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def pytest_benchmark_update_machine_info(config, machine_info):
     try:
         triton_version = importlib.metadata.version("triton")

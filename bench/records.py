@@ -22,6 +22,7 @@ from typing import Any, Callable, Literal, Optional
 import torch
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from . import allocator
 from .config import RunConfig
 
 Status = Literal["ok", "diverged", "interrupted"]
@@ -256,6 +257,7 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "device": device,
         "device_name": cpu_name(),
+        "keep_freed_memory": allocator.applied(),
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         env["device_name"] = torch.cuda.get_device_name(torch.device(device))

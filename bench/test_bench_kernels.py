@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 import kernels
+from bench.train import synchronize
 from kernels.fftconv.reference import causal_conv_reference
 
 BACKENDS = ("direct", "fft", "triton", "conv1d")
@@ -124,11 +125,6 @@ def rounds_for(step, profile: str, device: str) -> int:
     step()
     once = time.perf_counter() - start
     return int(min(50, max(5, 0.5 / max(once, 1e-6))))
-
-
-def synchronize(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def bench_case(benchmark, backend, suite, seq_len, channels, profile, device, with_grads: bool):

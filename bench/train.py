@@ -30,6 +30,7 @@ import torch
 
 from primitives import stream_generator
 
+from .allocator import keep_freed_memory
 from .config import FULL_BATCH_OPTIMIZERS, RunConfig
 from .optim import (
     EMAFilter,
@@ -55,6 +56,12 @@ from .records import (
     load_result,
     write_result,
 )
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait for queued GPU work, so a timing covers the work it claims to."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def set_ieee_precision() -> None:
@@ -146,6 +153,8 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, results_dir: str | Path, progress: Optional[bool] = None):
         set_ieee_precision()
+        if torch.device(cfg.device).type == "cpu":
+            keep_freed_memory()
         self.cfg = cfg
         self.results_dir = Path(results_dir)
         self.progress = sys.stderr.isatty() if progress is None else progress

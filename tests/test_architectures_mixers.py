@@ -117,6 +117,25 @@ def test_baseconv_is_gated_conv(kind, causal):
     assert close(mixer(h), ref)
 
 
+@pytest.mark.parametrize("conv_bias", [False, True])
+@pytest.mark.parametrize("causal", [True, False])
+def test_baseconv_channels_first_gradients_match_the_plain_formula(causal, conv_bias):
+    """The mixer computes its conv channels first; every gradient equals the plain (B, L, D) formula's."""
+    mixer = mixer_of("baseconv", causal=causal, conv_bias=conv_bias, branch_mix=True)
+    h = rand(3, 7, 6, seed=4).requires_grad_()
+    grad_y = rand(3, 7, 6, seed=5)
+    params = [p for p in mixer.parameters()]
+    got = torch.autograd.grad(mixer(h), [h, *params], grad_y)
+    conv = mixer.conv
+    plain = dense_conv(mixer.in_proj(h), conv.filter, conv.filter_rev) + (conv.bias if conv_bias else 0)
+    y = mixer.out_proj(plain * mixer.gate_proj(h))
+    y = mixer.branch_out * y + mixer.branch_skip * h
+    want = torch.autograd.grad(y, [h, *params], grad_y, allow_unused=True)
+    names = ["h"] + [n for n, _ in mixer.named_parameters()]
+    for name, a, b in zip(names, got, want):
+        assert close(a, b), name
+
+
 def test_long_filter_starts_near_identity():
     k = mixer_of("baseconv", conv_kind="long", init_std=0.02).conv.filter.detach()
     assert (k[:, 0] - 1).abs().max() < 0.1 and k[:, 1:].abs().max() < 0.1 and k[:, 1:].abs().max() > 0
@@ -140,9 +159,9 @@ def test_conv_backend_reaches_the_kernel(monkeypatch):
     seen = []
     real = kernels.causal_conv
 
-    def spy(u, k, *, backend="auto"):
+    def spy(u, k, *, backend="auto", **layout):
         seen.append(backend)
-        return real(u, k, backend="auto")
+        return real(u, k, backend="auto", **layout)
 
     monkeypatch.setattr(kernels, "causal_conv", spy)
     for name in ("baseconv", "hyena", "s4d"):

@@ -88,6 +88,35 @@ def test_backend_matches_oracle(backend, seq_len, channels, dtype):
         assert err <= TOLERANCE[dtype], f"{backend} {name}: rel L2 error {err:.2e} > {TOLERANCE[dtype]:.0e}"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("seq_len,channels", [(1, 13), (21, 13), (40, 111), (257, 13)], ids=["L1", "L21", "L40", "L257"])
+@pytest.mark.parametrize("backend", TORCH_BACKENDS)
+def test_channels_first_layout_matches_oracle(backend, seq_len, channels, dtype):
+    """u (D, B, L) -> y (D, B, L): the same conv, forward and both gradients."""
+    u, k, grad_y = draw(3, seq_len, channels, dtype, filter_len=seq_len + 2, seed=seq_len + 1)
+    exact = oracle_with_grads(u, k, grad_y)
+    u_first = u.permute(2, 0, 1).contiguous().requires_grad_()
+    k = k.detach().requires_grad_()
+    y = kernels.causal_conv(u_first, k, backend=backend, channels_first=True)
+    assert y.shape == (channels, 3, seq_len) and y.is_contiguous()
+    grad_u, grad_k = torch.autograd.grad(y, (u_first, k), grad_y.permute(2, 0, 1).to(dtype))
+    got = (y.detach().permute(1, 2, 0), grad_u.permute(1, 2, 0), grad_k)
+    for name, approx, truth in zip(("y", "grad_u", "grad_k"), got, exact):
+        err = rel_l2(approx, truth)
+        assert err <= TOLERANCE[dtype], f"{backend} channels-first {name}: rel L2 error {err:.2e}"
+
+
+def test_channels_first_direct_is_the_layout_free_kernel():
+    """The (B, L, D) direct conv is the channels-first one between layout copies: same bits."""
+    u, k, _ = draw(4, 40, 64, torch.float32, seed=5)
+    y_first = kernels.causal_conv(u.permute(2, 0, 1).contiguous(), k, backend="direct", channels_first=True)
+    assert torch.equal(y_first.permute(1, 2, 0), kernels.causal_conv(u, k, backend="direct"))
+    with pytest.raises(ValueError, match=r"channels_first=True u must have shape \(D, B, L\)"):
+        kernels.causal_conv(torch.zeros(3, 5), k, channels_first=True)
+    with pytest.raises(ValueError, match="k has 64 channels but u has D=3"):
+        kernels.causal_conv(torch.zeros(3, 2, 5), k, channels_first=True)
+
+
 @pytest.mark.parametrize("backend", ("direct", "fft"))
 def test_batched_and_filter_tail_unused(backend):
     # B > 1 exercises the batch sum in grad_k; k[:, L:] must not influence y and gets zero grad.

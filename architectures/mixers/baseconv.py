@@ -93,7 +93,16 @@ class BaseConv(nn.Module):
             self.branch_skip.zero_()
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        y = self.out_proj(self.conv(self.in_proj(h)) * self.gate_proj(h))
+        # out_proj(conv(in_proj(h)) * gate_proj(h)), with the conv input and the gate computed
+        # channels first, (width, B*L) = W @ h^T: the conv then runs without layout copies
+        # (kernels.causal_conv(channels_first=True)), and out_proj reads the product through a
+        # transposed view. Tested against the plain (B, L, width) formula.
+        batch, length, width = h.shape
+        rows = h.reshape(batch * length, width).t()
+        value = torch.addmm(self.in_proj.bias[:, None], self.in_proj.weight, rows).view(width, batch, length)
+        gate = torch.addmm(self.gate_proj.bias[:, None], self.gate_proj.weight, rows).view(width, batch, length)
+        product = (self.conv(value, channels_first=True) * gate).view(width, batch * length).t()
+        y = torch.addmm(self.out_proj.bias, product, self.out_proj.weight.t()).view(batch, length, width)
         if self.config.branch_mix:
             y = self.branch_out * y + self.branch_skip * h
         return y

@@ -23,14 +23,16 @@ CONV_BACKENDS = ("auto", "direct", "fft", "triton")
 
 
 def depthwise_conv(
-    u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None, backend: str
+    u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None, backend: str, channels_first: bool = False
 ) -> torch.Tensor:
-    """u (B, L, D), k (D, >=L), k_rev (D, >=L-1) or None -> (B, L, D)."""
-    y = kernels.causal_conv(u, k, backend=backend)
-    if k_rev is not None and u.shape[1] > 1:
+    """u (B, L, D), k (D, >=L), k_rev (D, >=L-1) or None -> (B, L, D); (D, B, L) if channels_first."""
+    y = kernels.causal_conv(u, k, backend=backend, channels_first=channels_first)
+    time_dim = 2 if channels_first else 1
+    if k_rev is not None and u.shape[time_dim] > 1:
         # shift by one tap: the reversed conv must not see the current token again
         k_rev = torch.cat([k_rev.new_zeros(k_rev.shape[0], 1), k_rev], dim=1)
-        y = y + kernels.causal_conv(u.flip(1), k_rev, backend=backend).flip(1)
+        reversed_y = kernels.causal_conv(u.flip(time_dim), k_rev, backend=backend, channels_first=channels_first)
+        y = y + reversed_y.flip(time_dim)
     return y
 
 
@@ -67,9 +69,11 @@ class ExplicitFilter(nn.Module):
         if self.bias is not None:
             fill_uniform(self.bias, bound, generator)
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        y = depthwise_conv(u, self.filter, self.filter_rev, self.backend)
-        return y if self.bias is None else y + self.bias
+    def forward(self, u: torch.Tensor, channels_first: bool = False) -> torch.Tensor:
+        y = depthwise_conv(u, self.filter, self.filter_rev, self.backend, channels_first)
+        if self.bias is None:
+            return y
+        return y + (self.bias[:, None, None] if channels_first else self.bias)
 
 
 def positional_features(l_max: int, emb_dim: int, *, dtype, device) -> torch.Tensor:
@@ -134,6 +138,6 @@ class ImplicitFilter(nn.Module):
             return h, None
         return h[: self.channels], h[self.channels :, 1:]
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, channels_first: bool = False) -> torch.Tensor:
         k, k_rev = self.kernels(u.dtype, u.device)
-        return depthwise_conv(u, k, k_rev, self.backend)
+        return depthwise_conv(u, k, k_rev, self.backend, channels_first)

@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from .direct import causal_conv_direct
+from .direct import causal_conv_direct, causal_conv_direct_channels_first
 from .fft import causal_conv_fft
 from .reference import causal_conv_reference
 
@@ -98,7 +98,7 @@ def _check_inputs(u: object, k: object, backend: object) -> None:
 
 
 def select_backend(u: torch.Tensor, k: torch.Tensor) -> str:
-    """The backend "auto" runs for these inputs (never triton on CPU)."""
+    """The backend "auto" runs for these inputs, u (B, L, D) (never triton on CPU)."""
     seq_len = u.shape[1]
     if u.device.type == "cuda":
         if u.dtype in TRITON_DTYPES and seq_len <= CUDA_TRITON_MAX_LEN:
@@ -107,13 +107,27 @@ def select_backend(u: torch.Tensor, k: torch.Tensor) -> str:
     return "direct" if seq_len <= CPU_DIRECT_MAX_LEN else "fft"
 
 
-def causal_conv(u: torch.Tensor, k: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
+def causal_conv(u: torch.Tensor, k: torch.Tensor, *, backend: str = "auto", channels_first: bool = False
+                ) -> torch.Tensor:
     """Causal depthwise convolution y[b,t,d] = sum_{s<=t} k[d,s] u[b,t-s,d].
 
     u: (B, L, D) input; k: (D, L_k) filters with L <= L_k (only k[:, :L] is used).
     backend: one of BACKENDS. Returns a contiguous (B, L, D) tensor of u's dtype,
     differentiable in u and k. Raises TypeError/ValueError on malformed input.
+    channels_first=True: u and y are (D, B, L) instead; the direct backend then runs without
+    layout copies, the others between two.
     """
+    if channels_first:
+        if not isinstance(u, torch.Tensor) or u.dim() != 3:
+            raise ValueError("causal_conv: with channels_first=True u must have shape (D, B, L), got "
+                             f"{tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__}")
+        u_bld = u.permute(1, 2, 0)
+        _check_inputs(u_bld, k, backend)
+        if backend == "auto":
+            backend = select_backend(u_bld, k)
+        if backend == "direct" or u.numel() == 0:
+            return causal_conv_direct_channels_first(u, k)
+        return _IMPLEMENTATIONS[backend](u_bld, k).permute(2, 0, 1).contiguous()
     _check_inputs(u, k, backend)
     if backend == "auto":
         backend = select_backend(u, k)

@@ -1,0 +1,68 @@
+"""Time-to-precision training (bench/time_to_precision.py): stopping at the target, the budget,
+and switching to a polishing optimizer once the first one stalls."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.config import RunConfigError, make_run_config
+from bench.optim import LevenbergMarquardt
+from bench.time_to_precision import stalled, switch_optimizer, train_until
+from bench.train import Trainer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# a one-layer gated conv that can express MULTIPLY exactly (small enough for Levenberg-Marquardt)
+SMALL = dict(
+    task={"name": "multiply", "params": {"width": 4, "length": 8}},
+    model={"name": "baseconv", "params": {"width": 4, "depth": 1, "mlp": False, "prenorm": False,
+                                          "final_norm": False, "pos_emb": False}},
+    batch_size=16,
+    eval_size=64,
+    steps=10**9,
+)
+
+
+def trainer(tmp_path, **overrides) -> Trainer:
+    return Trainer(make_run_config(**{**SMALL, **overrides}), tmp_path, progress=False)
+
+
+def test_stalled_compares_with_the_eval_window_ago():
+    falling = [(i, 0.0, 0.5**i) for i in range(8)]
+    flat = [(i, 0.0, 1.0 - 0.001 * i) for i in range(8)]
+    assert not stalled(falling)
+    assert stalled(flat)
+    assert not stalled(flat[:5])  # too few evals to tell
+
+
+def test_target_met_stops_at_once_and_budget_ends_an_unreached_target(tmp_path):
+    easy = train_until(trainer(tmp_path), target=1e6, budget_s=60.0, eval_every=3)
+    assert easy["reached"] and easy["steps_to_target"] == 3 and easy["switched_at"] is None
+    hard = train_until(trainer(tmp_path / "b"), target=1e-30, budget_s=0.5, eval_every=2)
+    assert not hard["reached"] and hard["steps_run"] >= 2 and hard["best_mse"] > 1e-30
+    assert hard["seconds_run"] >= 0.5 and hard["seconds_to_target"] is None
+
+
+def test_polish_switches_once_the_first_optimizer_stalls(tmp_path):
+    # Adam at LR 1e-12 does not move the model: stalled after 5 evals, then Levenberg-Marquardt
+    t = trainer(tmp_path, optimizer={"name": "adam", "lr": 1e-12})
+    start = t.evaluate()["mse"]
+    out = train_until(t, target=1e-30, budget_s=3.0, eval_every=1,
+                      polish={"name": "levenberg_marquardt", "train_size": 8})
+    assert out["switched_at"] is not None and out["switched_at"][0] == 6
+    assert isinstance(t.optimizer, LevenbergMarquardt) and t.full_batch and len(t.train_set.inputs) == 8
+    assert t.current_lr() == 1.0  # its own LR, not the first optimizer's schedule
+    assert out["best_mse"] < 0.5 * start  # the second-order steps make progress where Adam made none
+
+
+def test_switch_draws_from_the_train_stream_and_rejects_bad_configs(tmp_path):
+    t = trainer(tmp_path)
+    switch_optimizer(t, {"name": "lbfgs", "train_size": 12})
+    assert isinstance(t.optimizer, torch.optim.LBFGS) and t.train_set.inputs.shape[0] == 12
+    assert not torch.equal(t.train_set.inputs[:1], t.eval_batch.inputs[:1])
+    switch_optimizer(t, {"name": "adam", "lr": 1e-3})
+    assert not t.full_batch and t.train_set is None
+    with pytest.raises(RunConfigError, match="train_size"):
+        switch_optimizer(t, {"name": "levenberg_marquardt", "train_size": 0})
+    with pytest.raises(ValueError, match="eval_every"):
+        train_until(t, target=1e-8, budget_s=1.0, eval_every=0)
