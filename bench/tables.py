@@ -64,6 +64,8 @@ def budget_text(cfg: RunConfig) -> str:
     opt = cfg.optimizer
     if opt.name == "lbfgs":
         how = f"L-BFGS {cfg.steps} steps x {opt.max_iter} iters on {opt.train_size} samples"
+    elif opt.name in ("levenberg_marquardt", "gauss_newton"):
+        how = f"{opt.name.replace('_', '-').title()} {cfg.steps} steps on {opt.train_size} samples"
     else:
         how = f"{opt.name} {cfg.steps} steps x batch {cfg.batch_size}"
     return f"{how}, width {cfg.model.params.get('width', 64)}, {cfg.dtype}"
@@ -318,24 +320,30 @@ def training_curves_figure(records: list[tuple[str, RunResult]], title: str):
 
 
 def learned_step_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Per model, the finished float32 gd_step run with the lowest eval MSE (grids 3 and 5)."""
+    """Per model and optimizer, the finished float32 gd_step run with the lowest eval MSE."""
     ok = df[(df["status"] == "ok") & (df["dtype"] == "float32")]
-    return ok.loc[ok.groupby("model")["eval_mse"].idxmin()] if len(ok) else ok
+    return ok.loc[ok.groupby(["model", "optimizer"])["eval_mse"].idxmin()] if len(ok) else ok
+
+
+def learned_step_label(model: str, optimizer: str) -> str:
+    return f"{model} learned step ({optimizer})"
 
 
 def gd_iteration_figure(curves: pd.DataFrame):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     styles = {"learned": "-", "true_gd": "--", "construction": ":"}
+    learned_styles = {"(adam)": "-", "(lbfgs)": "-.", "(levenberg_marquardt)": (0, (5, 1, 1, 1, 1, 1))}
     for (method, label), g in curves.groupby(["method", "label"], sort=False):
         g = g.sort_values("iteration")
         model = label.split()[0]
+        style = learned_styles.get(label.split()[-1], "-") if method == "learned" else styles[method]
         colour = MIXER_COLOURS.get(model, "black" if method == "true_gd" else None)
         if method == "true_gd":
             colour = "black" if "float32" in label else "gray"
         marks = {"marker": "o" if "baseconv" in label else "s", "markevery": 10, "markersize": 4,
                  "fillstyle": "none"} if method == "construction" else {}
-        ax.plot(g["iteration"], g["median_mse"].clip(lower=1e-35), styles[method], color=colour, label=label, **marks)
+        ax.plot(g["iteration"], g["median_mse"].clip(lower=1e-35), linestyle=style, color=colour, label=label, **marks)
     for key, colour in (("learned_gd_iterated", "tab:blue"), ("true_gd_float32", "black"),
                         ("attention_step_iterated", "tab:red")):
         value, text = PAPER_FIGURES[key]
@@ -379,14 +387,16 @@ def paper_comparison(ls: pd.DataFrame, levels: Optional[pd.DataFrame]) -> pd.Dat
         add("least_squares_attention", None, "not run", "")
     if levels is not None and len(levels):
         def lvl(prefix, dtype="float32"):
+            """The lowest level among the curves whose label starts with `prefix`."""
             sel = levels[levels["curve"].str.startswith(prefix) & (levels["dtype"] == dtype)]
-            return sel.iloc[0] if len(sel) else None
+            column = "level (median MSE, last 20 iterations)"
+            return sel.loc[sel[column].idxmin()] if len(sel) else None
 
         for model in ("baseconv", "linear_attention"):
             r = lvl(f"{model} learned")
             if r is not None:
                 add("learned_gd_iterated", r["level (median MSE, last 20 iterations)"], r["budget"],
-                    f"{model}: median MSE over problems, level of the last 20 iterations")
+                    f"{r['curve']}: median MSE over problems, level of the last 20 iterations")
         r = levels[(levels["method"] == "true_gd") & (levels["dtype"] == "float32")]
         if len(r):
             add("true_gd_float32", r.iloc[0]["level (median MSE, last 20 iterations)"], "exact (no training)",
@@ -439,12 +449,12 @@ def build(results_dir: Path, out: Output, budget_name: str = "ci", *, iterate: b
                   "Added mixers on the primitives: final eval MSE by depth (grid 6)", [note, done_note(added_prim)])
     gd = frames.get("gd_step")
     ls = frames.get("gd_k_least_squares")
-    head_sources = [prim, added_prim] + [f for f in (gd, ls) if f is not None]
+    head_sources = [prim, added_prim] + [f for f in (gd, ls, frames.get("second_order")) if f is not None]
     head = pd.concat(head_sources, ignore_index=True)
     head = head[head["dtype"] == "float32"]
     out.table("headline", headline_table(head), "Best precision reached per task and architecture (float32)",
               [note, "Each cell: the lowest final eval MSE over every config of that task and architecture in grids "
-               "1, 3, 4 and 6 (depths, prenorm, LRs, schedules).", done_note(head)])
+               "1, 3, 4, 6 and 7 (depths, prenorm, LRs, schedules, optimizers).", done_note(head)])
     for task in G.PRIMITIVE_TASKS:
         out.figure(f"mse_vs_depth_{task}", mse_vs_depth_figure(pd.concat([prim, added_prim]), task))
 
@@ -525,19 +535,32 @@ def build(results_dir: Path, out: Output, budget_name: str = "ci", *, iterate: b
                    "Cells: eval MSE of the predicted gradient (rel: mean |error| / mean |target|). The gradient "
                    "grows with the eigenvalues of A^T A / N (up to kappa^2), so compare rel across kappa."])
 
+    # (7) one exactly-expressive model, three optimizers, two dtypes
+    if "second_order" in frames:
+        so = frames["second_order"]
+        t = cells(so, ["optimizer", "dtype", "steps"])
+        t["floor"] = so["floor"].map(fmt_mse)
+        t["MSE / floor"] = [fmt_mse(m / f) if f > 0 and m == m else "—" for m, f in zip(so["eval_mse"], so["floor"])]
+        t["train time (s)"] = so["wall_s"].round(0)
+        out.table("second_order", t, "The GD step with a model that can express it: Adam vs L-BFGS vs "
+                  "Levenberg-Marquardt, float32 and float64 (grid 7)",
+                  [note, done_note(so), "Model: bench.grids.exact_gd_step_model (bare linear attention, width 18, "
+                   "2 heads, depth 2, 3,335 weights), one random start. Floor: MSE of the exact targets rounded "
+                   "to the dtype (0 in float64)."])
+
     # learned GD iterated, OOD
     levels = None
     if iterate and gd is not None:
         from .iterate import gd_iteration_curves, ood_table, trained_model
 
-        candidates = pd.concat([gd] + ([frames["dtype_optimizer"]] if "dtype_optimizer" in frames else []),
+        candidates = pd.concat([gd] + [frames[g] for g in ("dtype_optimizer", "second_order") if g in frames],
                                ignore_index=True)
         chosen = learned_step_runs(candidates[candidates["task"] == "gd_step"])
         learned, labels = [], {}
         for _, r in chosen.iterrows():
             cfg = records[r["hash"]].config
             log(f"tables: loading the weights of {cfg.label()} ({r['hash']})")
-            label = f"{cfg.model.name} learned step"
+            label = learned_step_label(cfg.model.name, cfg.optimizer.name)
             learned.append((label, trained_model(cfg, results_dir), cfg))
             labels[label] = r["budget"] + f" (gd_step eval MSE {fmt_mse(r['eval_mse'])})"
         curves = gd_iteration_curves([(lab, m) for lab, m, _ in learned], steps=iterations)
@@ -550,7 +573,7 @@ def build(results_dir: Path, out: Output, budget_name: str = "ci", *, iterate: b
         out.table("gd_iteration", shown, "GD applied iteratively: where each curve levels off",
                   [f"{iterations} iterations, eta 0.5, 256 held-out problems D=5, N=20; error = per-problem mean "
                    "squared distance to the float64 least-squares solution; learned steps: the best float32 gd_step "
-                   "run per model of grids 3 and 5 (Adam or L-BFGS).", note])
+                   "run per model and optimizer of grids 3, 5 and 7.", note])
         out.figure("gd_iteration", gd_iteration_figure(curves))
         if learned:
             ood = ood_table([(lab, m, c) for lab, m, c in learned])

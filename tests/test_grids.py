@@ -6,6 +6,9 @@ import itertools
 import pytest
 import torch
 
+import architectures
+import primitives
+
 from bench import grids
 from bench.sweep import resolve_grid
 
@@ -52,7 +55,7 @@ def test_ci_budget_is_small():
 
 def test_registry_and_sweep_names():
     assert set(grids.GRIDS) == {"primitives", "attention_multiply", "gd_step", "gd_k_least_squares",
-                                "dtype_optimizer", "added_mixers"}
+                                "dtype_optimizer", "added_mixers", "second_order"}
     for name in grids.GRIDS:
         for budget in grids.grid_budgets(name):
             assert callable(getattr(grids, f"{name}_{budget}"))
@@ -139,6 +142,21 @@ def test_added_mixers_grid():
     assert axes(prim, task, model) == set(itertools.product(grids.PRIMITIVE_TASKS, grids.ADDED_MIXERS))
     kappas = {c.task.params.get("kappa") for c in configs if task(c) == "gd_step"}
     assert kappas == {1.0, 10.0, 100.0}
+
+
+def test_second_order_grid_trains_one_exact_model_three_ways():
+    configs = grids.second_order("ci")
+    bare = grids.exact_gd_step_model()
+    assert all(task(c) == "gd_step" and model(c) == "linear_attention" for c in configs)
+    assert all(all(c.model.params[k] == v for k, v in bare.items()) for c in configs)
+    assert axes(configs, lambda c: c.optimizer.name, lambda c: c.dtype) == {
+        ("adam", "float32"), ("lbfgs", "float32"), ("lbfgs", "float64"),
+        ("levenberg_marquardt", "float32"), ("levenberg_marquardt", "float64")}
+    lm = [c for c in configs if c.optimizer.name == "levenberg_marquardt"]
+    # more residuals (5 per problem) than weights, or the fit is underdetermined
+    params = architectures.build_model("linear_attention", primitives.make_task("gd_step"), **bare).num_parameters()
+    assert all(5 * c.optimizer.train_size > params and c.optimizer.max_params >= params for c in lm)
+    assert len({c.seed for c in configs}) == 1  # one random start
 
 
 def test_bad_budgets_are_named():

@@ -161,3 +161,15 @@ def test_shifted_metrics_out_of_distribution():
     large = iterate.shifted_metrics(Zero(5), cfg, eval_size=64, x_scale=2.0)["mse"]
     assert large == pytest.approx(16 * small, rel=0.5)  # the gradient grows with x: MSE of 0 by the square
     assert math.isfinite(small)
+
+
+def test_learned_steps_are_the_best_run_per_model_and_optimizer():
+    configs = grids.second_order("ci")
+    frame = tables.grid_frame(configs, {c.hash: fake_result(c, mse) for c, mse in zip(configs, (1e-4, 1e-7, 1e-13, 1e-9, 1e-20))})
+    chosen = tables.learned_step_runs(frame)
+    # float32 only: adam, lbfgs, levenberg_marquardt once each; the float64 runs are left out
+    assert sorted(chosen["optimizer"]) == ["adam", "lbfgs", "levenberg_marquardt"]
+    assert sorted(chosen["eval_mse"]) == [1e-13, 1e-7, 1e-4]
+    lm = next(c for c in configs if c.optimizer.name == "levenberg_marquardt" and c.dtype == "float32")
+    assert tables.budget_text(lm) == "Levenberg-Marquardt 60 steps on 1024 samples, width 18, float32"
+    assert tables.learned_step_label("linear_attention", "adam") == "linear_attention learned step (adam)"

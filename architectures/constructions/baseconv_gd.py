@@ -138,17 +138,26 @@ def baseconv_gd_step(
         write_product(BaseConvWriter(model.blocks[2]), s)
         write_average(BaseConvWriter(model.blocks[3]), s, N)
         write_gd_read_out(model.read_out, s, eta, output)
+    return one_step_construction(
+        model, s,
+        f"BaseConv, one GD step (eta={eta}) on least squares D={D}, N={N}: layer 1 separates x from "
+        "token 0, layers 2-4 are Liu et al.'s residual / product / averaged-update layers; "
+        f"last position outputs the {'next iterate' if output == 'iterate' else 'gradient'}; "
+        "iterate by feeding x_{t+1} back as token 0",
+        eta=eta, D=D, N=N, output=output, dtype=dtype,
+    )
+
+
+def one_step_construction(model, layout: Layout, description: str, *, eta: float, D: int, N: int, output: str,
+                          dtype: torch.dtype, layout_name: str = "gd_step", tokens=None) -> Construction:
+    """A one-GD-step construction record: every layer of `model` is one step's."""
     return Construction(
         model=model.to(dtype),
-        layers_per_step=4,
-        width=s.width,
-        description=(
-            f"BaseConv, one GD step (eta={eta}) on least squares D={D}, N={N}: layer 1 separates x from "
-            "token 0, layers 2-4 are Liu et al.'s residual / product / averaged-update layers; "
-            f"last position outputs the {'next iterate' if output == 'iterate' else 'gradient'}; "
-            "iterate by feeding x_{t+1} back as token 0"
-        ),
-        extra={"eta": eta, "D": D, "N": N, "output": output},
+        layers_per_step=model.config.depth,
+        width=layout.width,
+        description=description,
+        extra={"eta": eta, "D": D, "N": N, "output": output, "layout": layout_name},
+        tokens=tokens,
     )
 
 
@@ -181,17 +190,12 @@ def baseconv_gd_step_broadcast(
         write_product(BaseConvWriter(model.blocks[1]), s)
         write_average(BaseConvWriter(model.blocks[2]), s, N)
         write_gd_read_out(model.read_out, s, eta, output)
-    return Construction(
-        model=model.to(dtype),
-        layers_per_step=3,
-        width=s.width,
-        description=(
-            f"BaseConv, one GD step (eta={eta}) on least squares D={D}, N={N}, Liu et al.'s layout (every "
-            "token [a_i, b_i, x]): residual / product / averaged-update layers; iterate by writing x_{t+1} "
-            "into every token"
-        ),
-        extra={"eta": eta, "D": D, "N": N, "output": output, "layout": "broadcast"},
-        tokens=broadcast_tokens,
+    return one_step_construction(
+        model, s,
+        f"BaseConv, one GD step (eta={eta}) on least squares D={D}, N={N}, Liu et al.'s layout (every "
+        "token [a_i, b_i, x]): residual / product / averaged-update layers; iterate by writing x_{t+1} "
+        "into every token",
+        eta=eta, D=D, N=N, output=output, dtype=dtype, layout_name="broadcast", tokens=broadcast_tokens,
     )
 
 
@@ -226,16 +230,12 @@ def baseconv_gd_step_3layer(
             update.channel(value={s.index("q", d): 1.0}, filter=prefix_sum_filter(L), gate_bias=1.0,
                            out={g: -1.0 / N})
         write_gd_read_out(model.read_out, s, eta, output)
-    return Construction(
-        model=model.to(dtype),
-        layers_per_step=3,
-        width=s.width,
-        description=(
-            f"BaseConv, one GD step (eta={eta}) on least squares D={D}, N={N}, gd_step layout in 3 layers: "
-            "separate x; broadcast x and form a_j a_j^T, b_j a_j per token; sum them against x; "
-            "iterate by feeding x_{t+1} back as token 0"
-        ),
-        extra={"eta": eta, "D": D, "N": N, "output": output, "layout": "gd_step"},
+    return one_step_construction(
+        model, s,
+        f"BaseConv, one GD step (eta={eta}) on least squares D={D}, N={N}, gd_step layout in 3 layers: "
+        "separate x; broadcast x and form a_j a_j^T, b_j a_j per token; sum them against x; "
+        "iterate by feeding x_{t+1} back as token 0",
+        eta=eta, D=D, N=N, output=output, dtype=dtype,
     )
 
 
