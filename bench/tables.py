@@ -178,8 +178,8 @@ def _plt():
 
 
 def with_task_labels(df: pd.DataFrame) -> pd.DataFrame:
-    """Runs of the bare one-mixer model (no norms, no MLP) get their own row label."""
-    return df.assign(task=df["task"].where(df["variant"] != "bare", df["task"] + " (bare 1-mixer model)"))
+    """Runs of the bare model (mixers only: no norms, no MLP) get their own row label."""
+    return df.assign(task=df["task"].where(df["variant"] != "bare", df["task"] + " (bare model, mixers only)"))
 
 
 def primitives_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -27,11 +27,12 @@ TRITON_DTYPES = (torch.float32, torch.float64)
 
 # On CPU the direct backend (B*L^2*D flops in one bmm) beats the FFT (B*D*L log L, but ~10
 # passes over memory) up to a crossover length. `python -m kernels.fftconv.crossover` on the
-# 2-core CI CPU (1 thread, fp32, B=64, D=64; best of 9; ms forward+backward direct / fft):
-#   L=40: 5.2 / 10.3   L=64: 12.9 / 13.4   L=80: 16.4 / 20.4   L=96: 24.8 / 15.0   L=128: 31.4 / 24.9
-# (B=512 moves the crossover up, B=4 down; at B=4 every case is under 5 ms). Up to L=64 direct
-# is also the more precise one in fp32 (error ~1.5-2x below fft, error_floor_cpu.json), so
-# the tie at 64 goes to direct.
+# 2-core CI CPU (1 thread, fp32, B=64, D=64; best of 7; ms forward+backward direct / fft;
+# torch 2.14):
+#   L=40: 2.4 / 3.3   L=48: 3.2 / 3.8   L=64: 4.8 / 4.3   L=80: 6.7 / 6.7   L=96: 8.8 / 9.7   L=128: 15.0 / 10.6
+# (B=512 moves the crossover up, B=4 down; at B=4 every case is under 5 ms). Between 64 and 96
+# the two are within timing noise; up to L=64 direct is also the more precise one in fp32
+# (error 1.4-2.5x below fft, error_floor_cpu.json), so the tie at 64 goes to direct.
 CPU_DIRECT_MAX_LEN = 64
 # On CUDA: the Triton kernel up to this length, the FFT above it (to be confirmed by the GPU
 # benchmark in bench/test_bench_kernels.py; not yet measured).

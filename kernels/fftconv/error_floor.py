@@ -127,10 +127,14 @@ def _atomic_write(path: Path, write, binary: bool = False) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Measure each conv backend's error floor against the float64 oracle.")
-    parser.add_argument("--out", type=Path, default=Path("results/kernels"))
+    parser.add_argument("--out", type=Path, default=Path("results/kernels"),
+                        help="folder for error_floor_<device>.json and .png")
     parser.add_argument("--max-len", type=int, default=4096)
     parser.add_argument("--triton-max-len", type=int, default=256, help="longest L for Triton in the interpreter")
     args = parser.parse_args()
+    if args.out.suffix or args.out.is_file():
+        parser.error(f"--out is the folder the files go in (they are named error_floor_<device>.json/.png), "
+                     f"got {args.out}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before the Triton module is first imported
