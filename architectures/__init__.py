@@ -5,7 +5,7 @@
     model.config.model_dump()
 
 Models: attention, linear_attention, baseconv (conv_kind short | long | implicit),
-hyena, s4d, based, mlp. Bad parameters raise ModelConfigError naming the field.
+hyena, s4d, mamba, based, mlp. Bad parameters raise ModelConfigError naming the field.
 """
 from .config import ACTIVATIONS, ModelConfig, ModelConfigError
 from .registry import MIXERS, MODELS, build_model, make_config, model_from_config, register_mixer

@@ -25,7 +25,7 @@ Grids (`GRIDS`; the module also exposes `<grid>_<budget>` for `bench sweep`):
   gd_step             (3) the learned GD step: schedule (step / adaptive), EMA filter, initial LR
   gd_k_least_squares  (4) gd_k with k = 4, and least squares end to end vs depth
   dtype_optimizer     (5) the other grids in float64, and L-BFGS next to Adam
-  added_mixers        (6) hyena, s4d, based, mlp on grid 1; the GD step vs conditioning kappa
+  added_mixers        (6) hyena, s4d, mamba, based, mlp on grid 1; the GD step vs conditioning kappa
   second_order        (7) the GD step with the bare model that expresses it exactly: Adam, L-BFGS,
                       Levenberg-Marquardt, float32 and float64 (how far below the fp32 floor)
 """
@@ -42,7 +42,7 @@ BUDGETS = ("smoke", "ci", "paper")
 
 PRIMITIVE_TASKS = ("read", "linear", "multiply")
 PAPER_MIXERS = ("attention", "linear_attention", "baseconv")
-ADDED_MIXERS = ("hyena", "s4d", "based", "mlp")
+ADDED_MIXERS = ("hyena", "s4d", "mamba", "based", "mlp")
 LEAST_SQUARES_DEPTHS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
 # Per-mixer parameters every grid uses. Liu et al.'s BaseConv adds its input back around the
 # conv (c = conv(x) + x); conv_kind "long" starts the filter at the identity plus small noise,
@@ -346,7 +346,7 @@ def dtype_optimizer(budget: str | Budget = "ci") -> list[RunConfig]:
 
 @cached
 def added_mixers(budget: str | Budget = "ci") -> list[RunConfig]:
-    """(6) hyena, s4d, based, mlp on grid 1 (paper: the full task x prenorm x depth grid; ci:
+    """(6) hyena, s4d, mamba, based, mlp on grid 1 (paper: the full task x prenorm x depth grid; ci:
     prenorm off, depth {1, 2}); and the learned GD step (depth 3; paper: baseconv,
     linear_attention and attention; ci: linear_attention, the one that learns the step at ci) on problems of condition number kappa {1, 10, 100} (least-squares kappa:
     singular values of A log-spaced in [1, kappa]). The out-of-distribution input scale of

@@ -32,10 +32,11 @@ from . import grids as G
 from .config import RunConfig
 from .records import RunResult, load_results
 
-MIXER_ORDER = ("attention", "linear_attention", "baseconv", "hyena", "s4d", "based", "mlp")
+MIXER_ORDER = ("attention", "linear_attention", "baseconv", "hyena", "s4d", "mamba", "based", "mlp")
 TASK_ORDER = ("read", "linear", "multiply", "gd_step", "gd_k", "least_squares")
 MIXER_COLOURS = {"attention": "tab:red", "linear_attention": "tab:orange", "baseconv": "tab:blue",
-                 "hyena": "tab:green", "s4d": "tab:purple", "based": "tab:brown", "mlp": "tab:gray"}
+                 "hyena": "tab:green", "s4d": "tab:purple", "mamba": "tab:pink", "based": "tab:brown",
+                 "mlp": "tab:gray"}
 
 # The paper's reported figures (Liu et al., ICLR 2025; DESIGN.md "Reference facts"), all
 # float32, all at the paper's budget (PAPER_BUDGET).

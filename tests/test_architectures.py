@@ -27,6 +27,7 @@ VARIANTS = [
     ("hyena", {}),
     ("hyena", {"order": 3}),
     ("s4d", {"state_dim": 8}),
+    ("mamba", {"state_dim": 4}),
     ("based", {"feature_dim": 3}),
     ("mlp", {}),
 ]
@@ -38,7 +39,7 @@ def x64(shape, seed=0):
 
 
 def test_every_model_is_registered():
-    assert set(A.MODELS) == {"attention", "linear_attention", "baseconv", "hyena", "s4d", "based", "mlp"}
+    assert set(A.MODELS) == {"attention", "linear_attention", "baseconv", "hyena", "s4d", "based", "mlp", "mamba"}
     task = make_task("multiply")
     assert A.MODELS["baseconv"](task, width=16).config.width == 16
 
@@ -153,6 +154,10 @@ def expected_count(name, w=8, depth=2, d_in=4, d_out=3, L=6, factor=4, causal=Tr
     elif name == "s4d":
         modes = p.get("state_dim", 64) // 2
         mixer = 2 * lin(w, w) + w + 2 * w * modes + 2 * w * modes * (1 if causal else 2) + w
+    elif name == "mamba":
+        n, rank, taps = p.get("state_dim", 16), -(-w // 16), 4
+        branch = w * taps + w + w * (rank + 2 * n) + rank * w + w + w * n + w
+        mixer = lin(w, 2 * w) + branch * (1 if causal else 2) + lin(w, w)
     elif name == "based":
         hf = 2 * p.get("feature_dim", 16)  # heads * feature_dim
         mixer = 2 * lin(w, hf) + 2 * lin(w, w)
@@ -332,6 +337,8 @@ def test_mixer_specific_checks():
     assert "state_dim" in _error("s4d", state_dim=7)
     assert "dt_min" in _error("s4d", dt_min=0.5, dt_max=0.1)
     assert "feature_dim" in _error("based", feature_dim=0)
+    assert "state_dim" in _error("mamba", state_dim=0)
+    assert "dt_rank" in _error("mamba", dt_rank=0)
     assert "conv_kind" in _error("attention", conv_kind="short")  # not an attention parameter
 
 

@@ -12,6 +12,7 @@ import kernels
 from architectures import build_model
 from architectures.mixers import filters
 from architectures.mixers.based import taylor_features
+from architectures.mixers.mamba import selective_scan
 from architectures.mixers.s4d import ssm_kernel
 from primitives import make_task, stream_generator
 
@@ -254,3 +255,56 @@ def test_baseconv_learns_multiply_quickly():
     with torch.no_grad():
         mse = task.metrics(model(held_out.inputs), held_out)["mse"]
     assert mse < 1e-3, mse
+
+
+# ---- selective state space (mamba) -------------------------------------------------------
+
+
+def closed_form_scan(x, dt, A, B, C, D):
+    """s_t = sum_{j<=t} exp(A * sum_{j<k<=t} dt_k) dt_j B_j x_j: the recurrence unrolled."""
+    batch, length, inner = x.shape
+    y = torch.zeros_like(x)
+    for t in range(length):
+        for j in range(t + 1):
+            decay = torch.exp(dt[:, j + 1 : t + 1].sum(1)[:, :, None] * A)  # (batch, inner, N)
+            contrib = decay * (dt[:, j, :, None] * x[:, j, :, None]) * B[:, j, None, :]
+            y[:, t] += torch.einsum("bin,bn->bi", contrib, C[:, t])
+    return y + D * x
+
+
+def test_selective_scan_is_the_unrolled_recurrence():
+    x, dt = rand(2, 6, 3, seed=1), F.softplus(rand(2, 6, 3, seed=2))
+    A, B, C, D = -rand(3, 4, seed=3).exp(), rand(2, 6, 4, seed=4), rand(2, 6, 4, seed=5), rand(3, seed=6)
+    assert close(selective_scan(x, dt, A, B, C, D), closed_form_scan(x, dt, A, B, C, D))
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_mamba_is_gated_selective_scan(causal):
+    mixer = mixer_of("mamba", state_dim=4, causal=causal)
+    h = rand(2, 7, 6)
+    x, z = mixer.in_proj(h).chunk(2, dim=-1)
+
+    def branch(m, x):
+        u = F.silu(dense_conv(x, F.pad(m.conv_filter, (0, 7 - m.conv_filter.shape[1]))) + m.conv_bias)
+        dt_low, B, C = m.x_proj(u).split([m.config.rank, 4, 4], dim=-1)
+        dt = F.softplus(m.dt_proj(dt_low) + m.dt_bias)
+        return closed_form_scan(u, dt, -m.A_log.exp(), B, C, m.D)
+
+    y = branch(mixer.forward_branch, x)
+    if not causal:
+        y = y + branch(mixer.backward_branch, x.flip(1)).flip(1)
+    assert close(mixer(h), mixer.out_proj(y * F.silu(z)))
+
+
+def test_mamba_decay_depends_on_the_input():
+    """Selectivity: dt (and so how much of the past a token keeps) is a function of the token."""
+    branch = mixer_of("mamba", state_dim=4).forward_branch
+    x = rand(1, 7, 6)
+    dts = []
+    for scale in (1.0, 3.0):
+        u = F.silu(dense_conv(x * scale, F.pad(branch.conv_filter, (0, 3))) + branch.conv_bias)
+        dts.append(F.softplus(branch.dt_proj(branch.x_proj(u)[..., : branch.config.rank]) + branch.dt_bias))
+    assert (dts[0] - dts[1]).abs().max() > 1e-3
+    lo, hi = math.log(1e-3), math.log(1e-1)  # init: softplus(dt_bias) log-uniform in [dt_min, dt_max]
+    dt0 = F.softplus(branch.dt_bias).log()
+    assert dt0.min() >= lo - 1e-9 and dt0.max() <= hi + 1e-9

@@ -2,4 +2,4 @@
 
 Importing this package registers every mixer in architectures.registry.
 """
-from . import attention, based, baseconv, hyena, linear_attention, mlp, s4d  # noqa: F401
+from . import attention, based, baseconv, hyena, linear_attention, mamba, mlp, s4d  # noqa: F401
