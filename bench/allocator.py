@@ -4,8 +4,8 @@ glibc's malloc serves large blocks (above its mmap threshold, at most 32 MiB) wi
 mmap'd pages and unmaps them on free, so every large tensor a training step allocates is
 zero-filled page by page by the kernel on first touch. At the paper's primitive config
 (batch 1024, 40 tokens, MLP width 256: 42 MB activations) that costs more than the
-arithmetic: a ReLU over such a tensor takes 22 ms into fresh pages and 4.8 ms into reused
-ones (1 thread, the CI CPU). With mmap off and trimming off, freed blocks stay in the heap
+arithmetic of an elementwise op: a ReLU over such a tensor runs several times slower into
+fresh pages than into reused ones. With mmap off and trimming off, freed blocks stay in the heap
 and the next step reuses them; the process keeps its peak footprint instead.
 
 Process-wide and one-way (mallopt has no "restore"); applied once by the harness on CPU runs,
