@@ -117,26 +117,41 @@ def gd_iterate_curve(
     return out
 
 
+def single_pass_curves(build, read_iterates, layers, *, steps: int, D: int, N: int, eta: float, batch: int,
+                       seed: int, dtypes: tuple[str, ...]) -> dict:
+    """MSE vs GD step of a construction that computes every iterate in one forward pass.
+
+    build(dtype) -> Construction; read_iterates(per_layer, x0) -> iterates (steps + 1, B, D) from the
+    last position's output after every layer; layers: the depth spent per iterate."""
+    out = {}
+    for name in dtypes:
+        dtype = DTYPES[name]
+        problem = sample_problems(batch, D, N, seed, dtype)
+        c = build(dtype)
+        per_layer = layer_outputs(c.model, gd_tokens(problem.A, problem.b, problem.x0).to(dtype))[:, :, -1]
+        xs = read_iterates(per_layer, problem.x0.to(dtype))
+        _, ref = true_gd_curve(problem, eta, steps, dtype)
+        rel = relative_difference(xs, ref)
+        out[name] = {
+            "construction": Curve.from_errors(per_problem_mse(xs, problem.x_ls), layers),
+            "relative_difference": rel.tolist(),
+            "max_relative_difference": rel.max().item(),
+        }
+    return out
+
+
 def gram_gd_curve(
     *, steps: int = 300, D: int = 5, N: int = 20, eta: float = 0.5, batch: int = 64, seed: int = 0,
     dtypes: tuple[str, ...] = ("float32", "float64"),
 ) -> dict:
     """MSE vs GD step of the single-pass GD-with-M construction (one forward pass of depth 3 + steps)."""
-    out = {}
-    for name in dtypes:
-        dtype = DTYPES[name]
-        problem = sample_problems(batch, D, N, seed, dtype)
-        c = baseconv_gd_gram(D, N, eta, steps, dtype=dtype)
-        per_layer = layer_outputs(c.model, gd_tokens(problem.A, problem.b, problem.x0).to(dtype))[:, :, -1]
-        xs = per_layer[c.setup_layers - 1 :]  # iterate t is read after layer 3 + t (t = 0: x0 broadcast)
-        _, ref = true_gd_curve(problem, eta, steps, dtype)
-        rel = relative_difference(xs, ref)
-        out[name] = {
-            "construction": Curve.from_errors(per_problem_mse(xs, problem.x_ls), [0] + [c.setup_layers + t for t in range(1, steps + 1)]),
-            "relative_difference": rel.tolist(),
-            "max_relative_difference": rel.max().item(),
-        }
-    return out
+    setup = baseconv_gd_gram(D, N, eta, 1).setup_layers
+    return single_pass_curves(
+        lambda dtype: baseconv_gd_gram(D, N, eta, steps, dtype=dtype),
+        lambda per_layer, x0: per_layer[setup - 1 :],  # iterate t is read after layer 3 + t (t = 0: x0 broadcast)
+        [0] + [setup + t for t in range(1, steps + 1)],
+        steps=steps, D=D, N=N, eta=eta, batch=batch, seed=seed, dtypes=dtypes,
+    )
 
 
 def unrolled_gd_curve(
@@ -144,22 +159,12 @@ def unrolled_gd_curve(
     dtypes: tuple[str, ...] = ("float32", "float64"),
 ) -> dict:
     """MSE vs GD step of the non-causal unrolled GD construction (one pass of depth 1 + 3 steps)."""
-    out = {}
-    for name in dtypes:
-        dtype = DTYPES[name]
-        problem = sample_problems(batch, D, N, seed, dtype)
-        c = baseconv_gd_unrolled(D, N, eta, steps, dtype=dtype)
-        x0 = problem.x0.to(dtype)
-        per_layer = layer_outputs(c.model, gd_tokens(problem.A, problem.b, problem.x0).to(dtype))[:, :, -1]
-        xs = torch.cat([x0.unsqueeze(0), per_layer[3::3]])  # iterate t >= 1 is read after layer 1 + 3t
-        _, ref = true_gd_curve(problem, eta, steps, dtype)
-        rel = relative_difference(xs, ref)
-        out[name] = {
-            "construction": Curve.from_errors(per_problem_mse(xs, problem.x_ls), [0] + [1 + 3 * t for t in range(1, steps + 1)]),
-            "relative_difference": rel.tolist(),
-            "max_relative_difference": rel.max().item(),
-        }
-    return out
+    return single_pass_curves(
+        lambda dtype: baseconv_gd_unrolled(D, N, eta, steps, dtype=dtype),
+        lambda per_layer, x0: torch.cat([x0.unsqueeze(0), per_layer[3::3]]),  # iterate t >= 1: after layer 1 + 3t
+        [0] + [1 + 3 * t for t in range(1, steps + 1)],
+        steps=steps, D=D, N=N, eta=eta, batch=batch, seed=seed, dtypes=dtypes,
+    )
 
 
 def newton_curve(
