@@ -312,6 +312,10 @@ class RunConfig(_Frozen):
     eval_size: Annotated[int, Field(ge=1)] = 1024
     eval_every: Optional[Annotated[int, Field(ge=1)]] = None  # None -> max(1, steps // 100)
     checkpoint_every: Annotated[int, Field(ge=0)] = 1000  # 0 -> only at the end / on interrupt
+    # a second optimizer, switched to (at its own constant LR) once the eval MSE has gained less
+    # than 5% over the last `polish_patience` evals; e.g. L-BFGS, then Levenberg-Marquardt
+    polish: Optional[OptimizerConfig] = None
+    polish_patience: Annotated[int, Field(ge=1)] = 5
 
     @field_validator("device")
     @classmethod
@@ -343,10 +347,10 @@ class RunConfig(_Frozen):
             if self.ema_lambda or self.grad_clip is not None or self.skip_grad_norm is not None:
                 raise ValueError(f"ema_lambda, grad_clip and skip_grad_norm apply to first-order optimizers only, "
                                  f"not {name!r}; leave them unset")
-        if name in ("levenberg_marquardt", "gauss_newton"):
-            if n_params > self.optimizer.max_params:
-                raise ValueError(f"optimizer: {name} builds a params x params matrix; this model has {n_params} "
-                                 f"parameters, more than max_params={self.optimizer.max_params}")
+        for field, opt in (("optimizer", self.optimizer), ("polish", self.polish)):
+            if opt is not None and opt.name in ("levenberg_marquardt", "gauss_newton") and n_params > opt.max_params:
+                raise ValueError(f"{field}: {opt.name} builds a params x params matrix; this model has {n_params} "
+                                 f"parameters, more than max_params={opt.max_params}")
         return self
 
     # ---- derived values -----------------------------------------------------------
@@ -368,6 +372,8 @@ class RunConfig(_Frozen):
     # ---- identity -----------------------------------------------------------------
     def canonical_json(self) -> str:
         data = self.model_dump(mode="json", exclude=set(OPERATIONAL_FIELDS))
+        if data["polish"] is None:  # runs without a polish phase keep the hashes they always had
+            del data["polish"], data["polish_patience"]
         return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
     @property

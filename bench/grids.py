@@ -382,7 +382,10 @@ def exact_gd_step_model() -> dict:
 def second_order(budget: str | Budget = "ci") -> list[RunConfig]:
     """(7) The learned GD step (gd_step) with `exact_gd_step_model`, trained from the same random
     start by Adam (grid 3's longest recipe), L-BFGS and Levenberg-Marquardt, in float32 and float64:
-    how far below the float32 floor each optimizer takes a model that can express the step.
+    how far below the float32 floor each optimizer takes a model that can express the step. And
+    multiply with the bare one-layer BaseConv and softmax attention (width 32), trained by L-BFGS
+    and then Levenberg-Marquardt (RunConfig.polish): what each architecture reaches when the
+    optimizer is not the limit.
 
     ci: Adam 15,000 steps x batch 32 from LR 3e-3 (30 decays); L-BFGS 150 steps x 20 iterations on
     1,024 problems; Levenberg-Marquardt 60 steps (float64: 80) on 1,024 problems (5,120 residuals
@@ -394,6 +397,13 @@ def second_order(budget: str | Budget = "ci") -> list[RunConfig]:
     adam_budget = b if b.name == "paper" else gd_budget(b).scaled(10)
     second = dict(schedule={"name": "constant"}, model_params=exact_gd_step_model())
     runs = [adam_budget.run("gd_step", "linear_attention", model_params=exact_gd_step_model())]
+    # multiply with the bare one-layer models of grid 1's expressivity pair: L-BFGS, then
+    # Levenberg-Marquardt on 16 fresh problems once L-BFGS stalls
+    polished = dict(schedule={"name": "constant"}, steps=112 * scale, eval_every=4,
+                    model_params={**exact_multiply_model(), "width": 32},
+                    optimizer={"name": "lbfgs", "lr": 1.0, "max_iter": 20, "train_size": 512},
+                    polish={"name": "levenberg_marquardt", "train_size": 16, "max_params": 6000})
+    runs += [b.run("multiply", model, depth=1, **polished) for model in ("baseconv", "attention")]
     for dtype, lm_steps in (("float32", 60), ("float64", 80)):
         steps = 150 * scale
         runs.append(b.run("gd_step", "linear_attention", steps=steps, dtype=dtype, eval_every=max(1, steps // 30),

@@ -89,6 +89,7 @@ class RunResult(BaseModel):
     train_time_s: float  # the optimizer steps only
     steps_per_s: Optional[float] = None  # steps_done / train_time_s
     resumed_at: list[int] = []  # steps at which the run was resumed from a checkpoint
+    switched_at: Optional[int] = None  # step at which config.polish took over (None: never)
     environment: dict[str, Any]
     started_at: str
     finished_at: str

@@ -69,7 +69,15 @@ def budget_text(cfg: RunConfig) -> str:
         how = f"{opt.name.replace('_', '-').title()} {cfg.steps} steps on {opt.train_size} samples"
     else:
         how = f"{opt.name} {cfg.steps} steps x batch {cfg.batch_size}"
+    if cfg.polish is not None:
+        how += f", then {budget_text_optimizer(cfg.polish)} once stalled"
     return f"{how}, width {cfg.model.params.get('width', 64)}, {cfg.dtype}"
+
+
+def budget_text_optimizer(opt) -> str:
+    if opt.name in ("levenberg_marquardt", "gauss_newton"):
+        return f"{opt.name.replace('_', '-').title()} on {opt.train_size} samples"
+    return opt.name
 
 
 def budget_summary(budget: G.Budget) -> str:
@@ -539,15 +547,16 @@ def build(results_dir: Path, out: Output, budget_name: str = "ci", *, iterate: b
     # (7) one exactly-expressive model, three optimizers, two dtypes
     if "second_order" in frames:
         so = frames["second_order"]
-        t = cells(so, ["optimizer", "dtype", "steps"])
+        t = cells(so, ["task", "model", "optimizer", "dtype", "steps"])
         t["floor"] = so["floor"].map(fmt_mse)
         t["MSE / floor"] = [fmt_mse(m / f) if f > 0 and m == m else "—" for m, f in zip(so["eval_mse"], so["floor"])]
         t["train time (s)"] = so["wall_s"].round(0)
-        out.table("second_order", t, "The GD step with a model that can express it: Adam vs L-BFGS vs "
-                  "Levenberg-Marquardt, float32 and float64 (grid 7)",
-                  [note, done_note(so), "Model: bench.grids.exact_gd_step_model (bare linear attention, width 18, "
-                   "2 heads, depth 2, 3,335 weights), one random start. Floor: MSE of the exact targets rounded "
-                   "to the dtype (0 in float64)."])
+        out.table("second_order", t, "Models that can express their task, trained to the limit: Adam vs L-BFGS "
+                  "vs Levenberg-Marquardt, float32 and float64 (grid 7)",
+                  [note, done_note(so), "gd_step: bench.grids.exact_gd_step_model (bare linear attention, width 18, "
+                   "2 heads, depth 2, 3,335 weights), one random start. multiply: the bare one-layer models (width "
+                   "32), L-BFGS until it stalls, then Levenberg-Marquardt (budget column). Floor: MSE of the exact "
+                   "targets rounded to the dtype (0 in float64)."])
 
     # learned GD iterated, OOD
     levels = None

@@ -5,8 +5,8 @@ may name a second optimizer to switch to once the first stalls ("polish"): L-BFG
 off near 1e-8 on MULTIPLY in float32, and Levenberg-Marquardt steps from that point go on
 down by orders of magnitude.
 
-The switch happens outside the run config, so a switched trainer is a benchmark object,
-not a resumable run: nothing here writes records or checkpoints.
+The same switch is a run-config field (RunConfig.polish, applied by Trainer.train); here it
+is driven by wall-clock budgets instead of a step count, and nothing is written.
 """
 from __future__ import annotations
 
@@ -14,35 +14,19 @@ import time
 
 from pydantic import TypeAdapter, ValidationError
 
-from .config import FULL_BATCH_OPTIMIZERS, ConstantSchedule, OptimizerConfig, RunConfigError, validation_message
-from .optim import make_optimizer, make_schedule
-from .train import Trainer, synchronize
+from .config import OptimizerConfig, RunConfigError, validation_message
+from .train import Trainer, stalled, synchronize
 
 _OPTIMIZER = TypeAdapter(OptimizerConfig)
 
 
 def switch_optimizer(trainer: Trainer, optimizer: dict) -> None:
-    """Continue the trainer's model with another optimizer (an OptimizerConfig as a dict).
-
-    The new optimizer runs at its own LR, constant (the run's schedule belonged to the first).
-    A full-batch optimizer gets a fresh training set of its `train_size` from the trainer's
-    train stream (never the eval stream)."""
+    """Trainer.switch_optimizer with the optimizer given as a dict (an OptimizerConfig's fields)."""
     try:
         cfg = _OPTIMIZER.validate_python(optimizer)
     except ValidationError as err:
         raise RunConfigError("polish optimizer: " + validation_message(err)) from None
-    trainer.optimizer = make_optimizer(cfg, trainer.model)
-    trainer.schedule = make_schedule(ConstantSchedule(), cfg.lr)
-    trainer.full_batch = cfg.name in FULL_BATCH_OPTIMIZERS
-    trainer.train_set = None
-    if trainer.full_batch:
-        trainer.train_set = trainer.task.sample(cfg.train_size, generator=trainer.train_gen,
-                                                dtype=trainer.dtype).to(trainer.device)
-
-
-def stalled(curve: list, window: int = 5, gain: float = 0.95) -> bool:
-    """The eval MSE (curve entries (step, seconds, mse)) is less than 5% lower than `window` evals ago."""
-    return len(curve) > window and curve[-1][2] > gain * curve[-1 - window][2]
+    trainer.switch_optimizer(cfg)
 
 
 def train_until(trainer: Trainer, target: float, budget_s: float, eval_every: int,
@@ -57,7 +41,7 @@ def train_until(trainer: Trainer, target: float, budget_s: float, eval_every: in
         raise ValueError(f"need target > 0, budget_s > 0 and eval_every >= 1, got {target}, {budget_s}, {eval_every}")
     train_s, best, curve, switched_at = 0.0, float("inf"), [], None
     while train_s < budget_s:
-        if polish and switched_at is None and stalled(curve):
+        if polish and switched_at is None and stalled([mse for _, _, mse in curve]):
             switch_optimizer(trainer, polish)
             switched_at, eval_every = (trainer.step, round(train_s, 2)), 1
         t0 = time.perf_counter()

@@ -31,7 +31,7 @@ import torch
 from primitives import stream_generator
 
 from .allocator import keep_freed_memory
-from .config import FULL_BATCH_OPTIMIZERS, RunConfig
+from .config import FULL_BATCH_OPTIMIZERS, ConstantSchedule, OptimizerConfig, RunConfig
 from .optim import (
     EMAFilter,
     LevenbergMarquardt,
@@ -148,6 +148,11 @@ class StepOutcome:
     skipped: bool = False
 
 
+def stalled(evals: list[float], window: int = 5, gain: float = 0.95) -> bool:
+    """The last eval MSE is less than 5% below the one `window` evals earlier."""
+    return len(evals) > window and evals[-1] > gain * evals[-1 - window]
+
+
 class Trainer:
     """Holds every piece of a run's state; `train()` runs it to the end or an interrupt."""
 
@@ -192,6 +197,8 @@ class Trainer:
         self.message: Optional[str] = None
         self.last_metrics: Optional[dict] = None
         self.last_metrics_step = -1
+        self.switched_at: Optional[int] = None  # step at which cfg.polish took over
+        self.polish_draw_state: Optional[torch.Tensor] = None  # train_gen state its training set was drawn from
 
     # ---- checkpoints --------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -215,11 +222,16 @@ class Trainer:
             "resumed_at": list(self.resumed_at),
             "started_at": self.started_at,
             "status": self.status,
+            "switched_at": self.switched_at,
+            "polish_draw_state": self.polish_draw_state,
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
         self.model.load_state_dict(state["model"])
+        if state.get("switched_at") is not None:  # rebuild the polish phase, then load its state
+            self.switch_optimizer(self.cfg.polish, draw_state=state["polish_draw_state"])
+            self.switched_at = int(state["switched_at"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.filter.load_state_dict(state["filter"])
@@ -240,6 +252,31 @@ class Trainer:
         state = self.state_dict()
         state["result"] = None if result is None else result.model_dump_json()
         atomic_torch_save(state, checkpoint_path(self.cfg, self.results_dir))
+
+    # ---- the polish phase ---------------------------------------------------------
+    def switch_optimizer(self, optimizer: OptimizerConfig, draw_state: Optional[torch.Tensor] = None) -> None:
+        """Continue the model with `optimizer` at its own constant LR (the run's schedule was the
+        first optimizer's). A full-batch optimizer gets a fresh training set of its train_size from
+        the train stream (drawn from `draw_state` when rebuilding the phase on resume)."""
+        self.optimizer = make_optimizer(optimizer, self.model)
+        self.schedule = make_schedule(ConstantSchedule(), optimizer.lr)
+        self.full_batch = optimizer.name in FULL_BATCH_OPTIMIZERS
+        self.train_set = None
+        if self.full_batch:
+            gen = self.train_gen
+            if draw_state is not None:
+                gen = torch.Generator().set_state(draw_state)
+            self.polish_draw_state = gen.get_state()
+            self.train_set = self.task.sample(optimizer.train_size, generator=gen, dtype=self.dtype).to(self.device)
+
+    def maybe_switch(self) -> None:
+        """Switch to cfg.polish once the eval MSE has stalled (see `stalled`)."""
+        cfg = self.cfg
+        if cfg.polish is None or self.switched_at is not None:
+            return
+        if stalled([p.eval_mse for p in self.curve if p.eval_mse is not None], cfg.polish_patience):
+            self.switch_optimizer(cfg.polish)
+            self.switched_at = self.step
 
     # ---- one step -----------------------------------------------------------------
     def current_lr(self) -> float:
@@ -380,6 +417,7 @@ class Trainer:
                         bar.update(1)
                     if self.step % eval_every == 0 or self.step == cfg.steps:
                         point = self.add_curve_point()
+                        self.maybe_switch()
                         if bar is not None:
                             bar.set_postfix(step=self.step, mse=f"{point.eval_mse:.3e}", lr=f"{point.lr:.2e}")
                     if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
@@ -426,6 +464,7 @@ class Trainer:
             train_time_s=self.train_time,
             steps_per_s=self.step / self.train_time if self.train_time > 0 else None,
             resumed_at=self.resumed_at,
+            switched_at=self.switched_at,
             environment=environment(self.cfg.device),
             started_at=self.started_at,
             finished_at=now(),

@@ -7,7 +7,8 @@ import torch
 
 from bench.config import RunConfigError, make_run_config
 from bench.optim import LevenbergMarquardt
-from bench.time_to_precision import stalled, switch_optimizer, train_until
+from bench.time_to_precision import switch_optimizer, train_until
+from bench.train import stalled
 from bench.train import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -28,8 +29,8 @@ def trainer(tmp_path, **overrides) -> Trainer:
 
 
 def test_stalled_compares_with_the_eval_window_ago():
-    falling = [(i, 0.0, 0.5**i) for i in range(8)]
-    flat = [(i, 0.0, 1.0 - 0.001 * i) for i in range(8)]
+    falling = [0.5**i for i in range(8)]
+    flat = [1.0 - 0.001 * i for i in range(8)]
     assert not stalled(falling)
     assert stalled(flat)
     assert not stalled(flat[:5])  # too few evals to tell

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.config import EXTRA_MODELS, make_run_config
+from bench.config import EXTRA_MODELS, RunConfigError, make_run_config
 from bench.records import checkpoint_path, load_checkpoint, load_model, load_result, record_path
 from bench.train import run
 
@@ -229,3 +229,62 @@ def test_resume_after_kill_9_is_bit_identical(tmp_path):
         assert len(wa) == len(wb) and all(torch.equal(wa[k], wb[k.removeprefix("inner.")]) for k in wa)
     finally:
         EXTRA_MODELS.pop("slow_baseconv", None)
+
+
+# ---- the polish phase (RunConfig.polish) ----------------------------------------------------
+
+POLISHED = dict(
+    model={"name": "baseconv", "params": {"width": 4, "depth": 1, "mlp": False, "prenorm": False,
+                                          "final_norm": False, "pos_emb": False}},
+    optimizer={"name": "adam", "lr": 1e-12},  # makes no progress: stalls at once
+    polish={"name": "levenberg_marquardt", "train_size": 8},
+    polish_patience=3, steps=12, eval_every=1, checkpoint_every=0,
+)
+
+
+def test_configs_without_polish_keep_their_hashes():
+    names = sorted(p.stem for p in (REPO / "results" / "runs").glob("*.json"))[:20]
+    assert names
+    for name in names:  # records written before RunConfig had a polish field
+        cfg = load_result(name, REPO / "results").config
+        assert cfg.polish is None and cfg.hash == name
+    assert tiny(**POLISHED).hash != tiny(**{k: v for k, v in POLISHED.items() if k not in ("polish", "polish_patience")}).hash
+
+
+def test_polish_takes_over_once_the_first_optimizer_stalls(tmp_path):
+    result = run(tiny(**POLISHED), tmp_path, progress=False)
+    assert result.status == "ok" and result.switched_at == 3  # evals at 0..3 gained < 5%
+    assert result.curve[3].eval_mse > 0.95 * result.curve[0].eval_mse
+    assert result.eval_mse < 0.5 * result.curve[3].eval_mse  # Levenberg-Marquardt steps from there
+    assert result.final_lr == 1.0  # the polish optimizer's own LR, not the first one's schedule
+    none = run(tiny(**{**POLISHED, "polish_patience": 50}), tmp_path / "never", progress=False)
+    assert none.switched_at is None and none.eval_mse > 0.95 * none.curve[0].eval_mse
+
+
+def test_polish_phase_resumes_bit_identically(tmp_path):
+    import architectures
+
+    reference = run(tiny(**POLISHED), tmp_path / "ref", progress=False)
+    EXTRA_MODELS["interrupted_baseconv"] = lambda task, **p: InterruptAt(architectures.build_model("baseconv", task, **p))
+    INTERRUPT_AT["forward"] = 12  # a few Levenberg-Marquardt steps after the switch
+    try:
+        wrapped = tiny(**{**POLISHED, "model": {"name": "interrupted_baseconv",
+                                                "params": POLISHED["model"]["params"]}})
+        first = run(wrapped, tmp_path / "int", progress=False)
+        assert first.status == "interrupted" and reference.switched_at < first.steps_done < 12
+        INTERRUPT_AT["forward"] = None
+        second = run(wrapped, tmp_path / "int", progress=False)
+    finally:
+        EXTRA_MODELS.pop("interrupted_baseconv", None)
+    assert second.status == "ok" and second.resumed_at == [first.steps_done]
+    assert second.switched_at == reference.switched_at
+    ref, res = numbers(reference), numbers(second)
+    ref.pop("config_hash"), res.pop("config_hash")
+    assert res == ref
+
+
+def test_polish_is_validated_like_the_optimizer():
+    with pytest.raises(RunConfigError, match="polish: levenberg_marquardt builds a params x params matrix"):
+        tiny(**{**POLISHED, "polish": {"name": "levenberg_marquardt", "max_params": 10}})
+    with pytest.raises(RunConfigError, match="polish"):
+        tiny(**{**POLISHED, "polish": {"name": "newton"}})

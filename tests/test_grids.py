@@ -146,6 +146,12 @@ def test_added_mixers_grid():
 
 def test_second_order_grid_trains_one_exact_model_three_ways():
     configs = grids.second_order("ci")
+    polished = [c for c in configs if c.polish is not None]
+    assert {(task(c), model(c)) for c in polished} == {("multiply", "baseconv"), ("multiply", "attention")}
+    a, b = polished
+    assert (a.optimizer, a.polish, a.steps, a.model.params["width"]) == (b.optimizer, b.polish, b.steps, 32)
+    assert all(c.optimizer.name == "lbfgs" and c.polish.name == "levenberg_marquardt" for c in polished)
+    configs = [c for c in configs if c.polish is None]
     bare = grids.exact_gd_step_model()
     assert all(task(c) == "gd_step" and model(c) == "linear_attention" for c in configs)
     assert all(all(c.model.params[k] == v for k, v in bare.items()) for c in configs)
