@@ -7,19 +7,13 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from bench import floors, grids
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def bench_json(path: Path, cases: dict[str, dict]) -> Path:

@@ -19,12 +19,7 @@ from primitives import algorithms as alg
 from primitives import make_task
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def fake_result(cfg, mse, status="ok") -> RunResult:
