@@ -165,15 +165,15 @@ def test_time_to_precision(benchmark, profile, device, tmp_path, recipe):
     budget = float(os.environ.get("PB_TTP_BUDGET_S", TTP_BUDGET_S[profile]))
     fields = TTP_RECIPES[recipe](profile)
     eval_every = fields.pop("eval_every")
-    polish = fields.pop("polish", None)
     cfg = make_run_config(task={"name": "multiply"}, steps=10**9, eval_size=1024, device=device, **fields)
     trainer = Trainer(cfg, tmp_path, progress=False)
     outcome = {}
 
     def train():
-        outcome.update(train_until(trainer, TARGET_MSE, budget, eval_every, polish))
+        outcome.update(train_until(trainer, TARGET_MSE, budget, eval_every))
 
     benchmark.pedantic(train, rounds=1, iterations=1)
     benchmark.extra_info.update(target_mse=TARGET_MSE, budget_s=budget, floor=trainer.floor, load_avg=os.getloadavg(),
-                                param_count=trainer.param_count, config=cfg.model_dump(mode="json"), polish=polish,
+                                param_count=trainer.param_count, config=cfg.model_dump(mode="json"),
+                                polish=None if cfg.polish is None else cfg.polish.model_dump(mode="json"),
                                 **outcome)

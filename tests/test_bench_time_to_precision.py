@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.config import RunConfigError, make_run_config
+from bench.config import AdamConfig, LBFGSConfig, RunConfigError, make_run_config
 from bench.optim import LevenbergMarquardt
-from bench.time_to_precision import switch_optimizer, train_until
-from bench.train import stalled
-from bench.train import Trainer
+from bench.time_to_precision import train_until
+from bench.train import Trainer, stalled
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,10 +45,10 @@ def test_target_met_stops_at_once_and_budget_ends_an_unreached_target(tmp_path):
 
 def test_polish_switches_once_the_first_optimizer_stalls(tmp_path):
     # Adam at LR 1e-12 does not move the model: stalled after 5 evals, then Levenberg-Marquardt
-    t = trainer(tmp_path, optimizer={"name": "adam", "lr": 1e-12})
+    t = trainer(tmp_path, optimizer={"name": "adam", "lr": 1e-12},
+                polish={"name": "levenberg_marquardt", "train_size": 8})
     start = t.evaluate()["mse"]
-    out = train_until(t, target=1e-30, budget_s=3.0, eval_every=1,
-                      polish={"name": "levenberg_marquardt", "train_size": 8})
+    out = train_until(t, target=1e-30, budget_s=3.0, eval_every=1)
     assert out["switched_at"] is not None and out["switched_at"][0] == 6
     assert isinstance(t.optimizer, LevenbergMarquardt) and t.full_batch and len(t.train_set.inputs) == 8
     assert t.current_lr() == 1.0  # its own LR, not the first optimizer's schedule
@@ -58,12 +57,12 @@ def test_polish_switches_once_the_first_optimizer_stalls(tmp_path):
 
 def test_switch_draws_from_the_train_stream_and_rejects_bad_configs(tmp_path):
     t = trainer(tmp_path)
-    switch_optimizer(t, {"name": "lbfgs", "train_size": 12})
+    t.switch_optimizer(LBFGSConfig(train_size=12))
     assert isinstance(t.optimizer, torch.optim.LBFGS) and t.train_set.inputs.shape[0] == 12
     assert not torch.equal(t.train_set.inputs[:1], t.eval_batch.inputs[:1])
-    switch_optimizer(t, {"name": "adam", "lr": 1e-3})
+    t.switch_optimizer(AdamConfig(lr=1e-3))
     assert not t.full_batch and t.train_set is None
     with pytest.raises(RunConfigError, match="train_size"):
-        switch_optimizer(t, {"name": "levenberg_marquardt", "train_size": 0})
+        make_run_config(**{**SMALL, "polish": {"name": "levenberg_marquardt", "train_size": 0}})
     with pytest.raises(ValueError, match="eval_every"):
         train_until(t, target=1e-8, budget_s=1.0, eval_every=0)
