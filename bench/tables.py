@@ -65,19 +65,23 @@ def budget_text(cfg: RunConfig) -> str:
     opt = cfg.optimizer
     if opt.name == "lbfgs":
         how = f"L-BFGS {cfg.steps} steps x {opt.max_iter} iters on {opt.train_size} samples"
-    elif opt.name in ("levenberg_marquardt", "gauss_newton"):
-        how = f"{opt.name.replace('_', '-').title()} {cfg.steps} steps on {opt.train_size} samples"
+    elif opt.name in SECOND_ORDER:
+        how = f"{second_order_name(opt)} {cfg.steps} steps on {opt.train_size} samples"
     else:
         how = f"{opt.name} {cfg.steps} steps x batch {cfg.batch_size}"
     if cfg.polish is not None:
-        how += f", then {budget_text_optimizer(cfg.polish)} once stalled"
+        polish = cfg.polish
+        then = f"{second_order_name(polish)} on {polish.train_size} samples" if polish.name in SECOND_ORDER else polish.name
+        how += f", then {then} once stalled"
     return f"{how}, width {cfg.model.params.get('width', 64)}, {cfg.dtype}"
 
 
-def budget_text_optimizer(opt) -> str:
-    if opt.name in ("levenberg_marquardt", "gauss_newton"):
-        return f"{opt.name.replace('_', '-').title()} on {opt.train_size} samples"
-    return opt.name
+SECOND_ORDER = ("levenberg_marquardt", "gauss_newton")
+
+
+def second_order_name(opt) -> str:
+    """levenberg_marquardt -> Levenberg-Marquardt, gauss_newton -> Gauss-Newton."""
+    return opt.name.replace("_", "-").title()
 
 
 def budget_summary(budget: G.Budget) -> str:

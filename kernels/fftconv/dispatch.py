@@ -118,20 +118,17 @@ def causal_conv(u: torch.Tensor, k: torch.Tensor, *, backend: str = "auto", chan
     channels_first=True: u and y are (D, B, L) instead; the direct backend then runs without
     layout copies, the others between two.
     """
-    if channels_first:
-        if not isinstance(u, torch.Tensor) or u.dim() != 3:
-            raise ValueError("causal_conv: with channels_first=True u must have shape (D, B, L), got "
-                             f"{tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__}")
-        u_bld = u.permute(1, 2, 0)
-        _check_inputs(u_bld, k, backend)
-        if backend == "auto":
-            backend = select_backend(u_bld, k)
-        if backend == "direct" or u.numel() == 0:
-            return causal_conv_direct_channels_first(u, k)
-        return _IMPLEMENTATIONS[backend](u_bld, k).permute(2, 0, 1).contiguous()
-    _check_inputs(u, k, backend)
+    if channels_first and not (isinstance(u, torch.Tensor) and u.dim() == 3):
+        raise ValueError("causal_conv: with channels_first=True u must have shape (D, B, L), got "
+                         f"{tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__}")
+    u_bld = u.permute(1, 2, 0) if channels_first else u  # validation and dispatch read (B, L, D)
+    _check_inputs(u_bld, k, backend)
     if backend == "auto":
-        backend = select_backend(u, k)
-    if u.numel() == 0:  # B = 0 or D = 0: nothing to compute; FFT libraries and empty grids reject it
+        backend = select_backend(u_bld, k)
+    if u_bld.numel() == 0:  # B = 0 or D = 0: nothing to compute; FFT libraries and empty grids reject it
         backend = "direct"
-    return _IMPLEMENTATIONS[backend](u, k)
+    if not channels_first:
+        return _IMPLEMENTATIONS[backend](u, k)
+    if backend == "direct":
+        return causal_conv_direct_channels_first(u, k)
+    return _IMPLEMENTATIONS[backend](u_bld, k).permute(2, 0, 1).contiguous()
