@@ -194,12 +194,24 @@ class LBFGSConfig(_Frozen):
 
 
 class LevenbergMarquardtConfig(_Frozen):
-    """Levenberg-Marquardt on a fixed training set: solve (J^T J + mu I) d = -J^T r.
+    """Levenberg-Marquardt on a fixed training set: solve (J^T J + mu D) d = -J^T r.
 
-    A step that lowers the loss is taken and mu *= damping_down; otherwise mu *= damping_up
-    and the solve is retried (up to max_retries). "gauss_newton" is the undamped method
-    (mu = 0, least-squares solve, every step taken). Only for models with at most
-    `max_params` parameters (J^T J is params x params).
+    solver "dense" (the default): J^T J is built (params x params, float64) and solved exactly;
+    a step that lowers the loss is taken and mu *= damping_down, otherwise mu *= damping_up and
+    the solve is retried (up to max_retries). "gauss_newton" is the undamped method (mu = 0,
+    least-squares solve, every step taken). Only for models with at most `max_params` parameters.
+
+    solver "cg" (bench.matrix_free): never forms J. Gauss-Newton products J^T (J v) come from
+    torch.func.jvp / vjp on `curvature_size` samples of the training set (a different slice each
+    step; None = all of it), the gradient J^T r from the whole set; (G + mu D) d = -g is solved by
+    preconditioned CG in float64 (at most cg_max_iter iterations, to a relative residual cg_tol),
+    started from the previous step (warm_start). D is the identity or, with scaling "marquardt",
+    the Gauss-Newton diagonal (estimated with diag_probes random probes per step, averaged over
+    steps); the preconditioner is (diag + mu D)^-precondition_power. mu follows the ratio rho of
+    actual to predicted reduction (Nielsen's rule: mu *= max(1/3, 1 - (2 rho - 1)^3) on a taken
+    step, mu *= nu, nu *= 2 on a refused one). In cg, mu is relative to the MSE's curvature
+    (G = J^T J / n), so it does not depend on the size of the training set. Memory is
+    O(parameters + activations of curvature_size samples).
     """
 
     name: Literal["levenberg_marquardt", "gauss_newton"] = "levenberg_marquardt"
@@ -211,6 +223,35 @@ class LevenbergMarquardtConfig(_Frozen):
     max_retries: Annotated[int, Field(ge=0)] = 10
     train_size: Annotated[int, Field(ge=1)] = 256
     max_params: Annotated[int, Field(ge=1)] = 5000
+    # fields added with the matrix-free solver; at their defaults they are left out of the hash
+    solver: Literal["dense", "cg"] = "dense"
+    curvature_size: Optional[Annotated[int, Field(ge=1)]] = None
+    cg_max_iter: Annotated[int, Field(ge=1)] = 100
+    cg_tol: Annotated[float, Field(gt=0, lt=1)] = 1e-3
+    warm_start: bool = True
+    scaling: Literal["identity", "marquardt"] = "identity"
+    preconditioner: Literal["none", "diagonal"] = "diagonal"
+    precondition_power: Annotated[float, Field(gt=0, le=1)] = 0.75
+    diag_probes: Annotated[int, Field(ge=1)] = 4
+
+    @model_validator(mode="after")
+    def _solver_fields(self):
+        if self.solver == "dense":
+            cg_only = [f for f in CG_ONLY_FIELDS if getattr(self, f) != type(self).model_fields[f].default]
+            if cg_only:
+                raise ValueError(f"{', '.join(cg_only)} apply to solver 'cg' only; set solver: 'cg' or leave them unset")
+        elif self.name == "gauss_newton":
+            raise ValueError("solver 'cg' is damped (levenberg_marquardt); gauss_newton is dense only")
+        if self.curvature_size is not None and self.curvature_size > self.train_size:
+            raise ValueError(f"curvature_size ({self.curvature_size}) cannot exceed train_size ({self.train_size})")
+        return self
+
+
+CG_ONLY_FIELDS = ("curvature_size", "cg_max_iter", "cg_tol", "warm_start", "scaling", "preconditioner",
+                  "precondition_power", "diag_probes")
+# LevenbergMarquardtConfig fields that did not exist when the first records were written: a config
+# that leaves them at their defaults keeps the hash it always had.
+LM_ADDED_FIELDS = ("solver",) + CG_ONLY_FIELDS
 
 
 OptimizerConfig = Annotated[
@@ -348,9 +389,11 @@ class RunConfig(_Frozen):
                 raise ValueError(f"ema_lambda, grad_clip and skip_grad_norm apply to first-order optimizers only, "
                                  f"not {name!r}; leave them unset")
         for field, opt in (("optimizer", self.optimizer), ("polish", self.polish)):
-            if opt is not None and opt.name in ("levenberg_marquardt", "gauss_newton") and n_params > opt.max_params:
-                raise ValueError(f"{field}: {opt.name} builds a params x params matrix; this model has {n_params} "
-                                 f"parameters, more than max_params={opt.max_params}")
+            if (opt is not None and opt.name in ("levenberg_marquardt", "gauss_newton") and opt.solver == "dense"
+                    and n_params > opt.max_params):
+                raise ValueError(f"{field}: {opt.name} with solver 'dense' builds a params x params matrix; this model "
+                                 f"has {n_params} parameters, more than max_params={opt.max_params} (use solver 'cg', "
+                                 "the matrix-free one, or raise max_params if params^2 float64s fit in memory)")
         return self
 
     # ---- derived values -----------------------------------------------------------
@@ -374,6 +417,12 @@ class RunConfig(_Frozen):
         data = self.model_dump(mode="json", exclude=set(OPERATIONAL_FIELDS))
         if data["polish"] is None:  # runs without a polish phase keep the hashes they always had
             del data["polish"], data["polish_patience"]
+        for key in ("optimizer", "polish"):
+            opt = data.get(key)
+            if opt is not None and opt["name"] in ("levenberg_marquardt", "gauss_newton"):
+                for f in LM_ADDED_FIELDS:
+                    if opt[f] == LevenbergMarquardtConfig.model_fields[f].default:
+                        del opt[f]
         return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
     @property

@@ -39,6 +39,10 @@ def make_optimizer(cfg, model: nn.Module):
                                  line_search_fn=cfg.line_search, tolerance_grad=cfg.tolerance_grad,
                                  tolerance_change=cfg.tolerance_change)
     if isinstance(cfg, LevenbergMarquardtConfig):
+        if cfg.solver == "cg":
+            from .matrix_free import MatrixFreeLevenbergMarquardt
+
+            return MatrixFreeLevenbergMarquardt(model, cfg)
         return LevenbergMarquardt(model, cfg)
     raise TypeError(f"unknown optimizer config {cfg!r}")
 
@@ -63,6 +67,8 @@ class LevenbergMarquardt:
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.damping = 0.0 if cfg.name == "gauss_newton" else cfg.damping
         self.param_groups = [{"lr": cfg.lr}]  # so set_lr works like on torch optimizers
+
+        self.last: dict = {}  # diagnostics of the last step (the matrix-free solver's are richer)
 
     def state_dict(self) -> dict:
         return {"damping": self.damping, "lr": self.param_groups[0]["lr"]}

@@ -90,6 +90,8 @@ class RunResult(BaseModel):
     steps_per_s: Optional[float] = None  # steps_done / train_time_s
     resumed_at: list[int] = []  # steps at which the run was resumed from a checkpoint
     switched_at: Optional[int] = None  # step at which config.polish took over (None: never)
+    # the last second-order step (matrix-free LM: CG products and relative residual, damping, rho)
+    optimizer_diagnostics: Optional[dict[str, Any]] = None
     environment: dict[str, Any]
     started_at: str
     finished_at: str

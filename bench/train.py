@@ -32,6 +32,7 @@ from primitives import stream_generator
 
 from .allocator import keep_freed_memory
 from .config import FULL_BATCH_OPTIMIZERS, ConstantSchedule, OptimizerConfig, RunConfig
+from .matrix_free import MatrixFreeLevenbergMarquardt, NonFiniteCurvature
 from .optim import (
     EMAFilter,
     LevenbergMarquardt,
@@ -182,6 +183,7 @@ class Trainer:
         if self.full_batch:
             self.train_set = self.task.sample(cfg.optimizer.train_size, generator=self.train_gen,
                                               dtype=self.dtype).to(self.device)
+            self.preflight_optimizer("optimizer")
         self.floor = self.task.floor(self.dtype)
 
         self.step = 0
@@ -268,6 +270,13 @@ class Trainer:
                 gen = torch.Generator().set_state(draw_state)
             self.polish_draw_state = gen.get_state()
             self.train_set = self.task.sample(optimizer.train_size, generator=gen, dtype=self.dtype).to(self.device)
+            self.preflight_optimizer("polish")
+
+    def preflight_optimizer(self, field: str) -> None:
+        """The matrix-free solver's checks (jvp through the model, memory) before it trains."""
+        if isinstance(self.optimizer, MatrixFreeLevenbergMarquardt):
+            data = self.train_set
+            self.optimizer.check(data.inputs, data.targets, data.mask, what=field)
 
     def maybe_switch(self) -> None:
         """Switch to cfg.polish once the eval MSE has stalled (see `stalled`)."""
@@ -333,8 +342,11 @@ class Trainer:
     def _full_batch_step(self) -> StepOutcome:
         set_lr(self.optimizer, self.schedule.lr_at(self.step))
         data = self.train_set
-        if isinstance(self.optimizer, LevenbergMarquardt):
-            loss_value, norm = self.optimizer.step(data.inputs, data.targets, data.mask)
+        if isinstance(self.optimizer, (LevenbergMarquardt, MatrixFreeLevenbergMarquardt)):
+            try:
+                loss_value, norm = self.optimizer.step(data.inputs, data.targets, data.mask)
+            except NonFiniteCurvature as why:
+                raise Diverged(f"step {self.step + 1}: {why}") from None
         else:
             def closure():
                 self.optimizer.zero_grad(set_to_none=True)
@@ -465,6 +477,7 @@ class Trainer:
             steps_per_s=self.step / self.train_time if self.train_time > 0 else None,
             resumed_at=self.resumed_at,
             switched_at=self.switched_at,
+            optimizer_diagnostics=getattr(self.optimizer, "last", None) or None,
             environment=environment(self.cfg.device),
             started_at=self.started_at,
             finished_at=now(),

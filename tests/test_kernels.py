@@ -202,6 +202,31 @@ def test_torch_func_jacobians_and_vmap_match_the_oracle(backend):
     assert torch.allclose(stacked[1], 2 * causal_conv_reference(u, k), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("channels_first", [False, True], ids=["bld", "dbl"])
+@pytest.mark.parametrize("backend", ["direct", "fft"])
+def test_torch_func_jvp_and_vjp_match_the_oracle(backend, channels_first):
+    # The matrix-free Levenberg-Marquardt takes Gauss-Newton products J^T (J v) by torch.func.jvp
+    # and vjp: forward mode must go through every backend's autograd.Function, both layouts.
+    from torch.func import jvp, vjp
+
+    u, k, grad_y = draw(3, 7, 5, torch.float64, filter_len=9, seed=12)
+    du, dk, _ = draw(3, 7, 5, torch.float64, filter_len=9, seed=13)
+    if channels_first:
+        conv = lambda a, b: kernels.causal_conv(a.permute(2, 0, 1), b, backend=backend,  # noqa: E731
+                                                channels_first=True).permute(1, 2, 0)
+    else:
+        conv = lambda a, b: kernels.causal_conv(a, b, backend=backend)  # noqa: E731
+    _, expected = jvp(causal_conv_reference, (u, k), (du, dk))
+    _, got = jvp(conv, (u, k), (du, dk))
+    assert torch.allclose(got, expected, rtol=0, atol=1e-12)
+    _, only_k = jvp(lambda b: conv(u, b), (k,), (dk,))
+    assert torch.allclose(only_k, causal_conv_reference(u, dk), rtol=0, atol=1e-12)
+    pull_expected = vjp(causal_conv_reference, u, k)[1](grad_y)
+    pull_got = vjp(conv, u, k)[1](grad_y)
+    for a, b in zip(pull_got, pull_expected):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
+
+
 # --- fp32 means IEEE fp32 -------------------------------------------------------------------
 
 

@@ -66,6 +66,18 @@ def test_triton_matches_oracle(seq_len, dtype):
     assert max(errors) <= TOLERANCE[dtype], f"rel L2 errors (y, grad_u, grad_k) = {errors}"
 
 
+def test_triton_jvp_matches_the_oracle():
+    # forward mode (torch.func.jvp), which the matrix-free Levenberg-Marquardt's products need
+    from torch.func import jvp
+
+    u, k, _ = draw(2, 21, 5, torch.float64, filter_len=23, seed=3)
+    du, dk, _ = draw(2, 21, 5, torch.float64, filter_len=23, seed=4)
+    _, expected = jvp(causal_conv_reference, (u, k), (du, dk))
+    _, got = jvp(lambda a, b: kernels.causal_conv(a, b, backend="triton"),
+                 (u.to(DEVICE), k.to(DEVICE)), (du.to(DEVICE), dk.to(DEVICE)))
+    assert rel_l2(got, expected) <= TOLERANCE[torch.float64]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 def test_tiled_path_with_batch_splits(monkeypatch, dtype):
     # The GPU's small tiles on CPU: L=57 spans 4 sequence tiles of 16 (the last partial), B=37

@@ -47,8 +47,9 @@ def sum_diagonals(m: torch.Tensor) -> torch.Tensor:
 class _DirectCausalConv(torch.autograd.Function):
     """Channels-first direct conv: v (D, B, L) -> y (D, B, L), y[d, b] = T_d v[d, b]."""
 
-    # forward / setup_context split and a generated vmap rule: torch.func (jacrev, vmap)
-    # can then transform the conv, which the Levenberg-Marquardt optimizer's Jacobian needs.
+    # forward / setup_context split, a generated vmap rule and a jvp: torch.func (jacrev, vmap,
+    # jvp) can then transform the conv, which the Levenberg-Marquardt optimizers need (the dense
+    # one builds J by vmap(jacrev), the matrix-free one takes Gauss-Newton products by jvp/vjp).
     generate_vmap_rule = True
 
     @staticmethod
@@ -59,6 +60,19 @@ class _DirectCausalConv(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
         ctx.save_for_backward(*inputs)
+        ctx.save_for_forward(*inputs)
+
+    @staticmethod
+    def jvp(ctx, v_dot, k_dot):
+        # The conv is bilinear in (v, k): d conv = conv(dv, k) + conv(v, dk).
+        v, k = ctx.saved_tensors
+        out = None
+        if v_dot is not None:
+            out = _DirectCausalConv.apply(v_dot, k)
+        if k_dot is not None:
+            term = _DirectCausalConv.apply(v, k_dot)
+            out = term if out is None else out + term
+        return out
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):

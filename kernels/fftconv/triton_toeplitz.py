@@ -228,11 +228,32 @@ def filter_grad(grad_y: torch.Tensor, x: torch.Tensor, *, precision: str = "ieee
 
 
 class _TritonCausalConv(torch.autograd.Function):
+    """u (B, L, D) -> y (B, L, D). forward / setup_context split and a jvp, so torch.func.jvp
+    and vjp (the matrix-free Levenberg-Marquardt's Gauss-Newton products) can run through it.
+    No vmap rule: a Triton launch cannot be batched by vmap."""
+
     @staticmethod
-    def forward(ctx, u: torch.Tensor, k: torch.Tensor, precision: str) -> torch.Tensor:
-        ctx.save_for_backward(u, k)
-        ctx.precision = precision
+    def forward(u: torch.Tensor, k: torch.Tensor, precision: str) -> torch.Tensor:
         return toeplitz_matmul(u, k, anti_causal=False, precision=precision)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        u, k, precision = inputs
+        ctx.save_for_backward(u, k)
+        ctx.save_for_forward(u, k)
+        ctx.precision = precision
+
+    @staticmethod
+    def jvp(ctx, u_dot, k_dot, _precision_dot):
+        # bilinear in (u, k): d conv = conv(du, k) + conv(u, dk)
+        u, k = ctx.saved_tensors
+        out = None
+        if u_dot is not None:
+            out = _TritonCausalConv.apply(u_dot, k, ctx.precision)
+        if k_dot is not None:
+            term = _TritonCausalConv.apply(u, k_dot, ctx.precision)
+            out = term if out is None else out + term
+        return out
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):

@@ -1,0 +1,295 @@
+"""Matrix-free Levenberg-Marquardt: LevenbergMarquardtConfig(solver="cg").
+
+The dense solver (bench.optim.LevenbergMarquardt) builds J^T J, params x params: 80 GB in float64
+for the paper's 101k-weight primitive model. This one never forms a matrix. With the training
+set's residuals r (n of them), the MSE's half f = |r|^2 / (2n) has gradient g = J^T r / n and
+Gauss-Newton curvature G = J^T J / n; one step solves
+
+    (G + mu D) d = -g                       by preconditioned conjugate gradients, in float64,
+
+where each product G v = J^T (J v) / n_c is a forward-mode jvp and a reverse-mode vjp
+(torch.func) on n_c = `curvature_size` samples of the training set (a different slice each step:
+Martens' curvature minibatch, so a CG iteration costs a fraction of a pass over the set) while g
+and the loss use the whole set. The step is taken if it lowers the loss on the whole set, and mu
+follows the ratio rho = actual / predicted reduction (Nielsen's rule, a trust region in all but
+name). Memory: the parameters, a few float64 vectors of their size, and the activations of the
+curvature slice.
+
+Each choice that decides how fast this converges is a config field (see the config's docstring),
+measured against the others in the README ("Matrix-free Levenberg-Marquardt: what each choice
+gave").
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+from torch.func import functional_call, jvp, vjp
+
+from .config import LevenbergMarquardtConfig, RunConfigError
+
+
+class NonFiniteCurvature(FloatingPointError):
+    """A Gauss-Newton product or the gradient came out NaN/Inf (the trainer records the run diverged)."""
+
+
+def available_memory_bytes() -> Optional[int]:
+    """MemAvailable from /proc/meminfo (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def pcg(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, x0: Optional[torch.Tensor],
+        precond: Optional[torch.Tensor], max_iter: int, tol: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Preconditioned conjugate gradients for A x = b, A symmetric positive definite.
+
+    precond: the diagonal of M^-1 (None: no preconditioner). Stops when |b - A x| <= tol |b| or
+    after max_iter products. Returns (x, b - A x, products used)."""
+    x = torch.zeros_like(b) if x0 is None else x0.clone()
+    r = b - matvec(x) if x0 is not None else b.clone()
+    used = 1 if x0 is not None else 0
+    b_norm = b.norm()
+    z = r * precond if precond is not None else r
+    p = z.clone()
+    rz = r @ z
+    for _ in range(max_iter):
+        if r.norm() <= tol * b_norm:
+            break
+        ap = matvec(p)
+        used += 1
+        curvature = p @ ap
+        if not curvature > 0:  # A is positive definite in exact arithmetic; stop where rounding says otherwise
+            break
+        alpha = rz / curvature
+        x += alpha * p
+        r -= alpha * ap
+        z = r * precond if precond is not None else r
+        rz_next = r @ z
+        p = z + (rz_next / rz) * p
+        rz = rz_next
+    return x, r, used
+
+
+class MatrixFreeLevenbergMarquardt:
+    """See the module docstring. `step(inputs, targets, mask)` is one LM step on the fixed set;
+    `last` holds its diagnostics (CG products and residual, damping, rho)."""
+
+    def __init__(self, model: nn.Module, cfg: LevenbergMarquardtConfig):
+        if cfg.solver != "cg":
+            raise ValueError(f"MatrixFreeLevenbergMarquardt needs solver 'cg', got {cfg.solver!r}")
+        self.model = model
+        self.cfg = cfg
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.shapes = [p.shape for p in self.params]
+        self.numels = [p.numel() for p in self.params]
+        self.damping = cfg.damping
+        self.nu = 2.0
+        self.param_groups = [{"lr": cfg.lr}]  # so set_lr works like on torch optimizers
+        self.previous: Optional[torch.Tensor] = None  # the last step taken (float64): CG's start
+        self.diag: Optional[torch.Tensor] = None  # running estimate of diag(G) (float64)
+        self.steps_done = 0
+        self.last: dict = {}
+
+    # ---- state --------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"damping": self.damping, "nu": self.nu, "lr": self.param_groups[0]["lr"],
+                "previous": self.previous, "diag": self.diag, "steps_done": self.steps_done, "last": dict(self.last)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.damping = float(state["damping"])
+        self.nu = float(state["nu"])
+        self.param_groups[0]["lr"] = float(state["lr"])
+        self.previous = state["previous"]
+        self.diag = state["diag"]
+        self.steps_done = int(state["steps_done"])
+        self.last = dict(state["last"])
+
+    # ---- functional view of the model ---------------------------------------------
+    def _flat(self) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self.params])
+
+    @torch.no_grad()
+    def _set(self, flat: torch.Tensor) -> None:
+        for p, piece in zip(self.params, flat.split(self.numels)):
+            p.copy_(piece.view_as(p))
+
+    def _residual_fn(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor):
+        buffers = dict(self.model.named_buffers())
+        frozen = {n: p.detach() for n, p in self.model.named_parameters() if not p.requires_grad}
+
+        def residuals(flat: torch.Tensor) -> torch.Tensor:
+            params = {n: piece.view(shape) for n, piece, shape in zip(self.names, flat.split(self.numels), self.shapes)}
+            out = functional_call(self.model, {**params, **frozen, **buffers}, (x,))
+            return (out - y)[:, mask, :]
+
+        return residuals
+
+    def _chunks(self, n: int, per_chunk: int):
+        for i in range(0, n, per_chunk):
+            yield slice(i, i + per_chunk)
+
+    def _chunk_size(self, n: int) -> int:
+        return max(1, min(n, self.cfg.curvature_size or n))
+
+    @torch.no_grad()
+    def loss(self, inputs, targets, mask) -> float:
+        """The MSE on the set (float64 sum)."""
+        total, count = 0.0, 0
+        for sl in self._chunks(inputs.shape[0], self._chunk_size(inputs.shape[0])):
+            err = (self.model(inputs[sl]) - targets[sl])[:, mask, :].to(torch.float64)
+            total += err.pow(2).sum().item()
+            count += err.numel()
+        return total / count
+
+    def _gradient(self, inputs, targets, mask) -> tuple[float, torch.Tensor]:
+        """(MSE, g = J^T r / n in float64) on the whole set, chunk by chunk."""
+        grad = torch.zeros(sum(self.numels), dtype=torch.float64, device=inputs.device)
+        total, count = 0.0, 0
+        for sl in self._chunks(inputs.shape[0], self._chunk_size(inputs.shape[0])):
+            with torch.enable_grad():
+                r = (self.model(inputs[sl]) - targets[sl])[:, mask, :]
+                half_sq = 0.5 * r.pow(2).sum()
+                grads = torch.autograd.grad(half_sq, self.params, allow_unused=True)
+            grad += torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                               for g, p in zip(grads, self.params)]).to(torch.float64)
+            total += r.detach().to(torch.float64).pow(2).sum().item()
+            count += r.numel()
+        return total / count, grad / count
+
+    # ---- preflight ----------------------------------------------------------------
+    def check(self, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, what: str = "optimizer") -> None:
+        """Before training: the model must support torch.func.jvp, and the activations of one
+        curvature slice must fit in memory. Raises RunConfigError naming the field and the way out."""
+        x, y = inputs[:1], targets[:1]
+        f = self._residual_fn(x, y, mask)
+        flat = self._flat()
+        try:
+            jvp(f, (flat,), (torch.zeros_like(flat),))
+        except (NotImplementedError, RuntimeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise RunConfigError(
+                f"{what}: solver 'cg' needs forward-mode autodiff (torch.func.jvp) through the model "
+                f"{type(self.model).__name__}, which fails: {first}. Give its custom autograd.Function a jvp, choose "
+                "a conv_backend that has one (direct, fft), or use solver 'dense' (small models)") from None
+        saved = [0]
+
+        def pack(t):
+            saved[0] += t.numel() * t.element_size()
+            return t
+
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            f(flat.clone().requires_grad_(True))  # what autograd keeps for the backward of one sample
+        n_c = self._chunk_size(inputs.shape[0])
+        need = 3 * saved[0] * n_c  # vjp's saved activations, plus jvp's primal and tangent
+        have = available_memory_bytes()
+        if inputs.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(inputs.device)
+            have = free
+        if have is not None and need > 0.8 * have:
+            raise RunConfigError(
+                f"{what}: Gauss-Newton products on {n_c} samples need about {need / 2**30:.1f} GiB of activations, "
+                f"this machine has {have / 2**30:.1f} GiB available; lower {what}.curvature_size "
+                f"(or train_size), e.g. to {max(1, int(0.5 * have / (3 * saved[0])))}")
+
+    # ---- one step -----------------------------------------------------------------
+    def _curvature_slice(self, n: int) -> slice:
+        n_c = self._chunk_size(n)
+        slices = max(1, n // n_c)
+        start = (self.steps_done % slices) * n_c
+        return slice(start, start + n_c)
+
+    def _operators(self, inputs, targets, mask, start):
+        """(g on the whole set, the Gauss-Newton product on this step's curvature slice, its diag)."""
+        cfg = self.cfg
+        dtype = self.params[0].dtype
+        sl = self._curvature_slice(inputs.shape[0])
+        f = self._residual_fn(inputs[sl], targets[sl], mask)
+        r_c, pullback = vjp(f, start)
+        n_c = r_c.numel()
+
+        def gauss_newton(v: torch.Tensor) -> torch.Tensor:
+            _, jv = jvp(f, (start,), (v.to(dtype),))
+            out = pullback(jv)[0].to(torch.float64) / n_c
+            if not torch.isfinite(out).all():
+                raise NonFiniteCurvature("a Gauss-Newton product came out non-finite")
+            return out
+
+        diag = None
+        if cfg.scaling == "marquardt" or cfg.preconditioner == "diagonal":
+            # Hutchinson: E[(J^T z)^2] = diag(J^T J) for Rademacher z; averaged over steps
+            estimate = torch.zeros(start.numel(), dtype=torch.float64, device=start.device)
+            gen = torch.Generator(device=r_c.device).manual_seed(self.steps_done)
+            for _ in range(cfg.diag_probes):
+                z = torch.randint(0, 2, r_c.shape, generator=gen, device=r_c.device).to(dtype) * 2 - 1
+                estimate += pullback(z)[0].to(torch.float64).pow(2)
+            estimate /= cfg.diag_probes * n_c
+            self.diag = estimate if self.diag is None else 0.5 * self.diag + 0.5 * estimate
+            # a floor keeps directions the probes missed (and unused weights) from a zero scale
+            diag = self.diag.clamp_min(1e-12 * float(self.diag.mean()) + 1e-300)
+        return gauss_newton, diag
+
+    def _solve(self, g, gauss_newton, diag, mu, x0, max_iter, tol):
+        cfg = self.cfg
+        scale = diag if cfg.scaling == "marquardt" else torch.ones_like(g)
+
+        def damped(v: torch.Tensor) -> torch.Tensor:
+            return gauss_newton(v) + mu * scale * v
+
+        precond = (diag + mu * scale).pow(-cfg.precondition_power) if cfg.preconditioner == "diagonal" else None
+        delta, residual, used = pcg(damped, -g, x0, precond, max_iter, tol)
+        # predicted reduction of f = MSE/2: -(g.d + d.G.d/2), with d.G.d = d.(A d) - mu d.D.d, A d = -g - res
+        d_g_d = delta @ (-g - residual) - mu * (delta * scale) @ delta
+        predicted = -(g @ delta + 0.5 * d_g_d).item()
+        return delta, residual, used, predicted
+
+    def direction(self, inputs, targets, mask, damping: float, max_iter: int = 10_000, tol: float = 1e-13):
+        """The LM step at the current weights for damping `damping`, CG run to convergence (from zero).
+        For tests: with scaling "identity" it solves (J^T J / n + damping I) d = -J^T r / n."""
+        _, g = self._gradient(inputs, targets, mask)
+        gauss_newton, diag = self._operators(inputs, targets, mask, self._flat())
+        return self._solve(g, gauss_newton, diag, damping, None, max_iter, tol)[0]
+
+    def step(self, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
+        """One LM step on the fixed set. Returns (MSE before the step, |d MSE / d theta| before it)."""
+        cfg = self.cfg
+        mse0, g = self._gradient(inputs, targets, mask)
+        grad_norm = 2.0 * g.norm().item()  # d/dtheta of the MSE = 2 g
+        if not (math.isfinite(mse0) and math.isfinite(grad_norm)):
+            raise NonFiniteCurvature(f"non-finite loss or gradient ({mse0:.3g}, {grad_norm:.3g})")
+        start = self._flat()
+        gauss_newton, diag = self._operators(inputs, targets, mask, start)
+        lr = self.param_groups[0]["lr"]
+        result = dict(cg_products=0, accepted=False)
+        for _ in range(cfg.max_retries + 1):
+            mu = self.damping
+            x0 = self.previous if (cfg.warm_start and self.previous is not None) else None
+            delta, residual, used, predicted = self._solve(g, gauss_newton, diag, mu, x0, cfg.cg_max_iter, cfg.cg_tol)
+            result["cg_products"] += used
+            self._set(start + (lr * delta).to(start.dtype))
+            trial = self.loss(inputs, targets, mask)
+            rho = 0.5 * (mse0 - trial) / predicted if predicted > 0 else -math.inf
+            result.update(cg_rel_residual=(residual.norm() / g.norm()).item(), damping=mu, rho=rho,
+                          mse_before=mse0, mse_after=trial)
+            if math.isfinite(trial) and trial < mse0:
+                self.damping = max(mu * max(1 / 3, 1 - (2 * min(rho, 1.0) - 1) ** 3), cfg.min_damping)
+                self.nu = 2.0
+                self.previous = delta
+                result["accepted"] = True
+                break
+            self.damping = max(mu, cfg.min_damping) * self.nu
+            self.nu *= 2
+            self.previous = None  # the refused direction is a poor start for the re-solve
+        if not result["accepted"]:
+            self._set(start)  # no acceptable step: stay put (the damping stays raised)
+        self.steps_done += 1
+        self.last = result
+        return mse0, grad_norm

@@ -1,0 +1,190 @@
+"""The matrix-free Levenberg-Marquardt (solver "cg") against the dense one, its preflight errors,
+divergence, resume and hashes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import bench.matrix_free as matrix_free
+from architectures import build_model
+from bench.config import EXTRA_MODELS, LevenbergMarquardtConfig, RunConfigError, make_run_config
+from bench.matrix_free import MatrixFreeLevenbergMarquardt, pcg
+from bench.optim import LevenbergMarquardt
+from bench.train import Trainer, run
+from primitives import make_task, stream_generator
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SMALL_TASK = {"name": "multiply", "params": {"width": 4, "length": 5}}
+SMALL_BASECONV = {"name": "baseconv", "params": {"width": 6, "depth": 1, "mlp": False, "conv_kind": "long"}}
+# one gated conv and nothing else: it can express multiply exactly (see bench.grids.exact_multiply_model)
+EXACT_BASECONV = {"name": "baseconv", "params": {"width": 8, "depth": 1, "mlp": False, "conv_kind": "long",
+                                                 "pos_emb": False, "prenorm": False, "final_norm": False}}
+CG = {"name": "levenberg_marquardt", "solver": "cg", "train_size": 32, "cg_max_iter": 200}
+
+
+def test_pcg_solves_a_symmetric_system_to_tolerance():
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(30, 30, generator=gen, dtype=torch.float64)
+    a = q @ q.T + 0.1 * torch.eye(30, dtype=torch.float64)
+    b = torch.randn(30, generator=gen, dtype=torch.float64)
+    exact = torch.linalg.solve(a, b)
+    for precond in (None, 1 / a.diagonal()):
+        x, r, used = pcg(lambda v: a @ v, b, None, precond, 500, 1e-12)
+        assert torch.allclose(x, exact, rtol=1e-9, atol=1e-9)
+        assert r.norm() <= 1e-12 * b.norm() and used <= 500
+    x, _, used = pcg(lambda v: a @ v, b, exact, None, 500, 1e-12)  # a warm start at the answer stops at once
+    assert used == 1 and torch.allclose(x, exact)
+
+
+@pytest.mark.parametrize("preconditioner", ["none", "diagonal"])
+def test_cg_step_solved_to_convergence_matches_the_dense_step(preconditioner):
+    """On a model small enough for both: (J^T J + mu I) d = -J^T r, dense (float64 solve) and matrix-free."""
+    task = make_task(**{"name": SMALL_TASK["name"], **SMALL_TASK["params"]})
+    model = build_model("baseconv", task, **SMALL_BASECONV["params"], seed=0).double()
+    batch = task.sample(8, generator=stream_generator(0, "train"), dtype=torch.float64)
+    dense = LevenbergMarquardt(model, LevenbergMarquardtConfig(train_size=8))
+    jtj, jtr, _, count = dense._normal_equations(batch.inputs, batch.targets, batch.mask)
+    mu = 1e-3
+    expected = torch.linalg.solve(jtj + mu * torch.eye(jtj.shape[0], dtype=torch.float64), -jtr)
+    cg = MatrixFreeLevenbergMarquardt(model, LevenbergMarquardtConfig(solver="cg", train_size=8,
+                                                                      preconditioner=preconditioner))
+    # the matrix-free system is the dense one divided by the number of residuals
+    got = cg.direction(batch.inputs, batch.targets, batch.mask, damping=mu / count)
+    rel = ((got - expected).norm() / expected.norm()).item()
+    assert rel < 1e-8, rel
+    assert expected.norm() > 1e-3  # a real step, not two zeros
+
+
+def test_cg_gauss_newton_products_match_the_dense_jacobian():
+    task = make_task(**{"name": SMALL_TASK["name"], **SMALL_TASK["params"]})
+    model = build_model("baseconv", task, **SMALL_BASECONV["params"], seed=1).double()
+    batch = task.sample(5, generator=stream_generator(1, "train"), dtype=torch.float64)
+    r, jac = LevenbergMarquardt(model, LevenbergMarquardtConfig(train_size=5))._jacobian_by_rows(
+        batch.inputs, batch.targets, batch.mask)
+    cg = MatrixFreeLevenbergMarquardt(model, LevenbergMarquardtConfig(solver="cg", train_size=5))
+    gauss_newton, diag = cg._operators(batch.inputs, batch.targets, batch.mask, cg._flat())
+    v = torch.randn(jac.shape[1], generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert torch.allclose(gauss_newton(v), jac.T @ (jac @ v) / r.numel(), rtol=1e-10, atol=1e-12)
+    # the Hutchinson diagonal is an estimate: right on average, within a factor on most weights
+    exact = (jac ** 2).sum(0) / r.numel()
+    used = exact > 1e-3 * exact.mean()
+    ratio = diag[used] / exact[used]
+    assert 0.5 < ratio.median().item() < 2.0
+
+
+def test_cg_lm_trains_the_small_baseconv_and_records_its_diagnostics(tmp_path):
+    # the dense solver takes this model from 1.2 to 1.8e-9 in 11 steps; the matrix-free one to 2e-8
+    cfg = make_run_config(task=SMALL_TASK, model=EXACT_BASECONV, optimizer=CG, steps=12, eval_size=64,
+                          eval_every=1)
+    result = run(cfg, tmp_path, progress=False)
+    assert result.status == "ok"
+    mses = [p.eval_mse for p in result.curve]
+    assert mses[0] > 1.0 and mses[-1] < 1e-6, mses
+    d = result.optimizer_diagnostics
+    assert d["accepted"] and d["cg_products"] >= 1 and d["damping"] > 0 and 0 <= d["cg_rel_residual"] < 1
+
+
+def test_cg_lm_resumes_bit_identically(tmp_path):
+    fields = dict(task=SMALL_TASK, model=SMALL_BASECONV, optimizer={**CG, "curvature_size": 16}, steps=6,
+                  eval_size=64, eval_every=1)
+    whole = run(make_run_config(**fields), tmp_path / "whole", progress=False)
+    cfg = make_run_config(**fields, checkpoint_every=3)
+    trainer = Trainer(cfg, tmp_path / "split", progress=False)
+    for _ in range(3):
+        trainer.step_once()
+        trainer.add_curve_point()
+    trainer.save_checkpoint()
+    resumed = run(cfg, tmp_path / "split", progress=False)
+    assert resumed.resumed_at == [3]
+    assert [p.eval_mse for p in resumed.curve[-3:]] == [p.eval_mse for p in whole.curve[-3:]]
+    assert resumed.eval_mse == whole.eval_mse
+
+
+def test_solver_fields_keep_old_hashes_and_name_new_runs():
+    old = make_run_config(task=SMALL_TASK, model=SMALL_BASECONV, optimizer={"name": "levenberg_marquardt"})
+    assert "solver" not in old.canonical_json()
+    dense = make_run_config(task=SMALL_TASK, model=SMALL_BASECONV,
+                            optimizer={"name": "levenberg_marquardt", "solver": "dense"})
+    cg = make_run_config(task=SMALL_TASK, model=SMALL_BASECONV, optimizer={"name": "levenberg_marquardt",
+                                                                           "solver": "cg"})
+    assert dense.hash == old.hash and cg.hash != old.hash
+    # every committed Levenberg-Marquardt record still loads under the hash it was written with
+    runs = Path(__file__).resolve().parents[1] / "results" / "runs"
+    checked = 0
+    for path in sorted(runs.glob("*.json")):
+        data = json.loads(path.read_text())
+        if data["config"]["optimizer"]["name"] == "levenberg_marquardt" or (data["config"].get("polish") or {}).get(
+                "name") == "levenberg_marquardt":
+            assert make_run_config(**data["config"]).hash == data["config_hash"] == path.stem
+            checked += 1
+    assert checked >= 4
+
+
+def test_bad_solver_settings_are_named():
+    with pytest.raises(RunConfigError, match=r"optimizer.solver: .*'dense' or 'cg'.*got 'qr'"):
+        make_run_config(task=SMALL_TASK, model=SMALL_BASECONV, optimizer={"name": "levenberg_marquardt",
+                                                                          "solver": "qr"})
+    with pytest.raises(RunConfigError, match="cg_max_iter apply to solver 'cg' only"):
+        make_run_config(task=SMALL_TASK, model=SMALL_BASECONV, optimizer={"name": "levenberg_marquardt",
+                                                                          "cg_max_iter": 10})
+    with pytest.raises(RunConfigError, match=r"curvature_size \(64\) cannot exceed train_size \(32\)"):
+        make_run_config(task=SMALL_TASK, model=SMALL_BASECONV, optimizer={**CG, "curvature_size": 64})
+    big = {"name": "baseconv", "params": {"width": 64, "depth": 2}}
+    with pytest.raises(RunConfigError, match="use solver 'cg'"):
+        make_run_config(task={"name": "multiply"}, model=big, optimizer={"name": "levenberg_marquardt"})
+    assert make_run_config(task={"name": "multiply"}, model=big, optimizer={**CG, "train_size": 8}).hash
+
+
+class _NoJvp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * 2
+
+
+class _NoJvpModel(nn.Module):
+    def __init__(self, task):
+        super().__init__()
+        self.lin = nn.Linear(task.d_in, task.d_out)
+
+    def forward(self, x):
+        return _NoJvp.apply(self.lin(x))
+
+
+def test_a_model_without_jvp_is_refused_before_training(tmp_path, monkeypatch):
+    monkeypatch.setitem(EXTRA_MODELS, "no_jvp", _NoJvpModel)
+    cfg = make_run_config(task=SMALL_TASK, model={"name": "no_jvp"}, optimizer=CG, steps=2, eval_size=8)
+    with pytest.raises(RunConfigError, match=r"optimizer: solver 'cg' needs forward-mode .* _NoJvpModel.*solver 'dense'"):
+        run(cfg, tmp_path, progress=False)
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*.json"))
+
+
+def test_a_training_set_too_large_for_memory_is_refused_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(matrix_free, "available_memory_bytes", lambda: 1 << 20)  # a 1 MiB machine
+    cfg = make_run_config(task=SMALL_TASK, model=SMALL_BASECONV, optimizer={**CG, "train_size": 4096}, steps=2,
+                          eval_size=8)
+    with pytest.raises(RunConfigError, match=r"products on 4096 samples need about .* GiB .* lower "
+                                             r"optimizer.curvature_size"):
+        run(cfg, tmp_path, progress=False)
+
+
+def test_non_finite_curvature_is_recorded_diverged(tmp_path, monkeypatch):
+    real_jvp = matrix_free.jvp
+
+    def poisoned(f, primals, tangents):
+        out, tangent = real_jvp(f, primals, tangents)
+        return out, tangent * float("nan")
+
+    monkeypatch.setattr(matrix_free, "jvp", poisoned)
+    cfg = make_run_config(task=SMALL_TASK, model=SMALL_BASECONV, optimizer=CG, steps=3, eval_size=8)
+    result = run(cfg, tmp_path, progress=False)
+    assert result.status == "diverged" and "Gauss-Newton product came out non-finite" in result.message
+    assert result.eval_mse is None
