@@ -207,7 +207,8 @@ class LevenbergMarquardtConfig(_Frozen):
     preconditioned CG in float64 (at most cg_max_iter iterations, to a relative residual cg_tol),
     started from the previous step (warm_start). D is the identity or, with scaling "marquardt",
     the Gauss-Newton diagonal (estimated with diag_probes random probes per step, averaged over
-    steps); the preconditioner is (diag + mu D)^-precondition_power. mu follows the ratio rho of
+    steps); the preconditioner is (G_est + mu D)^-precondition_power, with G_est that diagonal or
+    ("kronecker") Shampoo-style Kronecker factors for every 2-D weight and the diagonal elsewhere. mu follows the ratio rho of
     actual to predicted reduction (Nielsen's rule: mu *= max(1/3, 1 - (2 rho - 1)^3) on a taken
     step, mu *= nu, nu *= 2 on a refused one). In cg, mu is relative to the MSE's curvature
     (G = J^T J / n), so it does not depend on the size of the training set. Memory is
@@ -230,9 +231,11 @@ class LevenbergMarquardtConfig(_Frozen):
     cg_tol: Annotated[float, Field(gt=0, lt=1)] = 1e-3
     warm_start: bool = True
     scaling: Literal["identity", "marquardt"] = "identity"
-    preconditioner: Literal["none", "diagonal"] = "diagonal"
+    preconditioner: Literal["none", "diagonal", "kronecker"] = "diagonal"
     precondition_power: Annotated[float, Field(gt=0, le=1)] = 0.75
     diag_probes: Annotated[int, Field(ge=1)] = 4
+    damping_rule: Literal["nielsen", "ratio"] = "nielsen"
+    backtracks: Annotated[int, Field(ge=0, le=3)] = 0  # on a refused step, try it at 1/2, 1/4, 1/8 first
 
     @model_validator(mode="after")
     def _solver_fields(self):
@@ -248,7 +251,7 @@ class LevenbergMarquardtConfig(_Frozen):
 
 
 CG_ONLY_FIELDS = ("curvature_size", "cg_max_iter", "cg_tol", "warm_start", "scaling", "preconditioner",
-                  "precondition_power", "diag_probes")
+                  "precondition_power", "diag_probes", "damping_rule", "backtracks")
 # LevenbergMarquardtConfig fields that did not exist when the first records were written: a config
 # that leaves them at their defaults keeps the hash it always had.
 LM_ADDED_FIELDS = ("solver",) + CG_ONLY_FIELDS
@@ -357,6 +360,9 @@ class RunConfig(_Frozen):
     # than 5% over the last `polish_patience` evals; e.g. L-BFGS, then Levenberg-Marquardt
     polish: Optional[OptimizerConfig] = None
     polish_patience: Annotated[int, Field(ge=1)] = 5
+    # a budget in seconds of training (optimizer steps, summed over resumes): the run stops at the
+    # first step past it, status "ok", and its message says where it stopped. None: steps decide
+    time_limit_s: Optional[PositiveFloat] = None
 
     @field_validator("device")
     @classmethod
@@ -417,6 +423,8 @@ class RunConfig(_Frozen):
         data = self.model_dump(mode="json", exclude=set(OPERATIONAL_FIELDS))
         if data["polish"] is None:  # runs without a polish phase keep the hashes they always had
             del data["polish"], data["polish_patience"]
+        if data["time_limit_s"] is None:  # nor do runs without a time limit
+            del data["time_limit_s"]
         for key in ("optimizer", "polish"):
             opt = data.get(key)
             if opt is not None and opt["name"] in ("levenberg_marquardt", "gauss_newton"):

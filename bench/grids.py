@@ -28,6 +28,8 @@ Grids (`GRIDS`; the module also exposes `<grid>_<budget>` for `bench sweep`):
   added_mixers        (6) hyena, s4d, mamba, based, mlp on grid 1; the GD step vs conditioning kappa
   second_order        (7) the GD step with the bare model that expresses it exactly: Adam, L-BFGS,
                       Levenberg-Marquardt, float32 and float64 (how far below the fp32 floor)
+  to_the_limit        (8) the paper's own models (40k-100k weights) on read, linear, multiply and the
+                      GD step, trained by the matrix-free Levenberg-Marquardt under a time cap
 """
 from __future__ import annotations
 
@@ -414,6 +416,73 @@ def second_order(budget: str | Budget = "ci") -> list[RunConfig]:
     return runs
 
 
+# ---- (8) to the limit: the paper's own models, second order ------------------------
+
+
+def paper_primitive_model(depth: int, layernorm: bool = False) -> dict:
+    """The paper's primitive model: width 64, 2 heads, MLP x4 (ReLU); LayerNorm off (the
+    grid's base) or on (pre-norm and a final norm, the backbone's default)."""
+    return {"width": 64, "heads": 2, "depth": depth, "mlp": True, "mlp_factor": 4, "activation": "relu",
+            "prenorm": layernorm, "final_norm": layernorm}
+
+
+def paper_gd_step_model(model: str, budget: str = "ci") -> dict:
+    """The paper's learned-GD-step models: 3 layers, no MLP, no LayerNorm. BaseConv at width 64
+    (43,589 weights); linear attention non-causal at the paper's width 256 with 16 heads on the
+    `paper` budget (786k weights) and at width 64 with 4 heads on `ci` (52,037 weights: the
+    paper's size costs 18x more per Gauss-Newton product, too much for a 15-minute CPU run)."""
+    bare = {"depth": GD_DEPTH, "mlp": False, "prenorm": False, "final_norm": False}
+    if model == "baseconv":
+        return {**bare, "width": 64}
+    width, heads = (256, 16) if budget == "paper" else (64, 4)
+    return {**bare, "width": width, "heads": heads, "causal": False}
+
+
+def matrix_free_lm(train_size: int = 512, **overrides) -> dict:
+    """The matrix-free Levenberg-Marquardt settings grid 8 trains with (the README's table of
+    choices says what each gave): Gauss-Newton products on a quarter of a 512-problem training
+    set, Kronecker-factored preconditioner, CG capped at 100 products a solve."""
+    return {"name": "levenberg_marquardt", "solver": "cg", "train_size": train_size,
+            "curvature_size": max(1, train_size // 4), "cg_max_iter": 100, "preconditioner": "kronecker",
+            "backtracks": 3, **overrides}
+
+
+TO_THE_LIMIT_SECONDS = {"ci": {"primitive": 240.0, "gd_step": 900.0, "float64": 900.0},
+                        "paper": {"primitive": 4 * 3600.0, "gd_step": 8 * 3600.0, "float64": 8 * 3600.0}}
+
+
+@cached
+def to_the_limit(budget: str | Budget = "ci") -> list[RunConfig]:
+    """(8) The paper's own models trained by the matrix-free Levenberg-Marquardt (`matrix_free_lm`),
+    each run capped by seconds of training (RunConfig.time_limit_s; the record says where it
+    stopped): read, linear, multiply x attention, linear_attention, baseconv x depth {1, 2, 4} with
+    the paper's primitive model (`paper_primitive_model`: no LayerNorm) and depth 2 with LayerNorm;
+    gd_step with the paper's BaseConv and linear-attention GD-step models (`paper_gd_step_model`),
+    applied iteratively in the tables; and float64 twins of BaseConv on multiply (depth 2) and of
+    the BaseConv GD step.
+
+    ci: 4 minutes per primitive run and 15 per GD-step or float64 run (36 x 4 + 4 x 15 = 204 minutes
+    of one core: 1 h 42 on 2 workers). paper: 4 and 8 hours.
+    """
+    b = get_budget(budget)
+    _no_smoke("to_the_limit", b)
+    seconds = TO_THE_LIMIT_SECONDS[b.name]
+
+    def one(task, model, model_params, limit, dtype="float32"):
+        return b.run(task, model, model_params=model_params, optimizer=matrix_free_lm(),
+                     schedule={"name": "constant"}, steps=100_000, eval_every=5, eval_size=1024, dtype=dtype,
+                     time_limit_s=limit, checkpoint_every=20, depth=model_params["depth"])
+
+    runs = [one(task, model, paper_primitive_model(depth, layernorm), seconds["primitive"])
+            for task in PRIMITIVE_TASKS for model in PAPER_MIXERS
+            for depth, layernorm in ((1, False), (2, False), (4, False), (2, True))]
+    runs += [one("gd_step", model, paper_gd_step_model(model, b.name), seconds["gd_step"])
+             for model in ("baseconv", "linear_attention")]
+    runs += [one("multiply", "baseconv", paper_primitive_model(2), seconds["float64"], dtype="float64"),
+             one("gd_step", "baseconv", paper_gd_step_model("baseconv"), seconds["float64"], dtype="float64")]
+    return runs
+
+
 # ---- registry ------------------------------------------------------------------------
 
 
@@ -425,6 +494,7 @@ GRIDS: dict[str, Callable[[str | Budget], list[RunConfig]]] = {
     "dtype_optimizer": dtype_optimizer,
     "added_mixers": added_mixers,
     "second_order": second_order,
+    "to_the_limit": to_the_limit,
 }
 
 
@@ -434,7 +504,7 @@ def grid_budgets(name: str) -> tuple[str, ...]:
 
 # The order `all_<budget>` runs the grids in: what the headline tables and figures need first.
 RUN_ORDER = ("gd_step", "primitives", "gd_k_least_squares", "added_mixers", "attention_multiply", "dtype_optimizer",
-             "second_order")
+             "second_order", "to_the_limit")
 
 
 def all_grids(budget: str | Budget = "ci") -> list[RunConfig]:

@@ -47,17 +47,20 @@ def available_memory_bytes() -> Optional[int]:
     return None
 
 
-def pcg(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, x0: Optional[torch.Tensor],
-        precond: Optional[torch.Tensor], max_iter: int, tol: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+Operator = Callable[[torch.Tensor], torch.Tensor]
+
+
+def pcg(matvec: Operator, b: torch.Tensor, x0: Optional[torch.Tensor], precond: Optional[Operator], max_iter: int,
+        tol: float) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Preconditioned conjugate gradients for A x = b, A symmetric positive definite.
 
-    precond: the diagonal of M^-1 (None: no preconditioner). Stops when |b - A x| <= tol |b| or
-    after max_iter products. Returns (x, b - A x, products used)."""
+    precond: v -> M^-1 v, symmetric positive definite (None: no preconditioner). Stops when
+    |b - A x| <= tol |b| or after max_iter products. Returns (x, b - A x, products used)."""
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     r = b - matvec(x) if x0 is not None else b.clone()
     used = 1 if x0 is not None else 0
     b_norm = b.norm()
-    z = r * precond if precond is not None else r
+    z = precond(r) if precond is not None else r
     p = z.clone()
     rz = r @ z
     for _ in range(max_iter):
@@ -71,11 +74,74 @@ def pcg(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, x0: Opt
         alpha = rz / curvature
         x += alpha * p
         r -= alpha * ap
-        z = r * precond if precond is not None else r
+        z = precond(r) if precond is not None else r
         rz_next = r @ z
         p = z + (rz_next / rz) * p
         rz = rz_next
     return x, r, used
+
+
+class CurvatureEstimate:
+    """Running estimates of the Gauss-Newton matrix G's blocks, from probes M = J^T z (z Rademacher
+    over the residuals, so E[M M^T] = J^T J): its diagonal for every weight (Hutchinson), and for each
+    2-D weight W (m x n) the Kronecker factors L = E[M_W M_W^T], R = E[M_W^T M_W] (Shampoo's
+    statistics): if the block is A (x) B, the map V -> L V R / tr(L) is exactly V -> A V B. Averaged
+    over steps with weight `decay` on the past."""
+
+    def __init__(self, shapes, kronecker: bool, decay: float = 0.5):
+        self.shapes = list(shapes)
+        self.numels = [int(torch.Size(s).numel()) for s in self.shapes]
+        self.kronecker = kronecker
+        self.decay = decay
+        self.diag: Optional[torch.Tensor] = None
+        self.factors: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def is_matrix(self, i: int) -> bool:
+        return self.kronecker and len(self.shapes[i]) == 2 and min(self.shapes[i]) > 1
+
+    def update(self, probes: list[torch.Tensor], scale: float) -> None:
+        diag = sum(p.pow(2) for p in probes) / (len(probes) * scale)
+        self.diag = diag if self.diag is None else self.decay * self.diag + (1 - self.decay) * diag
+        for i, shape in enumerate(self.shapes):
+            if not self.is_matrix(i):
+                continue
+            ms = [piece.view(shape) for piece in (p.split(self.numels)[i] for p in probes)]
+            left = sum(m @ m.T for m in ms) / (len(ms) * scale)
+            right = sum(m.T @ m for m in ms) / (len(ms) * scale)
+            if i in self.factors:
+                old_l, old_r = self.factors[i]
+                left, right = self.decay * old_l + (1 - self.decay) * left, self.decay * old_r + (1 - self.decay) * right
+            self.factors[i] = (left, right)
+
+    def floored_diag(self) -> torch.Tensor:
+        # a floor keeps directions the probes missed (and unused weights) from a zero scale
+        return self.diag.clamp_min(1e-12 * float(self.diag.mean()) + 1e-300)
+
+    def inverse(self, mu: float, scale: torch.Tensor, power: float) -> Operator:
+        """v -> (G_est + mu D)^-power v, block by block (D = diag(scale); a Kronecker block uses
+        D's mean over the block)."""
+        diag = self.floored_diag()
+        inv_diag = (diag + mu * scale).pow(-power)
+        blocks = {}
+        for i, (left, right) in self.factors.items():
+            t = torch.trace(left).clamp_min(1e-300)
+            el, ql = torch.linalg.eigh(left)
+            er, qr = torch.linalg.eigh(right)
+            d = mu * float(scale.split(self.numels)[i].mean())
+            eig = (el.clamp_min(0)[:, None] * er.clamp_min(0)[None, :] / t + d).clamp_min(1e-300)
+            blocks[i] = (ql, qr, eig.pow(-power))
+
+        def apply(v: torch.Tensor) -> torch.Tensor:
+            out = v * inv_diag
+            if blocks:
+                pieces = list(out.split(self.numels))
+                for i, (ql, qr, w) in blocks.items():
+                    m = v.split(self.numels)[i].view(self.shapes[i])
+                    pieces[i] = (ql @ ((ql.T @ m @ qr) * w) @ qr.T).reshape(-1)
+                out = torch.cat(pieces)
+            return out
+
+        return apply
 
 
 class MatrixFreeLevenbergMarquardt:
@@ -95,21 +161,23 @@ class MatrixFreeLevenbergMarquardt:
         self.nu = 2.0
         self.param_groups = [{"lr": cfg.lr}]  # so set_lr works like on torch optimizers
         self.previous: Optional[torch.Tensor] = None  # the last step taken (float64): CG's start
-        self.diag: Optional[torch.Tensor] = None  # running estimate of diag(G) (float64)
+        self.curvature = CurvatureEstimate(self.shapes, kronecker=cfg.preconditioner == "kronecker")
         self.steps_done = 0
         self.last: dict = {}
 
     # ---- state --------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"damping": self.damping, "nu": self.nu, "lr": self.param_groups[0]["lr"],
-                "previous": self.previous, "diag": self.diag, "steps_done": self.steps_done, "last": dict(self.last)}
+                "previous": self.previous, "curvature_diag": self.curvature.diag,
+                "curvature_factors": dict(self.curvature.factors), "steps_done": self.steps_done, "last": dict(self.last)}
 
     def load_state_dict(self, state: dict) -> None:
         self.damping = float(state["damping"])
         self.nu = float(state["nu"])
         self.param_groups[0]["lr"] = float(state["lr"])
         self.previous = state["previous"]
-        self.diag = state["diag"]
+        self.curvature.diag = state["curvature_diag"]
+        self.curvature.factors = dict(state["curvature_factors"])
         self.steps_done = int(state["steps_done"])
         self.last = dict(state["last"])
 
@@ -224,17 +292,14 @@ class MatrixFreeLevenbergMarquardt:
             return out
 
         diag = None
-        if cfg.scaling == "marquardt" or cfg.preconditioner == "diagonal":
-            # Hutchinson: E[(J^T z)^2] = diag(J^T J) for Rademacher z; averaged over steps
-            estimate = torch.zeros(start.numel(), dtype=torch.float64, device=start.device)
+        if cfg.scaling == "marquardt" or cfg.preconditioner != "none":
             gen = torch.Generator(device=r_c.device).manual_seed(self.steps_done)
+            probes = []
             for _ in range(cfg.diag_probes):
                 z = torch.randint(0, 2, r_c.shape, generator=gen, device=r_c.device).to(dtype) * 2 - 1
-                estimate += pullback(z)[0].to(torch.float64).pow(2)
-            estimate /= cfg.diag_probes * n_c
-            self.diag = estimate if self.diag is None else 0.5 * self.diag + 0.5 * estimate
-            # a floor keeps directions the probes missed (and unused weights) from a zero scale
-            diag = self.diag.clamp_min(1e-12 * float(self.diag.mean()) + 1e-300)
+                probes.append(pullback(z)[0].to(torch.float64))
+            self.curvature.update(probes, n_c)
+            diag = self.curvature.floored_diag()
         return gauss_newton, diag
 
     def _solve(self, g, gauss_newton, diag, mu, x0, max_iter, tol):
@@ -244,7 +309,7 @@ class MatrixFreeLevenbergMarquardt:
         def damped(v: torch.Tensor) -> torch.Tensor:
             return gauss_newton(v) + mu * scale * v
 
-        precond = (diag + mu * scale).pow(-cfg.precondition_power) if cfg.preconditioner == "diagonal" else None
+        precond = None if cfg.preconditioner == "none" else self.curvature.inverse(mu, scale, cfg.precondition_power)
         delta, residual, used = pcg(damped, -g, x0, precond, max_iter, tol)
         # predicted reduction of f = MSE/2: -(g.d + d.G.d/2), with d.G.d = d.(A d) - mu d.D.d, A d = -g - res
         d_g_d = delta @ (-g - residual) - mu * (delta * scale) @ delta
@@ -279,8 +344,22 @@ class MatrixFreeLevenbergMarquardt:
             rho = 0.5 * (mse0 - trial) / predicted if predicted > 0 else -math.inf
             result.update(cg_rel_residual=(residual.norm() / g.norm()).item(), damping=mu, rho=rho,
                           mse_before=mse0, mse_after=trial)
+            if not (math.isfinite(trial) and trial < mse0):
+                # before paying for another solve, try shorter steps along this one (a loss
+                # evaluation each): the direction is usually good, only its length is not
+                for fraction in (0.5, 0.25, 0.125)[:cfg.backtracks]:
+                    self._set(start + (fraction * lr * delta).to(start.dtype))
+                    shorter = self.loss(inputs, targets, mask)
+                    if math.isfinite(shorter) and shorter < mse0:
+                        trial, delta, rho = shorter, fraction * delta, 0.0  # a shortened step: rho says "raise mu"
+                        result.update(backtracked=fraction, mse_after=trial, rho=rho)
+                        break
             if math.isfinite(trial) and trial < mse0:
-                self.damping = max(mu * max(1 / 3, 1 - (2 * min(rho, 1.0) - 1) ** 3), cfg.min_damping)
+                if cfg.damping_rule == "nielsen":
+                    factor = max(1 / 3, 1 - (2 * min(rho, 1.0) - 1) ** 3)
+                else:  # "ratio": the textbook trust-region rule, with the config's factors
+                    factor = cfg.damping_down if rho > 0.5 else (1.0 if rho > 0.25 else cfg.damping_up)
+                self.damping = max(mu * factor, cfg.min_damping)
                 self.nu = 2.0
                 self.previous = delta
                 result["accepted"] = True

@@ -177,3 +177,58 @@ def test_time_to_precision(benchmark, profile, device, tmp_path, recipe):
                                 param_count=trainer.param_count, config=cfg.model_dump(mode="json"),
                                 polish=None if cfg.polish is None else cfg.polish.model_dump(mode="json"),
                                 **outcome)
+
+
+# ---- time to precision for the paper's primitive model -----------------------------------
+
+# BaseConv, the paper's primitive model (width 64, 2 layers, MLP x4 ReLU, no LayerNorm; 100,810
+# weights), on MULTIPLY in float32, by each method; seconds of training until the eval MSE is at
+# most 1e-8 and 1e-12. `ci`: 30 minutes per method (PB_TTP_PAPER_BUDGET_S overrides).
+PAPER_MODEL = {"name": "baseconv", "params": {"width": 64, "depth": 2, "activation": "relu", "prenorm": False,
+                                              "final_norm": False, "conv_kind": "long"}}
+PAPER_MODEL_MILESTONES = (1e-8,)
+PAPER_MODEL_TARGET = 1e-12
+PAPER_MODEL_BUDGET_S = {"ci": 1800.0, "paper": 4 * 3600.0}
+
+
+def paper_model_recipes():
+    from bench.grids import matrix_free_lm
+
+    return {
+        "adam": dict(optimizer={"name": "adam", "lr": 1e-3, "eps": 1e-16},
+                     schedule={"name": "step", "gamma": 0.9, "every": 10_000}, batch_size=64, eval_every=500),
+        "lbfgs": dict(optimizer={"name": "lbfgs", "train_size": 512, "max_iter": 20}, eval_every=5),
+        "dense_lm": dict(optimizer={"name": "levenberg_marquardt", "train_size": 512, "max_params": 10**6},
+                         eval_every=1),
+        "cg_lm": dict(optimizer=matrix_free_lm(), eval_every=1),
+    }
+
+
+@pytest.mark.parametrize("method", ["adam", "lbfgs", "dense_lm", "cg_lm"])
+def test_time_to_precision_paper_model(benchmark, profile, device, tmp_path, method):
+    if profile == "smoke":
+        pytest.skip("time to 1e-12 is a long run: use --profile ci or paper")
+    fields = dict(paper_model_recipes()[method])
+    eval_every = fields.pop("eval_every")
+    if method == "dense_lm":
+        n = 100_810
+        need = 8 * n * n
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if need > have:
+            pytest.skip(f"dense Levenberg-Marquardt builds J^T J: {need / 2**30:.0f} GiB of float64 for {n} weights, "
+                        f"this machine has {have / 2**30:.0f} GiB")
+    budget = float(os.environ.get("PB_TTP_PAPER_BUDGET_S", PAPER_MODEL_BUDGET_S[profile]))
+    cfg = make_run_config(task={"name": "multiply"}, model=PAPER_MODEL, steps=10**9, eval_size=1024, device=device,
+                          **fields)
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    outcome = {}
+
+    def train():
+        outcome.update(train_until(trainer, PAPER_MODEL_TARGET, budget, eval_every, milestones=PAPER_MODEL_MILESTONES))
+
+    benchmark.pedantic(train, rounds=1, iterations=1)
+    benchmark.extra_info.update(target_mse=PAPER_MODEL_TARGET, budget_s=budget, floor=trainer.floor,
+                                load_avg=os.getloadavg(), param_count=trainer.param_count,
+                                torch_threads=torch.get_num_threads(), config=cfg.model_dump(mode="json"),
+                                optimizer_diagnostics=getattr(trainer.optimizer, "last", None), **outcome)
+

@@ -14,15 +14,18 @@ import time
 from .train import Diverged, Trainer, synchronize
 
 
-def train_until(trainer: Trainer, target: float, budget_s: float, eval_every: int) -> dict:
+def train_until(trainer: Trainer, target: float, budget_s: float, eval_every: int,
+                milestones: tuple[float, ...] = ()) -> dict:
     """Step until eval MSE <= target or `budget_s` seconds of training are spent.
 
     Evaluation time is not counted. With a polish optimizer in the trainer's config, switch to
     it once the first one stalls and evaluate every step from then on; the switch (step,
-    seconds) is reported as `switched_at`.
+    seconds) is reported as `switched_at`. `milestones` (MSE levels above the target): the
+    training seconds at which each was first reached, in `seconds_to` (None: not reached).
     """
     if target <= 0 or budget_s <= 0 or eval_every < 1:
         raise ValueError(f"need target > 0, budget_s > 0 and eval_every >= 1, got {target}, {budget_s}, {eval_every}")
+    seconds_to: dict[str, float | None] = {f"{m:g}": None for m in (*milestones, target)}
     train_s, best, curve, switched_at = 0.0, float("inf"), [], None
     while train_s < budget_s:
         if switched_at is None:
@@ -43,8 +46,12 @@ def train_until(trainer: Trainer, target: float, budget_s: float, eval_every: in
         mse = trainer.curve[-1].eval_mse
         best = min(best, mse)
         curve.append((trainer.step, round(train_s, 2), mse))
+        for level in (*milestones, target):
+            if seconds_to[f"{level:g}"] is None and mse <= level:
+                seconds_to[f"{level:g}"] = round(train_s, 2)
         if mse <= target:
             return dict(reached=True, seconds_to_target=train_s, steps_to_target=trainer.step, best_mse=best,
-                        switched_at=switched_at, curve=curve[-20:])
+                        switched_at=switched_at, seconds_to=seconds_to, curve=curve[-20:])
     return dict(reached=False, seconds_to_target=None, steps_to_target=None, steps_run=trainer.step,
-                seconds_run=train_s, best_mse=best, switched_at=switched_at, curve=curve[-20:])
+                seconds_run=train_s, best_mse=best, switched_at=switched_at, seconds_to=seconds_to,
+                curve=curve[-20:])

@@ -427,7 +427,8 @@ class Trainer:
                     self.step_once()
                     if bar is not None:
                         bar.update(1)
-                    if self.step % eval_every == 0 or self.step == cfg.steps:
+                    out_of_time = cfg.time_limit_s is not None and self.train_time >= cfg.time_limit_s
+                    if self.step % eval_every == 0 or self.step == cfg.steps or out_of_time:
                         point = self.add_curve_point()
                         self.maybe_switch()
                         if bar is not None:
@@ -435,6 +436,11 @@ class Trainer:
                     if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                         self.wall_time = wall_before + time.perf_counter() - session_start
                         self.save_checkpoint()
+                    if out_of_time:
+                        self.status = "ok"
+                        self.message = (f"time limit of {cfg.time_limit_s:g} s of training reached at step "
+                                        f"{self.step} of {cfg.steps}")
+                        break
                 if self.status is None:
                     self.status = "ok"
         except Diverged as why:

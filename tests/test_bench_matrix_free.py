@@ -33,7 +33,7 @@ def test_pcg_solves_a_symmetric_system_to_tolerance():
     a = q @ q.T + 0.1 * torch.eye(30, dtype=torch.float64)
     b = torch.randn(30, generator=gen, dtype=torch.float64)
     exact = torch.linalg.solve(a, b)
-    for precond in (None, 1 / a.diagonal()):
+    for precond in (None, lambda v: v / a.diagonal()):
         x, r, used = pcg(lambda v: a @ v, b, None, precond, 500, 1e-12)
         assert torch.allclose(x, exact, rtol=1e-9, atol=1e-9)
         assert r.norm() <= 1e-12 * b.norm() and used <= 500
@@ -41,7 +41,7 @@ def test_pcg_solves_a_symmetric_system_to_tolerance():
     assert used == 1 and torch.allclose(x, exact)
 
 
-@pytest.mark.parametrize("preconditioner", ["none", "diagonal"])
+@pytest.mark.parametrize("preconditioner", ["none", "diagonal", "kronecker"])
 def test_cg_step_solved_to_convergence_matches_the_dense_step(preconditioner):
     """On a model small enough for both: (J^T J + mu I) d = -J^T r, dense (float64 solve) and matrix-free."""
     task = make_task(**{"name": SMALL_TASK["name"], **SMALL_TASK["params"]})
@@ -188,3 +188,15 @@ def test_non_finite_curvature_is_recorded_diverged(tmp_path, monkeypatch):
     result = run(cfg, tmp_path, progress=False)
     assert result.status == "diverged" and "Gauss-Newton product came out non-finite" in result.message
     assert result.eval_mse is None
+
+
+def test_a_time_limit_stops_the_run_and_says_where(tmp_path):
+    cfg = make_run_config(task=SMALL_TASK, model=EXACT_BASECONV, optimizer=CG, steps=10_000, eval_size=16,
+                          eval_every=1000, time_limit_s=0.5)
+    assert "time_limit_s" in cfg.canonical_json()
+    assert "time_limit_s" not in make_run_config(task=SMALL_TASK, model=EXACT_BASECONV).canonical_json()
+    result = run(cfg, tmp_path, progress=False)
+    assert result.status == "ok" and 1 <= result.steps_done < 10_000
+    assert result.train_time_s >= 0.5
+    assert f"reached at step {result.steps_done} of 10000" in result.message
+    assert result.curve[-1].step == result.steps_done  # the last point is where it stopped

@@ -55,7 +55,7 @@ def test_ci_budget_is_small():
 
 def test_registry_and_sweep_names():
     assert set(grids.GRIDS) == {"primitives", "attention_multiply", "gd_step", "gd_k_least_squares",
-                                "dtype_optimizer", "added_mixers", "second_order"}
+                                "dtype_optimizer", "added_mixers", "second_order", "to_the_limit"}
     for name in grids.GRIDS:
         for budget in grids.grid_budgets(name):
             assert callable(getattr(grids, f"{name}_{budget}"))
@@ -170,3 +170,23 @@ def test_bad_budgets_are_named():
         grids.primitives("huge")
     with pytest.raises(ValueError, match="only 'primitives' has a smoke budget"):
         grids.gd_step("smoke")
+
+
+def test_to_the_limit_grid_is_the_papers_models_under_a_time_cap():
+    configs = grids.to_the_limit("ci")
+    assert len(configs) == len({c.hash for c in configs}) == 40
+    prim = [c for c in configs if c.task.name in grids.PRIMITIVE_TASKS and c.dtype == "float32"]
+    got = axes(prim, task, model, param("depth"), param("prenorm"))
+    want = {(t, m, d, False) for t in grids.PRIMITIVE_TASKS for m in grids.PAPER_MIXERS for d in (1, 2, 4)}
+    want |= {(t, m, 2, True) for t in grids.PRIMITIVE_TASKS for m in grids.PAPER_MIXERS}
+    assert got == want
+    for c in configs:
+        assert c.optimizer.name == "levenberg_marquardt" and c.optimizer.solver == "cg"
+        assert c.time_limit_s is not None and c.steps >= 10_000
+    assert all(c.model.params["width"] == 64 and c.model.params["mlp_factor"] == 4 for c in prim)
+    assert sum(c.time_limit_s for c in configs) <= 2 * 2 * 3600  # 2 hours of 2 cores
+    gd = {(c.model.name, c.dtype) for c in configs if c.task.name == "gd_step"}
+    assert gd == {("baseconv", "float32"), ("linear_attention", "float32"), ("baseconv", "float64")}
+    paper = [c for c in grids.to_the_limit("paper") if c.task.name == "gd_step" and c.model.name == "linear_attention"]
+    assert paper[0].model.params["width"] == 256 and paper[0].model.params["heads"] == 16
+
