@@ -236,6 +236,7 @@ class LevenbergMarquardtConfig(_Frozen):
     diag_probes: Annotated[int, Field(ge=1)] = 4
     damping_rule: Literal["nielsen", "ratio"] = "nielsen"
     backtracks: Annotated[int, Field(ge=0, le=3)] = 0  # on a refused step, try it at 1/2, 1/4, 1/8 first
+    products: Literal["jvp", "linearize"] = "jvp"  # how J v is taken: torch.func.jvp, or linearize once a step
 
     @model_validator(mode="after")
     def _solver_fields(self):
@@ -251,7 +252,7 @@ class LevenbergMarquardtConfig(_Frozen):
 
 
 CG_ONLY_FIELDS = ("curvature_size", "cg_max_iter", "cg_tol", "warm_start", "scaling", "preconditioner",
-                  "precondition_power", "diag_probes", "damping_rule", "backtracks")
+                  "precondition_power", "diag_probes", "damping_rule", "backtracks", "products")
 # LevenbergMarquardtConfig fields that did not exist when the first records were written: a config
 # that leaves them at their defaults keeps the hash it always had.
 LM_ADDED_FIELDS = ("solver",) + CG_ONLY_FIELDS

@@ -26,7 +26,7 @@ from typing import Callable, Optional
 
 import torch
 from torch import nn
-from torch.func import functional_call, jvp, vjp
+from torch.func import functional_call, jvp, linearize, vjp
 
 from .config import LevenbergMarquardtConfig, RunConfigError
 
@@ -283,9 +283,14 @@ class MatrixFreeLevenbergMarquardt:
         f = self._residual_fn(inputs[sl], targets[sl], mask)
         r_c, pullback = vjp(f, start)
         n_c = r_c.numel()
+        forward = None
+        if cfg.products == "linearize":
+            # linearize traces the tangent map once a step: each J v then costs ~1.5 forward passes
+            # instead of jvp's ~3.4 (primal and tangent recomputed), for a one-off trace of ~35
+            _, forward = linearize(f, start)
 
         def gauss_newton(v: torch.Tensor) -> torch.Tensor:
-            _, jv = jvp(f, (start,), (v.to(dtype),))
+            jv = forward(v.to(dtype)) if forward is not None else jvp(f, (start,), (v.to(dtype),))[1]
             out = pullback(jv)[0].to(torch.float64) / n_c
             if not torch.isfinite(out).all():
                 raise NonFiniteCurvature("a Gauss-Newton product came out non-finite")

@@ -41,8 +41,9 @@ def test_pcg_solves_a_symmetric_system_to_tolerance():
     assert used == 1 and torch.allclose(x, exact)
 
 
-@pytest.mark.parametrize("preconditioner", ["none", "diagonal", "kronecker"])
-def test_cg_step_solved_to_convergence_matches_the_dense_step(preconditioner):
+@pytest.mark.parametrize("preconditioner,products", [("none", "jvp"), ("diagonal", "jvp"), ("kronecker", "jvp"),
+                                                      ("kronecker", "linearize")])
+def test_cg_step_solved_to_convergence_matches_the_dense_step(preconditioner, products):
     """On a model small enough for both: (J^T J + mu I) d = -J^T r, dense (float64 solve) and matrix-free."""
     task = make_task(**{"name": SMALL_TASK["name"], **SMALL_TASK["params"]})
     model = build_model("baseconv", task, **SMALL_BASECONV["params"], seed=0).double()
@@ -51,7 +52,7 @@ def test_cg_step_solved_to_convergence_matches_the_dense_step(preconditioner):
     jtj, jtr, _, count = dense._normal_equations(batch.inputs, batch.targets, batch.mask)
     mu = 1e-3
     expected = torch.linalg.solve(jtj + mu * torch.eye(jtj.shape[0], dtype=torch.float64), -jtr)
-    cg = MatrixFreeLevenbergMarquardt(model, LevenbergMarquardtConfig(solver="cg", train_size=8,
+    cg = MatrixFreeLevenbergMarquardt(model, LevenbergMarquardtConfig(solver="cg", train_size=8, products=products,
                                                                       preconditioner=preconditioner))
     # the matrix-free system is the dense one divided by the number of residuals
     got = cg.direction(batch.inputs, batch.targets, batch.mask, damping=mu / count)
