@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -139,7 +140,7 @@ def cmd_run(argv: list[str]) -> int:
     progress = {"auto": None, "on": True, "off": False}[args.progress]
     try:
         result = run(cfg, args.results, force=args.force, progress=progress)
-    except ResultsDirError as err:
+    except (ResultsDirError, RunConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     summary = {
@@ -189,7 +190,7 @@ def cmd_sweep(argv: list[str]) -> int:
         outcomes = run_sweep(configs, args.results, workers=args.workers, executor=args.executor, force=args.force,
                              threads_per_run=args.threads_per_run, cpus_per_run=args.cpus_per_run,
                              gpus_per_run=args.gpus_per_run, echo=True)
-    except ResultsDirError as err:
+    except (ResultsDirError, RunConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     counts: dict[str, int] = {}
@@ -217,6 +218,8 @@ def dispatch(module_name: str, argv: list[str]) -> int:
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # warnings of the harness (a bad file set aside, a run another process holds): one line each
+    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
     top = argparse.ArgumentParser(prog="python -m bench", description="precision-bench harness.")
     sub = top.add_subparsers(dest="command", metavar="{run,sweep,tables,floors}")
     sub.add_parser("run", help="train one run", add_help=False)

@@ -97,9 +97,10 @@ def budget_summary(budget: G.Budget) -> str:
 # ---- records -> frames ------------------------------------------------------------
 
 
-def records_by_hash(results_dir: str | Path) -> dict[str, RunResult]:
-    """Every record, keyed by the hash its config has under the current code."""
-    return {r.config.hash: r for r in load_results(results_dir)}
+def records_by_hash(results_dir: str | Path, log=print) -> dict[str, RunResult]:
+    """Every readable record, keyed by the hash its config has under the current code; an
+    unreadable one is skipped and named."""
+    return {r.config.hash: r for r in load_results(results_dir, on_bad=lambda m: log(f"tables: {m}"))}
 
 
 def run_row(cfg: RunConfig, record: Optional[RunResult]) -> dict:
@@ -447,7 +448,7 @@ def build(results_dir: Path, out: Output, budget_name: str = "ci", *, iterate: b
           iterations: int = 150, benchmark_json: Optional[Path] = None, log=print) -> list[Path]:
     budget = G.get_budget(budget_name)
     note = f"Budget: {budget_summary(budget)}."
-    records = records_by_hash(results_dir)
+    records = records_by_hash(results_dir, log=lambda m: print(m, file=sys.stderr))
     frames = {name: grid_frame(G.GRIDS[name](budget), records)
               for name in G.GRIDS if budget.name in G.grid_budgets(name)}
 

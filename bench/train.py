@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
+import json
 import math
 import signal
 import sys
@@ -31,7 +33,16 @@ import torch
 from primitives import stream_generator
 
 from .allocator import keep_freed_memory
-from .config import FULL_BATCH_OPTIMIZERS, ConstantSchedule, OptimizerConfig, RunConfig
+from .config import (
+    DTYPES,
+    FULL_BATCH_OPTIMIZERS,
+    ConstantSchedule,
+    OptimizerConfig,
+    RunConfig,
+    RunConfigError,
+    build_model,
+    check_device,
+)
 from .optim import (
     EMAFilter,
     LevenbergMarquardt,
@@ -46,14 +57,18 @@ from .optim import (
 from .records import (
     CHECKPOINT_FORMAT,
     FINISHED,
+    BadFileError,
     CurvePoint,
     RunResult,
+    acquire,
     atomic_torch_save,
     check_writable,
     checkpoint_path,
     environment,
     load_checkpoint,
     load_result,
+    run_lock,
+    set_aside,
     write_result,
 )
 
@@ -69,6 +84,49 @@ def set_ieee_precision() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
+
+
+@functools.lru_cache(maxsize=4096)
+def _forward_check(name: str, task_json: str, model_json: str, seed: int, device: str, dtype: str) -> int:
+    """Build the model and run one sample through it on `device` in `dtype`; the trainable
+    parameter count. Cached: a sweep checks each model once."""
+    task_spec, model_spec = json.loads(task_json), json.loads(model_json)
+    from primitives import make_task
+
+    task = make_task(task_spec["name"], **task_spec["params"])
+    model = build_model(name, task, seed=seed, **model_spec["params"])
+    torch_dtype = DTYPES[dtype]
+    sample = task.sample(1, generator=torch.Generator().manual_seed(0), dtype=torch_dtype)
+    try:
+        with torch.no_grad():
+            model.to(device=device, dtype=torch_dtype)(sample.inputs.to(device))
+    except (RuntimeError, ValueError, TypeError, NotImplementedError) as err:
+        raise ValueError(f"model {name!r} cannot run on device {device!r} in {dtype}: {err}") from None
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def preflight(cfg: RunConfig) -> int:
+    """What validating a config as data cannot tell: that this machine has cfg.device, can build
+    the model and run one sample through it there in cfg.dtype (kernel backend included), and
+    that a second-order optimizer's params x params matrix fits its max_params. Runs before
+    training (run(), and a local sweep before it starts any run). Returns the trainable
+    parameter count; raises RunConfigError naming the field."""
+    try:
+        check_device(cfg.device, cfg.dtype)
+    except ValueError as err:
+        raise RunConfigError(f"invalid run config: device: {err}") from None
+    try:
+        n_params = _forward_check(cfg.model.name, cfg.task.canonical(), cfg.model.canonical(), cfg.seed,
+                                  cfg.device, cfg.dtype)
+    except RunConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise RunConfigError(f"invalid run config: model.params: {err}") from None
+    for field, opt in (("optimizer", cfg.optimizer), ("polish", cfg.polish)):
+        if opt is not None and opt.name in ("levenberg_marquardt", "gauss_newton") and n_params > opt.max_params:
+            raise RunConfigError(f"invalid run config: {field}: {opt.name} builds a params x params matrix; this "
+                                 f"model has {n_params} parameters, more than max_params={opt.max_params}")
+    return n_params
 
 
 def probe_generator(seed: int) -> torch.Generator:
@@ -477,19 +535,33 @@ def run(cfg: RunConfig, results_dir: str | Path = "results", *, force: bool = Fa
 
     force=True retrains from scratch even if a finished record or a checkpoint exists.
     progress: tqdm bar on stderr; None -> only when stderr is a terminal.
+    One process at a time trains a run: another one asking for it waits for the lock, then
+    finds the finished record. An unreadable record or checkpoint is set aside (renamed, with
+    a one-line warning) and the run is trained again.
     """
     check_writable(results_dir)
-    if not force:
-        existing = load_result(cfg, results_dir)
-        if existing is not None and existing.finished:
-            return existing
-    trainer = Trainer(cfg, results_dir, progress=progress)
-    state = None if force else load_checkpoint(cfg, results_dir)
-    if state is not None:
-        if state.get("result") and state.get("status") in FINISHED:
-            # finished, but its record was lost: rewrite the record from the checkpoint
-            result = RunResult.model_validate_json(state["result"])
-            write_result(result, results_dir)
-            return result
-        trainer.load_state_dict(state)
-    return trainer.train()
+    with acquire(run_lock(cfg, results_dir), f"run {cfg.hash} ({cfg.label()})"):
+        if not force:
+            existing = _readable(load_result, cfg, results_dir)
+            if existing is not None and existing.finished:
+                return existing
+        preflight(cfg)
+        trainer = Trainer(cfg, results_dir, progress=progress)
+        state = None if force else _readable(load_checkpoint, cfg, results_dir)
+        if state is not None:
+            if state.get("result") and state.get("status") in FINISHED:
+                # finished, but its record was lost: rewrite the record from the checkpoint
+                result = RunResult.model_validate_json(state["result"])
+                write_result(result, results_dir)
+                return result
+            trainer.load_state_dict(state)
+        return trainer.train()
+
+
+def _readable(load, cfg: RunConfig, results_dir):
+    """load(cfg, results_dir), or None after setting an unreadable file aside."""
+    try:
+        return load(cfg, results_dir)
+    except BadFileError as err:
+        set_aside(err.path, str(err))
+        return None
