@@ -104,15 +104,6 @@ def relative_errors(fn, u, k, grad_y, with_grads: bool) -> dict[str, float]:
     return out
 
 
-@pytest.fixture
-def one_cpu_thread(device):
-    threads = torch.get_num_threads()
-    if device == "cpu":
-        torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def rounds_for(step, profile: str, device: str) -> int:
     """Rounds to time: fixed on GPU; on CPU as many as fit in ~0.5 s (5..50), after one timed call."""
     if profile == "smoke":

@@ -19,32 +19,38 @@ def train_until(trainer: Trainer, target: float, budget_s: float, eval_every: in
 
     Evaluation time is not counted. With a polish optimizer in the trainer's config, switch to
     it once the first one stalls and evaluate every step from then on; the switch (step,
-    seconds) is reported as `switched_at`.
+    seconds) is reported as `switched_at`. `best_mse` is the lowest finite eval MSE (None if
+    there was none); `diverged` is None, or why the run stopped early.
     """
     if target <= 0 or budget_s <= 0 or eval_every < 1:
         raise ValueError(f"need target > 0, budget_s > 0 and eval_every >= 1, got {target}, {budget_s}, {eval_every}")
-    train_s, best, curve, switched_at = 0.0, float("inf"), [], None
-    while train_s < budget_s:
+    train_s, best, curve, switched_at, diverged = 0.0, None, [], None, None
+    while train_s < budget_s and diverged is None:
         if switched_at is None:
             trainer.maybe_switch()
             if trainer.switched_at is not None:
                 switched_at, eval_every = (trainer.step, round(train_s, 2)), 1
         t0 = time.perf_counter()
-        for _ in range(eval_every):
-            trainer.step_once()
-            if train_s + time.perf_counter() - t0 >= budget_s:
-                break
+        try:
+            for _ in range(eval_every):
+                trainer.step_once()
+                if train_s + time.perf_counter() - t0 >= budget_s:
+                    break
+        except Diverged as why:  # a non-finite loss or weights: no later step can recover
+            diverged = str(why)
         synchronize(trainer.device)
         train_s += time.perf_counter() - t0
-        try:
-            trainer.add_curve_point()  # the trainer's curve is what its polish switch reads
-        except Diverged:
-            pass  # a non-finite eval MSE never meets the target; training goes on until the budget
-        mse = trainer.curve[-1].eval_mse
-        best = min(best, mse)
+        if diverged is None:
+            try:
+                trainer.add_curve_point()  # the trainer's curve is what its polish switch reads
+            except Diverged as why:
+                diverged = str(why)
+        mse = trainer.curve[-1].eval_mse if diverged is None else None  # None: not a finite number
+        if mse is not None:
+            best = mse if best is None else min(best, mse)
         curve.append((trainer.step, round(train_s, 2), mse))
-        if mse <= target:
+        if mse is not None and mse <= target:
             return dict(reached=True, seconds_to_target=train_s, steps_to_target=trainer.step, best_mse=best,
-                        switched_at=switched_at, curve=curve[-20:])
+                        switched_at=switched_at, diverged=None, curve=curve[-20:])
     return dict(reached=False, seconds_to_target=None, steps_to_target=None, steps_run=trainer.step,
-                seconds_run=train_s, best_mse=best, switched_at=switched_at, curve=curve[-20:])
+                seconds_run=train_s, best_mse=best, switched_at=switched_at, diverged=diverged, curve=curve[-20:])
