@@ -348,7 +348,8 @@ def dtype_optimizer(budget: str | Budget = "ci") -> list[RunConfig]:
 def added_mixers(budget: str | Budget = "ci") -> list[RunConfig]:
     """(6) hyena, s4d, mamba, based, mlp on grid 1 (paper: the full task x prenorm x depth grid; ci:
     prenorm off, depth {1, 2}); and the learned GD step (depth 3; paper: baseconv,
-    linear_attention and attention; ci: linear_attention, the one that learns the step at ci) on problems of condition number kappa {1, 10, 100} (least-squares kappa:
+    linear_attention and attention; ci: linear_attention, the one that learns the step at ci)
+    on problems of condition number kappa {1, 10, 100} (least-squares kappa:
     singular values of A log-spaced in [1, kappa]). The out-of-distribution input scale of
     the learned step is evaluated from grid 3's trained models (bench.iterate.shifted_mse).
     """

@@ -19,7 +19,6 @@ from bench.records import (
     BadFileError,
     checkpoint_path,
     load_checkpoint,
-    load_result,
     load_results,
     read_record,
     record_path,
