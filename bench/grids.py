@@ -450,10 +450,21 @@ def grid_of(cfg_hash: str, budget: str | Budget = "ci") -> list[str]:
             and any(c.hash == cfg_hash for c in fn(budget))]
 
 
-# `python -m bench sweep bench.grids:<grid>_<budget>` needs a zero-argument callable per pair.
-for _name, _fn in GRIDS.items():
-    for _budget in grid_budgets(_name):
-        globals()[f"{_name}_{_budget}"] = functools.partial(_fn, _budget)
-for _budget in ("ci", "paper"):
-    globals()[f"all_{_budget}"] = functools.partial(all_grids, _budget)
-del _name, _fn, _budget
+def sweep_names() -> dict[str, Callable[[], list[RunConfig]]]:
+    """The zero-argument grids `python -m bench sweep bench.grids:NAME` takes: <grid>_<budget> for
+    every grid and budget it has, and all_<budget>."""
+    names = {f"{name}_{b}": functools.partial(fn, b) for name, fn in GRIDS.items() for b in grid_budgets(name)}
+    names.update({f"all_{b}": functools.partial(all_grids, b) for b in ("ci", "paper")})
+    return names
+
+
+def __getattr__(name: str):
+    # module attributes for the sweep names (PEP 562), so bench.grids:primitives_ci resolves
+    names = sweep_names()
+    if name in names:
+        return names[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(sweep_names()))
