@@ -28,8 +28,8 @@ def train_until(trainer: Trainer, target: float, budget_s: float, eval_every: in
     while train_s < budget_s and diverged is None:
         if switched_at is None:
             trainer.maybe_switch()
-            if trainer.switched_at is not None:
-                switched_at, eval_every = (trainer.step, round(train_s, 2)), 1
+            if trainer.state.switched_at is not None:
+                switched_at, eval_every = (trainer.state.step, round(train_s, 2)), 1
         t0 = time.perf_counter()
         try:
             for _ in range(eval_every):
@@ -45,12 +45,12 @@ def train_until(trainer: Trainer, target: float, budget_s: float, eval_every: in
                 trainer.add_curve_point()  # the trainer's curve is what its polish switch reads
             except Diverged as why:
                 diverged = str(why)
-        mse = trainer.curve[-1].eval_mse if diverged is None else None  # None: not a finite number
+        mse = trainer.state.curve[-1].eval_mse if diverged is None else None  # None: not a finite number
         if mse is not None:
             best = mse if best is None else min(best, mse)
-        curve.append((trainer.step, round(train_s, 2), mse))
+        curve.append((trainer.state.step, round(train_s, 2), mse))
         if mse is not None and mse <= target:
-            return dict(reached=True, seconds_to_target=train_s, steps_to_target=trainer.step, best_mse=best,
+            return dict(reached=True, seconds_to_target=train_s, steps_to_target=trainer.state.step, best_mse=best,
                         switched_at=switched_at, diverged=None, curve=curve[-20:])
-    return dict(reached=False, seconds_to_target=None, steps_to_target=None, steps_run=trainer.step,
+    return dict(reached=False, seconds_to_target=None, steps_to_target=None, steps_run=trainer.state.step,
                 seconds_run=train_s, best_mse=best, switched_at=switched_at, diverged=diverged, curve=curve[-20:])
