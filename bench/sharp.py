@@ -33,7 +33,7 @@ MARGINS = {"bit_exact": 1.0, "level": 2.0}
 
 def _gd_iterated(model: str) -> Callable[[], dict]:
     def measure() -> dict:
-        from architectures.constructions.curves import gd_iterate_curve
+        from .construction_curves import gd_iterate_curve
 
         out = gd_iterate_curve(model, steps=ITERATIONS, D=D, N=N, eta=ETA, batch=BATCH, dtypes=("float32",))
         curve = out["float32"]["construction"]

@@ -1,7 +1,7 @@
 """Speed of the causal conv backends (and nn.Conv1d) at the paper's shapes and over L.
 
     pytest bench/test_bench_kernels.py --profile ci --benchmark-json results/kernels/bench_cpu.json
-    python -m kernels.fftconv.plot_bench results/kernels/bench_cpu.json
+    python -m bench.kernel_plot_bench results/kernels/bench_cpu.json
 
 Groups: `conv-fwd` (forward) and `conv-fwdbwd` (forward + grad_u + grad_k), fp32, TF32 off.
 Each case times one call including a device synchronise (wall time, pytest-benchmark) and

@@ -1,6 +1,6 @@
 """Measure each conv backend's error floor against the float64 oracle, over the sequence length.
 
-    python -m kernels.fftconv.error_floor [--out results/kernels] [--max-len 4096] [--triton-max-len 256]
+    python -m bench.kernel_error_floor [--out results/kernels] [--max-len 4096] [--triton-max-len 256]
 
 For every backend, dtype (fp32, fp64) and L, draws Gaussian u (B, L, D) and k (D, L) in the
 dtype (so they are exact in float64 too), runs forward and backward with a Gaussian grad_y,
@@ -33,8 +33,8 @@ def _rel_l2(approx: torch.Tensor, exact: torch.Tensor) -> float:
 
 
 def measure(backend: str, dtype: torch.dtype, seq_len: int, seed: int, device: str) -> dict[str, float]:
-    from .dispatch import causal_conv
-    from .reference import causal_conv_reference
+    from kernels.fftconv.dispatch import causal_conv
+    from kernels.fftconv.reference import causal_conv_reference
 
     g = torch.Generator().manual_seed(seed)
     u = torch.randn(BATCH, seq_len, CHANNELS, generator=g, dtype=torch.float64).to(dtype).double()
@@ -144,7 +144,7 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "shape": {"B": BATCH, "D": CHANNELS, "seeds": list(SEEDS), "statistic": "median"},
-        "command": "python -m kernels.fftconv.error_floor",
+        "command": "python -m bench.kernel_error_floor",
         "summary": summary(records),
         "records": records,
     }

@@ -1,6 +1,6 @@
 """The constructions table and the GD-vs-Newton figure.
 
-    python -m architectures.constructions.report [--batch 256] [--steps 400] [--seed 0] [--out results/constructions]
+    python -m bench.construction_report [--batch 256] [--steps 400] [--seed 0] [--out results/constructions]
 
 Writes constructions.json (every curve and number), constructions.md (the tables) and
 gd_vs_newton.png. Errors are medians over `batch` least-squares problems (D=5, N=20,
@@ -21,11 +21,16 @@ import torch
 
 from primitives import make_task, stream_generator
 
-from .baseconv_gd import baseconv_gd_step, baseconv_gd_step_3layer, baseconv_gd_step_broadcast, baseconv_gd_unrolled
-from .baseconv_newton import baseconv_gd_gram, baseconv_newton_schulz
-from .baseconv_primitives import baseconv_linear, baseconv_multiply, baseconv_read
-from .curves import FLOOR_THRESHOLDS, Curve, gd_iterate_curve, gram_gd_curve, newton_curve, unrolled_gd_curve
-from .linear_attention_gd import linear_attention_gd_step
+from architectures.constructions.baseconv_gd import (
+    baseconv_gd_step,
+    baseconv_gd_step_3layer,
+    baseconv_gd_step_broadcast,
+    baseconv_gd_unrolled,
+)
+from architectures.constructions.baseconv_newton import baseconv_gd_gram, baseconv_newton_schulz
+from architectures.constructions.baseconv_primitives import baseconv_linear, baseconv_multiply, baseconv_read
+from .construction_curves import FLOOR_THRESHOLDS, Curve, gd_iterate_curve, gram_gd_curve, newton_curve, unrolled_gd_curve
+from architectures.constructions.linear_attention_gd import linear_attention_gd_step
 
 D, N, ETA = 5, 20, 0.5
 NAMES = ("float32", "float64")
@@ -140,7 +145,7 @@ def markdown(ls_rows: list[dict], prim_rows: list[dict], params: dict) -> str:
         "into every token, Liu et al.'s layout); single-pass ones read every "
         "iteration from one forward pass. Newton-Schulz iterations count k (iterate k = GD step 2^k).",
         "",
-        f"Command: `python -m architectures.constructions.report --batch {params['batch']} --steps {params['steps']} "
+        f"Command: `python -m bench.construction_report --batch {params['batch']} --steps {params['steps']} "
         f"--seed {params['seed']}`",
         "",
         "| construction | model | layers/step | setup layers | width | fp32 MSE | fp64 MSE | fp32 iters (layers) to floor "
