@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -29,6 +27,7 @@ from architectures.constructions.baseconv_gd import (
 )
 from architectures.constructions.baseconv_newton import baseconv_gd_gram, baseconv_newton_schulz
 from architectures.constructions.baseconv_primitives import baseconv_linear, baseconv_multiply, baseconv_read
+from .records import atomic_write_text
 from .construction_curves import FLOOR_THRESHOLDS, Curve, gd_iterate_curve, gram_gd_curve, newton_curve, unrolled_gd_curve
 from architectures.constructions.linear_attention_gd import linear_attention_gd_step
 
@@ -251,14 +250,6 @@ def flushed_subnormals():
         torch.set_flush_denormal(False)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def _curves_json(curves: dict) -> dict:
     def conv(v):
         if isinstance(v, Curve):
@@ -286,9 +277,9 @@ def main(argv: list[str] | None = None) -> dict:
         ls_rows, curves = least_squares_rows(args.batch, args.steps, args.seed, args.ns_iterations, args.rounds)
     prim_rows = primitive_rows(args.batch, args.seed)
     result = {"parameters": params, "least_squares": ls_rows, "primitives": prim_rows, "curves": _curves_json(curves)}
-    _write_atomic(args.out / "constructions.json", json.dumps(result, indent=1) + "\n")
+    atomic_write_text(args.out / "constructions.json", json.dumps(result, indent=1) + "\n")
     md = markdown(ls_rows, prim_rows, params)
-    _write_atomic(args.out / "constructions.md", md)
+    atomic_write_text(args.out / "constructions.md", md)
     figure(curves, args.out / "gd_vs_newton.png")
     print(md)
     return result

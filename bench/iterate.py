@@ -32,10 +32,9 @@ from primitives import algorithms as alg
 from primitives import make_task, sample_least_squares, stream_generator
 from primitives.least_squares import LeastSquaresProblem
 
-from .config import RunConfig
+from .config import DTYPES, RunConfig
 from .records import checkpoint_path, load_model
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 ETA = 0.5  # gd_k's default: stable for D=5, N=20 (largest eigenvalue of A^T A / N ~ 2.25 < 2 / eta)
 
 

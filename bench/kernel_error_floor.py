@@ -17,10 +17,11 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 from pathlib import Path
 
 import torch
+
+from .records import atomic_write
 
 LENGTHS = (1, 2, 4, 8, 16, 20, 21, 32, 39, 40, 64, 128, 256, 257, 512, 1024, 2048, 4096)
 DIRECT_MAX_LEN = 2048
@@ -109,20 +110,8 @@ def plot(records: list[dict], path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    _atomic_write(path, lambda f: fig.savefig(f, dpi=120, format="png"), binary=True)
+    atomic_write(path, lambda f: fig.savefig(f, dpi=120, format="png"), binary=True)
     plt.close(fig)
-
-
-def _atomic_write(path: Path, write, binary: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def main() -> None:
@@ -149,7 +138,7 @@ def main() -> None:
         "records": records,
     }
     json_path = args.out / f"error_floor_{device}.json"
-    _atomic_write(json_path, lambda f: json.dump(result, f, indent=1))
+    atomic_write(json_path, lambda f: json.dump(result, f, indent=1))
     plot(records, args.out / f"error_floor_{device}.png")
     print(json.dumps(result["summary"], indent=1))
     print(f"wrote {json_path} and {json_path.with_suffix('.png')}")

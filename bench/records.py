@@ -159,7 +159,8 @@ def check_writable(results_dir: str | Path) -> None:
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], *, binary: bool = False) -> None:
-    """Call write(file) on a temp file beside `path`, fsync it, then rename it to `path`.
+    """Call write(file) on a temp file beside `path`, fsync it, then rename it to `path`: the one
+    atomic write of the suite (records, checkpoints, floors, experiment outputs).
 
     If `write` raises, the temp file is removed and `path` is untouched.
     """
@@ -171,6 +172,7 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], *, binary: bool
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; results are for everyone to read
         os.replace(tmp, path)
     except BaseException:
         try:
