@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import functools
-import hashlib
 import json
 import math
 import signal
@@ -132,10 +131,7 @@ def preflight(cfg: RunConfig) -> int:
 def probe_generator(seed: int) -> torch.Generator:
     """The adaptive schedule's probe batches: a stream of their own, so the training
     batches of a run do not depend on its schedule."""
-    digest = hashlib.sha256(f"precision-bench/probe/{int(seed)}".encode()).digest()
-    g = torch.Generator()
-    g.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
-    return g
+    return stream_generator(seed, "probe")
 
 
 def now() -> str:

@@ -290,3 +290,17 @@ def test_polish_is_validated_like_the_optimizer():
         preflight(too_big)  # the model's size is known once it is built, before training
     with pytest.raises(RunConfigError, match="polish"):
         tiny(**{**POLISHED, "polish": {"name": "newton"}})
+
+
+def test_probe_stream_is_the_one_adaptive_runs_were_recorded_with():
+    """The probe batches come from primitives.stream_generator(seed, "probe"); the seed is the one
+    the harness derived itself before (sha256 of 'precision-bench/probe/<seed>'), so records of
+    adaptive-schedule runs keep their numbers."""
+    import hashlib
+
+    from bench.train import probe_generator
+
+    for seed in (0, 7):
+        digest = hashlib.sha256(f"precision-bench/probe/{seed}".encode()).digest()
+        before = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+        assert torch.equal(torch.randn(8, generator=probe_generator(seed)), torch.randn(8, generator=before))
