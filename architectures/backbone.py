@@ -21,7 +21,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .config import ModelConfig, ModelConfigError
 from .initialization import fill_normal, fill_uniform

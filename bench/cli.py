@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -41,6 +42,35 @@ def parse_params(items: Optional[list[str]], flag: str) -> dict[str, Any]:
     return params
 
 
+# RunConfig fields with their own flags above (--task/--model NAME with --*-param K=V, ...); every
+# other field gets --field-name VALUE, and --set reaches any of them, nested ones included.
+NESTED_FIELDS = ("task", "model", "optimizer", "schedule", "polish")
+FIELD_HELP = {
+    "steps": "optimizer steps", "batch_size": "minibatch size", "dtype": "float32 | float64",
+    "device": "cpu | cuda | cuda:N", "seed": "seed of data streams and initialisation",
+    "eval_size": "held-out samples", "eval_every": "steps between evals",
+    "checkpoint_every": "steps between checkpoints", "ema_lambda": "gradient filter g + lambda * EMA(g)",
+    "ema_decay": "EMA decay", "grad_clip": "clip the total gradient norm",
+    "skip_grad_norm": "skip steps whose gradient norm exceeds this",
+    "max_consecutive_skips": "this many skipped steps in a row = diverged",
+    "polish_patience": "evals without a 5%% gain before the polish optimizer takes over",
+}
+
+
+def set_path(data: dict, item: str) -> None:
+    """Apply one --set FIELD.SUB=VALUE to the config dict `data`."""
+    key, sep, value = item.partition("=")
+    path = [k.strip() for k in key.split(".")]
+    if not sep or not all(path):
+        raise SystemExit(f"error: --set takes FIELD.SUB=VALUE (e.g. polish.name=lbfgs), got {item!r}")
+    node = data
+    for k in path[:-1]:
+        if not isinstance(node.get(k), dict):
+            node[k] = {}
+        node = node[k]
+    node[path[-1]] = parse_value(value.strip())
+
+
 def run_parser(prog: str = "python -m bench run") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Train one run (or return its finished record).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -57,17 +87,15 @@ def run_parser(prog: str = "python -m bench run") -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, help="learning rate")
     g.add_argument("--schedule", help="constant | step | adaptive")
     g.add_argument("--schedule-param", action="append", metavar="K=V", help="e.g. gamma=0.9 every=10000")
-    for flag, kind, text in [
-        ("--steps", int, "optimizer steps"), ("--batch-size", int, "minibatch size"),
-        ("--dtype", str, "float32 | float64"), ("--device", str, "cpu | cuda | cuda:N"),
-        ("--seed", int, "seed of data streams and initialisation"), ("--eval-size", int, "held-out samples"),
-        ("--eval-every", int, "steps between evals"), ("--checkpoint-every", int, "steps between checkpoints"),
-        ("--ema-lambda", float, "gradient filter g + lambda * EMA(g)"), ("--ema-decay", float, "EMA decay"),
-        ("--grad-clip", float, "clip the total gradient norm"),
-        ("--skip-grad-norm", float, "skip steps whose gradient norm exceeds this"),
-        ("--max-consecutive-skips", int, "this many skipped steps in a row = diverged"),
-    ]:
-        g.add_argument(flag, type=kind, help=text)
+    from .config import RunConfig
+
+    for name in RunConfig.model_fields:  # one flag per plain field of RunConfig, derived, not listed
+        if name not in NESTED_FIELDS:
+            g.add_argument("--" + name.replace("_", "-"), dest=name, type=parse_value, metavar="VALUE",
+                           help=FIELD_HELP.get(name, f"RunConfig.{name}"))
+    g.add_argument("--set", action="append", metavar="FIELD.SUB=VALUE", default=[],
+                   help="set any field of RunConfig, nested ones included, e.g. --set polish.name=lbfgs "
+                        "--set polish.train_size=512 --set model.params.depth=2 (repeatable; applied last)")
     g = p.add_argument_group("output")
     g.add_argument("--results", type=Path, default=Path("results"), help="results folder")
     g.add_argument("--force", action="store_true", help="retrain even if a finished record exists")
@@ -110,11 +138,14 @@ def config_from_args(args: argparse.Namespace):
         if spec:
             spec.setdefault("name", default)
             data[key] = spec
-    for field in ("steps", "batch_size", "dtype", "device", "seed", "eval_size", "eval_every", "checkpoint_every",
-                  "ema_lambda", "ema_decay", "grad_clip", "skip_grad_norm", "max_consecutive_skips"):
-        value = getattr(args, field)
+    from .config import RunConfig
+
+    for field in RunConfig.model_fields:
+        value = getattr(args, field, None) if field not in NESTED_FIELDS else None
         if value is not None:
             data[field] = value
+    for item in args.set:
+        set_path(data, item)
     for needed in ("task", "model"):
         if needed not in data:
             raise RunConfigError(f"{needed}: missing; give --{needed} NAME or a --config file with a {needed!r} entry")
@@ -139,7 +170,7 @@ def cmd_run(argv: list[str]) -> int:
     progress = {"auto": None, "on": True, "off": False}[args.progress]
     try:
         result = run(cfg, args.results, force=args.force, progress=progress)
-    except ResultsDirError as err:
+    except (ResultsDirError, RunConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     summary = {
@@ -189,7 +220,7 @@ def cmd_sweep(argv: list[str]) -> int:
         outcomes = run_sweep(configs, args.results, workers=args.workers, executor=args.executor, force=args.force,
                              threads_per_run=args.threads_per_run, cpus_per_run=args.cpus_per_run,
                              gpus_per_run=args.gpus_per_run, echo=True)
-    except ResultsDirError as err:
+    except (ResultsDirError, RunConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     counts: dict[str, int] = {}
@@ -217,6 +248,8 @@ def dispatch(module_name: str, argv: list[str]) -> int:
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # warnings of the harness (a bad file set aside, a run another process holds): one line each
+    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
     top = argparse.ArgumentParser(prog="python -m bench", description="precision-bench harness.")
     sub = top.add_subparsers(dest="command", metavar="{run,sweep,tables,floors}")
     sub.add_parser("run", help="train one run", add_help=False)

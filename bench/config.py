@@ -15,14 +15,13 @@ keeps its name when a module adds a new parameter with a default.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
 from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from primitives import make_task
 
@@ -115,28 +114,21 @@ def build_model(name: str, task, *, seed: int, **params) -> torch.nn.Module:
         return architectures.build_model(name, task, **params)
 
 
-@functools.lru_cache(maxsize=4096)
-def _checked_param_count(name: str, task_json: str, model_json: str, seed: int, device: str, dtype: str) -> int:
-    """Build the model and run one sample through it on `device` in `dtype`, so a model,
-    kernel backend or dtype the device cannot run fails here, before any training.
-    Cached: loading thousands of records does not rebuild thousands of models."""
-    task_spec, model_spec = json.loads(task_json), json.loads(model_json)
-    task = make_task(task_spec["name"], **task_spec["params"])
-    model = build_model(name, task, seed=seed, **model_spec["params"])
-    torch_dtype = DTYPES[dtype]
-    sample = task.sample(1, generator=torch.Generator().manual_seed(0), dtype=torch_dtype)
-    try:
-        with torch.no_grad():
-            model.to(device=device, dtype=torch_dtype)(sample.inputs.to(device))
-    except (RuntimeError, ValueError, TypeError, NotImplementedError) as err:
-        raise ValueError(f"model {name!r} cannot run on device {device!r} in {dtype}: {err}") from None
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+def resolve_model(name: str, params: dict, task, seed: int):
+    """The model's full config (architectures' ModelConfig, defaults filled in) from its
+    parameters: pydantic validation only, nothing is built. None for an EXTRA_MODELS
+    builder, which has no config class (its parameters are checked when preflight builds it)."""
+    if name in EXTRA_MODELS:
+        return None
+    import architectures
+
+    return architectures.make_config(name, task, **{"seed": seed, **params})
 
 
 class ModelSpec(_Frozen):
     """A model by registry name (architectures.MODELS or EXTRA_MODELS) with its parameters.
 
-    Validated in RunConfig (building a model needs the task's shapes).
+    Validated in RunConfig (the model's config needs the task's shapes).
     """
 
     name: str
@@ -310,8 +302,12 @@ ScheduleConfig = Annotated[
 ]
 
 
+DEVICE_PATTERN = r"cpu|mps|cuda(?::\d+)?"
+
+
 def check_device(device: str, dtype: str) -> str:
-    """Raise ValueError unless this machine can run `dtype` on `device`."""
+    """Raise ValueError unless this machine can run `dtype` on `device` (a preflight check:
+    a config naming a device this machine lacks is still a valid config)."""
     if device == "cpu":
         return device
     m = re.fullmatch(r"cuda(?::(\d+))?", device)
@@ -365,27 +361,27 @@ class RunConfig(_Frozen):
     # first step past it, status "ok", and its message says where it stopped. None: steps decide
     time_limit_s: Optional[PositiveFloat] = None
 
+    # the model's full config, defaults filled in (not hashed: see the module docstring)
+    _resolved_model: Any = PrivateAttr(default=None)
+
     @field_validator("device")
     @classmethod
     def _device_name(cls, v: str) -> str:
-        if not isinstance(v, str):
-            raise ValueError("device must be a string such as 'cpu' or 'cuda'")
+        if not isinstance(v, str) or not re.fullmatch(DEVICE_PATTERN, v):
+            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {v!r}")
         return v
 
     @model_validator(mode="after")
     def _check_run(self):
-        check_device(self.device, self.dtype)
-        task = self.task.build()
+        """Checks on the data alone: nothing is built and no device is touched, so a record made
+        on a GPU loads anywhere. What needs the model or the device is `bench.train.preflight`."""
         if self.model.name not in known_model_names():
             raise ValueError(
                 f"model.name: unknown model {self.model.name!r}; known models: {', '.join(known_model_names())}"
             )
         try:
-            n_params = _checked_param_count(self.model.name, self.task.canonical(), self.model.canonical(),
-                                            self.seed, self.device, self.dtype)
-        except RunConfigError:
-            raise
-        except (ValueError, TypeError) as err:
+            self._resolved_model = resolve_model(self.model.name, self.model.params, self.task.build(), self.seed)
+        except ValueError as err:
             raise ValueError(f"model.params: {err}") from None
         name = self.optimizer.name
         if name in FULL_BATCH_OPTIMIZERS:
@@ -395,13 +391,13 @@ class RunConfig(_Frozen):
             if self.ema_lambda or self.grad_clip is not None or self.skip_grad_norm is not None:
                 raise ValueError(f"ema_lambda, grad_clip and skip_grad_norm apply to first-order optimizers only, "
                                  f"not {name!r}; leave them unset")
-        for field, opt in (("optimizer", self.optimizer), ("polish", self.polish)):
-            if (opt is not None and opt.name in ("levenberg_marquardt", "gauss_newton") and opt.solver == "dense"
-                    and n_params > opt.max_params):
-                raise ValueError(f"{field}: {opt.name} with solver 'dense' builds a params x params matrix; this model "
-                                 f"has {n_params} parameters, more than max_params={opt.max_params} (use solver 'cg', "
-                                 "the matrix-free one, or raise max_params if params^2 float64s fit in memory)")
         return self
+
+    @property
+    def resolved_model(self):
+        """architectures' ModelConfig of this run's model with every default filled in (None for
+        an EXTRA_MODELS builder)."""
+        return self._resolved_model
 
     # ---- derived values -----------------------------------------------------------
     @property
@@ -448,6 +444,11 @@ class RunConfig(_Frozen):
 
 def validation_message(err: ValidationError) -> str:
     """One line per bad field: 'field.path: what is wrong, got <value>'."""
+    return "invalid run config: " + describe_validation_error(err)
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """A pydantic error as one line: 'field.path: what is wrong, got <value>; ...'."""
     parts = []
     for e in err.errors():
         loc = [str(p) for p in e.get("loc", ())]
@@ -459,7 +460,7 @@ def validation_message(err: ValidationError) -> str:
         elif not isinstance(e.get("input"), (dict, list)) and loc and e.get("type") != "missing":
             msg += f", got {e.get('input')!r}"
         parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
-    return "invalid run config: " + "; ".join(parts)
+    return "; ".join(parts)
 
 
 def make_run_config(**fields) -> RunConfig:

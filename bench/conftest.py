@@ -45,6 +45,17 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@pytest.fixture
+def one_cpu_thread(device):
+    """One torch thread on CPU, whatever --threads says: the timing (kernels) or the trajectory
+    (time to precision: L-BFGS amplifies a change of summation order) is the one recorded."""
+    threads = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_benchmark_update_machine_info(config, machine_info):
     try:
         triton_version = importlib.metadata.version("triton")

@@ -7,13 +7,14 @@
 results/floors.json holds, per case id (`case_id`, stable across code changes that do not
 change what a case trains), the MSE the case must reach:
 
-    floor_mse = measured_mse * margin
+    floor_mse = measured_mse * margin          (margin: per case, `case_margin`)
 
 `measured_mse` is a real measurement (the --update run); `margin` covers run-to-run noise.
 Training is bit-reproducible for one config on one machine and thread count, but a
 different CPU, BLAS or thread count rounds differently, and a short training run amplifies
-that like a change of seed. So the margin is sized from the spread across seeds
-(`--margin`, default MARGIN; MARGIN_REASON says what it was measured from).
+that like a change of seed. So a trained case's margin is sized from its own measured spread
+across seeds and thread counts (kept under 'spread'); the sharp cases (bench/sharp.py: exact
+constructions, no training) get tight ones. MARGIN_RULE says how, in the file too.
 
 A case fails the gate if its MSE is above its floor, if it diverged (no MSE), or if it is
 missing from the run. A case without a floor is reported, and does not fail.
@@ -32,13 +33,15 @@ from typing import Optional
 from .config import RunConfig
 
 FLOORS_PATH = Path("results/floors.json")
-MARGIN = 20.0
-MARGIN_REASON = (
-    "Measured spread of each smoke case's final eval MSE over seeds 0-3 (1 thread) and over 1 vs 2 threads "
-    "(seed 0), kept under 'spread' in this file (python -m bench floors --measure-spread): 2 threads instead of "
-    "1 moved a case's MSE by at most 0.15%, seeds by up to 9.5x (multiply/attention). A different CPU or BLAS "
-    "can perturb a short training run as much as a change of seed, so the margin is twice the largest seed "
-    "ratio, rounded up: 20. A case fails the gate when it is worse than 20x its measured MSE."
+MARGIN = 20.0  # a trained case without a measured spread (twice the largest spread measured, 9.5x)
+MARGIN_RULE = (
+    "Per case. A trained case: margin = 2r - 1, where r is the max/min ratio of the case's final eval MSE over "
+    "seeds 0-3 (1 thread) and 1 vs 2 threads (seed 0), measured by python -m bench floors --measure-spread and "
+    "kept under 'spread': the floor allows the measured spread twice over (a different CPU or BLAS perturbs a "
+    "short training run like a change of seed; 2 threads instead of 1 moved a case by at most 0.15%). A trained "
+    "case without a measured spread: 20. A sharp case (bench/sharp.py: an exact construction, no training, "
+    "identical on 1 and 2 threads): 1 if bit-exact, 2 for a float32 level. An untrained model fails every "
+    "case (tests/test_floors.py)."
 )
 # Model parameters that every case of a grid sets; they name the budget, not the case.
 _BUDGET_PARAMS = ("width", "heads", "depth", "seed")
@@ -133,23 +136,38 @@ def verdict_table(verdicts: list[Verdict]) -> str:
 # ---- update -----------------------------------------------------------------------
 
 
-def make_floors(measured: dict[str, dict], machine: dict, *, margin: float = MARGIN, reason: str = MARGIN_REASON,
+def case_margin(case: str, info: dict, spread: Optional[dict]) -> tuple[float, str]:
+    """The margin of one case and where it comes from (MARGIN_RULE)."""
+    from .sharp import MARGINS
+
+    if info.get("kind") in MARGINS:
+        return MARGINS[info["kind"]], f"sharp case ({info['kind']})"
+    ratio = ((spread or {}).get(case) or {}).get("ratio")
+    if ratio:
+        return 2 * ratio - 1, f"2r - 1, measured spread r = {ratio:.4g}"
+    return MARGIN, "default: no measured spread"
+
+
+def make_floors(measured: dict[str, dict], machine: dict, *, margin: Optional[float] = None,
                 spread: Optional[dict] = None, source: str = "") -> dict:
-    """The floors file for a measured run: floor = measured MSE x margin for every finished case."""
+    """The floors file for a measured run: floor = measured MSE x the case's margin for every finished
+    case (`margin`: one margin for every case instead)."""
     bad = [c for c, info in measured.items() if info.get("status") != "ok" or _finite(info.get("eval_mse")) is None]
     if bad:
         raise SystemExit(f"error: cannot set floors from a run whose cases did not finish: {', '.join(bad)}")
     if not measured:
         raise SystemExit("error: the benchmark JSON has no precision cases (extra_info.case_id); "
                          "run pytest bench/test_precision.py --profile smoke --benchmark-json OUT.json")
+    margins = {case: (margin, "--margin") if margin is not None else case_margin(case, info, spread)
+               for case, info in measured.items()}
     return {
         "profile": next(iter(measured.values())).get("profile", machine.get("profile")),
-        "margin": margin,
-        "margin_reason": reason,
+        "margin_rule": MARGIN_RULE if margin is None else f"one margin for every case: {margin:g} (--margin)",
         "spread": spread or {},
         "measured_on": {k: machine.get(k) for k in ("cpu", "machine", "torch", "torch_threads", "python_version")
                         if k in machine} | {"date": _dt.date.today().isoformat(), "source": source},
-        "cases": {case: {"floor_mse": info["eval_mse"] * margin, "measured_mse": info["eval_mse"],
+        "cases": {case: {"floor_mse": info["eval_mse"] * margins[case][0], "measured_mse": info["eval_mse"],
+                         "margin": margins[case][0], "margin_from": margins[case][1],
                          "config_hash": info.get("config_hash"), "budget": info.get("budget")}
                   for case, info in sorted(measured.items())},
     }
@@ -216,7 +234,7 @@ def parser() -> argparse.ArgumentParser:
                                                  "merged into an existing SPREAD.json")
     p.add_argument("--floors", type=Path, default=FLOORS_PATH, help="the floors file")
     p.add_argument("--margin", type=float, default=None,
-                   help=f"with --update: floor = measured MSE x margin (default: the file's, else {MARGIN:g})")
+                   help="with --update: one margin for every case (default: per case, see MARGIN_RULE)")
     p.add_argument("--spread", type=Path, metavar="SPREAD.json",
                    help="with --update: a JSON of measured spread ({case: max/min ratio, ...}) to keep in the file")
     return p
@@ -242,17 +260,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(verdict_table(verdicts))
         if failed:
             print(f"\nprecision gate: FAILED, {len(failed)} of {len(floors['cases'])} cases worse than their floor, "
-                  f"diverged or missing (floor = measured MSE x {floors['margin']:g}; {args.floors})", file=sys.stderr)
+                  f"diverged or missing (floor = measured MSE x the case's margin; {args.floors})", file=sys.stderr)
             return 1
         print(f"\nprecision gate: ok, {len(floors['cases'])} cases at or below their floor "
-              f"(floor = measured MSE x {floors['margin']:g})")
+              f"(floor = measured MSE x the case's margin)")
         return 0
     measured, machine = read_cases(args.update)
     previous = json.loads(args.floors.read_text()) if args.floors.exists() else {}
-    margin = args.margin if args.margin is not None else previous.get("margin", MARGIN)
     spread = json.loads(args.spread.read_text()) if args.spread else previous.get("spread")
-    floors = make_floors(measured, machine, margin=margin, reason=previous.get("margin_reason", MARGIN_REASON),
-                         spread=spread, source=str(args.update))
+    floors = make_floors(measured, machine, margin=args.margin, spread=spread, source=str(args.update))
     write_floors(floors, args.floors)
-    print(f"wrote {len(floors['cases'])} floors (measured MSE x {margin:g}) to {args.floors}")
+    print(f"wrote {len(floors['cases'])} floors (measured MSE x each case's margin) to {args.floors}")
     return 0

@@ -350,7 +350,8 @@ def dtype_optimizer(budget: str | Budget = "ci") -> list[RunConfig]:
 def added_mixers(budget: str | Budget = "ci") -> list[RunConfig]:
     """(6) hyena, s4d, mamba, based, mlp on grid 1 (paper: the full task x prenorm x depth grid; ci:
     prenorm off, depth {1, 2}); and the learned GD step (depth 3; paper: baseconv,
-    linear_attention and attention; ci: linear_attention, the one that learns the step at ci) on problems of condition number kappa {1, 10, 100} (least-squares kappa:
+    linear_attention and attention; ci: linear_attention, the one that learns the step at ci)
+    on problems of condition number kappa {1, 10, 100} (least-squares kappa:
     singular values of A log-spaced in [1, kappa]). The out-of-distribution input scale of
     the learned step is evaluated from grid 3's trained models (bench.iterate.shifted_mse).
     """
@@ -440,11 +441,12 @@ def paper_gd_step_model(model: str, budget: str = "ci") -> dict:
 
 def matrix_free_lm(train_size: int = 512, **overrides) -> dict:
     """The matrix-free Levenberg-Marquardt settings grid 8 trains with (the README's table of
-    choices says what each gave): Gauss-Newton products on a quarter of a 512-problem training
-    set, Kronecker-factored preconditioner, CG capped at 100 products a solve."""
+    choices says what each gave): Gauss-Newton products on half of a 512-problem training set,
+    taken by torch.func.linearize, Kronecker-factored preconditioner, CG capped at 100 products
+    a solve, Nielsen's damping rule, three backtracks before a re-solve."""
     return {"name": "levenberg_marquardt", "solver": "cg", "train_size": train_size,
-            "curvature_size": max(1, train_size // 4), "cg_max_iter": 100, "preconditioner": "kronecker",
-            "backtracks": 3, **overrides}
+            "curvature_size": max(1, train_size // 2), "cg_max_iter": 100, "preconditioner": "kronecker",
+            "products": "linearize", "backtracks": 3, **overrides}
 
 
 TO_THE_LIMIT_SECONDS = {"ci": {"primitive": 240.0, "gd_step": 900.0, "float64": 900.0},
@@ -519,10 +521,21 @@ def grid_of(cfg_hash: str, budget: str | Budget = "ci") -> list[str]:
             and any(c.hash == cfg_hash for c in fn(budget))]
 
 
-# `python -m bench sweep bench.grids:<grid>_<budget>` needs a zero-argument callable per pair.
-for _name, _fn in GRIDS.items():
-    for _budget in grid_budgets(_name):
-        globals()[f"{_name}_{_budget}"] = functools.partial(_fn, _budget)
-for _budget in ("ci", "paper"):
-    globals()[f"all_{_budget}"] = functools.partial(all_grids, _budget)
-del _name, _fn, _budget
+def sweep_names() -> dict[str, Callable[[], list[RunConfig]]]:
+    """The zero-argument grids `python -m bench sweep bench.grids:NAME` takes: <grid>_<budget> for
+    every grid and budget it has, and all_<budget>."""
+    names = {f"{name}_{b}": functools.partial(fn, b) for name, fn in GRIDS.items() for b in grid_budgets(name)}
+    names.update({f"all_{b}": functools.partial(all_grids, b) for b in ("ci", "paper")})
+    return names
+
+
+def __getattr__(name: str):
+    # module attributes for the sweep names (PEP 562), so bench.grids:primitives_ci resolves
+    names = sweep_names()
+    if name in names:
+        return names[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(sweep_names()))

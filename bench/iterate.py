@@ -11,7 +11,7 @@ Its error curve is compared with
     construction   architectures.constructions' hand-set one-step models (BaseConv, 4 layers;
                    linear attention, 2 layers), fed back the same way (when available)
 
-Error of an iterate (as architectures.constructions.curves): per problem, the mean over the
+Error of an iterate (as bench.construction_curves): per problem, the mean over the
 D coordinates of (x_t - x_ls)^2, with x_ls the float64 least-squares solution of the problem
 as the model sees it (A, b rounded to its dtype); a curve is the median over problems (what
 Liu et al. plot) and the mean.
@@ -32,10 +32,9 @@ from primitives import algorithms as alg
 from primitives import make_task, sample_least_squares, stream_generator
 from primitives.least_squares import LeastSquaresProblem
 
-from .config import RunConfig
+from .config import DTYPES, RunConfig
 from .records import checkpoint_path, load_model
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 ETA = 0.5  # gd_k's default: stable for D=5, N=20 (largest eigenvalue of A^T A / N ~ 2.25 < 2 / eta)
 
 

@@ -3,14 +3,20 @@
     results/runs/<hash>.json          RunResult of a run (status ok | diverged | interrupted)
     results/checkpoints/<hash>.pt     training state every `checkpoint_every` steps; after the
                                       run it holds the final weights (load_model reads them)
+    results/locks/<hash>.lock         held by the process training the run (bench.train.run)
 
 Every write goes to a temporary file in the same folder, is flushed to disk, then renamed
-over the target: a crash leaves either the old file or the new one, never a mix.
+over the target: a crash leaves either the old file or the new one, never a mix. A file
+that cannot be read anyway (cut short by a full disk, edited by hand, written by an older
+version) raises BadFileError naming the file and the problem in one line; `set_aside`
+renames it to <name>.bad-<UTC time> beside itself (never deleted) so the run can be retrained.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import importlib.metadata
 import json
+import logging
 import math
 import os
 import platform
@@ -20,10 +26,13 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict, field_validator
+from filelock import FileLock, Timeout
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from . import allocator
-from .config import RunConfig
+from .config import RunConfig, describe_validation_error
+
+log = logging.getLogger("bench")
 
 Status = Literal["ok", "diverged", "interrupted"]
 FINISHED = ("ok", "diverged")  # statuses that are never retrained unless forced
@@ -132,9 +141,13 @@ def checkpoint_path(cfg_or_hash: RunConfig | str, results_dir: str | Path) -> Pa
     return checkpoints_dir(results_dir) / f"{h}.pt"
 
 
+def locks_dir(results_dir: str | Path) -> Path:
+    return Path(results_dir) / "locks"
+
+
 def check_writable(results_dir: str | Path) -> None:
-    """Create runs/ and checkpoints/ and prove both writable, or raise ResultsDirError."""
-    for folder in (runs_dir(results_dir), checkpoints_dir(results_dir)):
+    """Create runs/, checkpoints/ and locks/ and prove them writable, or raise ResultsDirError."""
+    for folder in (runs_dir(results_dir), checkpoints_dir(results_dir), locks_dir(results_dir)):
         try:
             folder.mkdir(parents=True, exist_ok=True)
             fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
@@ -148,7 +161,8 @@ def check_writable(results_dir: str | Path) -> None:
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], *, binary: bool = False) -> None:
-    """Call write(file) on a temp file beside `path`, fsync it, then rename it to `path`.
+    """Call write(file) on a temp file beside `path`, fsync it, then rename it to `path`: the one
+    atomic write of the suite (records, checkpoints, floors, experiment outputs).
 
     If `write` raises, the temp file is removed and `path` is untouched.
     """
@@ -160,6 +174,7 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], *, binary: bool
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; results are for everyone to read
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -177,6 +192,48 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     atomic_write(path, lambda f: torch.save(obj, f), binary=True)
 
 
+# ---- bad files and two writers ----------------------------------------------------
+
+
+class BadFileError(ValueError):
+    """A record or checkpoint cannot be read; the message names the file and why, in one line."""
+
+    def __init__(self, path: Path, problem: str):
+        self.path = Path(path)
+        super().__init__(f"{self.path}: {problem}")
+
+
+def set_aside(path: str | Path, why: str = "") -> Path:
+    """Rename an unreadable file to <name>.bad-<UTC time> beside itself (kept for inspection, never
+    deleted; no longer named *.json or *.pt, so nothing reads it again) and warn in one line."""
+    path = Path(path)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    target = path.with_name(f"{path.name}.bad-{stamp}")
+    n = 1
+    while target.exists():
+        target, n = path.with_name(f"{path.name}.bad-{stamp}-{n}"), n + 1
+    os.replace(path, target)
+    log.warning(f"{why or path}; moved aside to {target.name}, the run is trained again")
+    return target
+
+
+def run_lock(cfg_or_hash: RunConfig | str, results_dir: str | Path) -> FileLock:
+    """The lock of one run: whoever holds it is the only process training the run and writing its
+    record and checkpoint. An OS file lock, released when its holder exits or is killed."""
+    h = cfg_or_hash.hash if isinstance(cfg_or_hash, RunConfig) else cfg_or_hash
+    return FileLock(locks_dir(results_dir) / f"{h}.lock")
+
+
+def acquire(lock: FileLock, what: str) -> FileLock:
+    """Take `lock`, saying (once, in one line) when another process holds it and this one waits."""
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.warning(f"{what}: another process holds {lock.lock_file}; waiting for it to finish")
+        lock.acquire()
+    return lock
+
+
 # ---- records ----------------------------------------------------------------------
 
 
@@ -186,18 +243,37 @@ def write_result(result: RunResult, results_dir: str | Path) -> Path:
     return path
 
 
+def read_record(path: str | Path) -> RunResult:
+    """The RunResult in `path`; BadFileError (one line naming the file) if it cannot be read."""
+    path = Path(path)
+    try:
+        return RunResult.model_validate_json(path.read_bytes())
+    except ValidationError as err:
+        raise BadFileError(path, f"not a readable run record ({describe_validation_error(err)})") from None
+    except OSError as err:
+        raise BadFileError(path, f"cannot be read ({err.strerror or err})") from None
+
+
 def load_result(cfg_or_hash: RunConfig | str, results_dir: str | Path = "results") -> Optional[RunResult]:
-    """The stored RunResult of a config (or hash), or None if there is none."""
+    """The stored RunResult of a config (or hash), or None if there is none (BadFileError if it
+    cannot be read)."""
     path = record_path(cfg_or_hash, results_dir)
     if not path.exists():
         return None
-    return RunResult.model_validate_json(path.read_text())
+    return read_record(path)
 
 
-def load_results(results_dir: str | Path = "results") -> list[RunResult]:
-    """Every record under results_dir/runs (for tables and figures)."""
-    folder = runs_dir(results_dir)
-    return [RunResult.model_validate_json(p.read_text()) for p in sorted(folder.glob("*.json"))]
+def load_results(results_dir: str | Path = "results", *, on_bad: Callable[[str], None] = log.warning
+                 ) -> list[RunResult]:
+    """Every readable record under results_dir/runs (for tables and figures); each unreadable one
+    is skipped, and `on_bad` gets one line naming it."""
+    out = []
+    for p in sorted(runs_dir(results_dir).glob("*.json")):
+        try:
+            out.append(read_record(p))
+        except BadFileError as err:
+            on_bad(f"skipping {err}")
+    return out
 
 
 def is_finished(cfg: RunConfig, results_dir: str | Path = "results") -> bool:
@@ -211,11 +287,17 @@ def is_finished(cfg: RunConfig, results_dir: str | Path = "results") -> bool:
 
 
 def load_checkpoint(cfg: RunConfig, results_dir: str | Path) -> Optional[dict]:
+    """The checkpoint of `cfg`, or None if there is none (or it is another run's or format's);
+    BadFileError if the file cannot be read."""
     path = checkpoint_path(cfg, results_dir)
     if not path.exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("format") != CHECKPOINT_FORMAT or state.get("config_hash") != cfg.hash:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a damaged file
+        raise BadFileError(path, f"not a readable checkpoint ({type(err).__name__}: "
+                                 f"{str(err).splitlines()[0] if str(err) else 'no detail'})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or state.get("config_hash") != cfg.hash:
         return None
     return state
 

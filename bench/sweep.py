@@ -10,7 +10,11 @@
     python -m bench sweep mygrids:lr_grid --executor ray          # Ray (RAY_ADDRESS or a local instance)
 
 Finished runs (a record with status ok or diverged) are skipped; interrupted ones resume
-from their checkpoint. A run that raises is reported, and the sweep goes on.
+from their checkpoint. A local sweep first checks every run it will train (bench.train.preflight:
+the device, the model's forward pass, an optimizer's size limit) and starts none if one fails;
+on Ray each worker checks its own run (the driver may have no GPU). A run that raises is
+reported, and the sweep goes on. Two sweeps on one results folder never train the same run at
+once (bench.train.run holds the run's file lock).
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from .config import RunConfig, load_run_config, unique_configs
+from .config import RunConfig, RunConfigError, load_run_config, unique_configs
 from .records import check_writable, is_finished
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +94,18 @@ def run_sweep(configs: Iterable[RunConfig], results_dir: str | Path = "results",
     configs = unique_configs(configs)
     outcomes = {c.hash: SweepOutcome(c.hash, c.label(), "skipped") for c in configs}
     todo = [c for c in configs if force or not is_finished(c, results_dir)]
+    if executor == "local":
+        from .train import preflight
+
+        failed = []
+        for c in todo:
+            try:
+                preflight(c)
+            except RunConfigError as err:
+                failed.append(f"{c.hash} {c.label()}: {err}")
+        if failed:
+            raise RunConfigError(f"{len(failed)} of {len(todo)} runs cannot train on this machine, nothing was "
+                                 f"started; first: {failed[0]}")
     if threads_per_run is None:
         threads_per_run = (max(1, (os.cpu_count() or 1) // workers) if executor == "local"
                            else max(1, int(cpus_per_run)))

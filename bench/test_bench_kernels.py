@@ -1,7 +1,7 @@
 """Speed of the causal conv backends (and nn.Conv1d) at the paper's shapes and over L.
 
     pytest bench/test_bench_kernels.py --profile ci --benchmark-json results/kernels/bench_cpu.json
-    python -m kernels.fftconv.plot_bench results/kernels/bench_cpu.json
+    python -m bench.kernel_plot_bench results/kernels/bench_cpu.json
 
 Groups: `conv-fwd` (forward) and `conv-fwdbwd` (forward + grad_u + grad_k), fp32, TF32 off.
 Each case times one call including a device synchronise (wall time, pytest-benchmark) and
@@ -102,15 +102,6 @@ def relative_errors(fn, u, k, grad_y, with_grads: bool) -> dict[str, float]:
         out["rel_l2_grad_u"] = rel(got[0], exact[0])
         out["rel_l2_grad_k"] = rel(got[1], exact[1])
     return out
-
-
-@pytest.fixture
-def one_cpu_thread(device):
-    threads = torch.get_num_threads()
-    if device == "cpu":
-        torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def rounds_for(step, profile: str, device: str) -> int:

@@ -10,6 +10,10 @@ Cases per profile (bench/conftest.py's --profile):
     ci     every grid at the ci budget (bench.grids.all_ci; about an hour on 2 busy cores)
     paper  every grid at the paper budget (GPU-cluster scale)
 
+Every profile also runs the sharp cases (bench/sharp.py: exact constructions at their float32
+levels, about a second in all, tight floors), so that a precision regression in a kernel or a
+mixer fails the gate although the trained cases' floors must allow for seed noise.
+
 Each case is one run timed with benchmark.pedantic(rounds=1, iterations=1) into a
 temporary results folder (always trained, never read from results/); extra_info holds
 the case id (the key of results/floors.json), eval_mse, best_eval_mse, floor, rel,
@@ -24,7 +28,7 @@ import contextlib
 import pytest
 import torch
 
-from bench import grids
+from bench import grids, sharp
 from bench.floors import case_id
 from bench.records import RunResult
 from bench.tables import budget_text
@@ -41,6 +45,8 @@ def pytest_generate_tests(metafunc):
     if "case" in metafunc.fixturenames:
         configs = profile_cases(metafunc.config.getoption("--profile"))
         metafunc.parametrize("case", configs, ids=[case_id(c) for c in configs])
+    if "sharp_case" in metafunc.fixturenames:
+        metafunc.parametrize("sharp_case", sorted(sharp.CASES))
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +89,14 @@ def test_precision(case, benchmark, profile, run_dir):
     benchmark.extra_info.update(case_info(case, result, profile))
     # A diverged run is a result (the floors gate fails it); an unfinished one is not.
     assert result.status in ("ok", "diverged"), result.message
+
+
+def test_sharp(sharp_case, benchmark, profile):
+    with torch_threads(1):
+        info = benchmark.pedantic(sharp.measure, args=(sharp_case,), rounds=1, iterations=1)
+    benchmark.extra_info.update(info, profile=profile)
+    if info["kind"] == "bit_exact":
+        assert info["bit_exact"], f"{sharp_case}: the construction is no longer bit-exact in float32"
 
 
 def expressivity_pair():

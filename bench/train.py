@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
+import functools
+import json
 import math
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
@@ -31,7 +32,16 @@ import torch
 from primitives import stream_generator
 
 from .allocator import keep_freed_memory
-from .config import FULL_BATCH_OPTIMIZERS, ConstantSchedule, OptimizerConfig, RunConfig
+from .config import (
+    DTYPES,
+    FULL_BATCH_OPTIMIZERS,
+    ConstantSchedule,
+    OptimizerConfig,
+    RunConfig,
+    RunConfigError,
+    build_model,
+    check_device,
+)
 from .matrix_free import MatrixFreeLevenbergMarquardt, NonFiniteCurvature
 from .optim import (
     EMAFilter,
@@ -47,14 +57,18 @@ from .optim import (
 from .records import (
     CHECKPOINT_FORMAT,
     FINISHED,
+    BadFileError,
     CurvePoint,
     RunResult,
+    acquire,
     atomic_torch_save,
     check_writable,
     checkpoint_path,
     environment,
     load_checkpoint,
     load_result,
+    run_lock,
+    set_aside,
     write_result,
 )
 
@@ -72,13 +86,56 @@ def set_ieee_precision() -> None:
     torch.set_float32_matmul_precision("highest")
 
 
+@functools.lru_cache(maxsize=4096)
+def _forward_check(name: str, task_json: str, model_json: str, seed: int, device: str, dtype: str) -> int:
+    """Build the model and run one sample through it on `device` in `dtype`; the trainable
+    parameter count. Cached: a sweep checks each model once."""
+    task_spec, model_spec = json.loads(task_json), json.loads(model_json)
+    from primitives import make_task
+
+    task = make_task(task_spec["name"], **task_spec["params"])
+    model = build_model(name, task, seed=seed, **model_spec["params"])
+    torch_dtype = DTYPES[dtype]
+    sample = task.sample(1, generator=torch.Generator().manual_seed(0), dtype=torch_dtype)
+    try:
+        with torch.no_grad():
+            model.to(device=device, dtype=torch_dtype)(sample.inputs.to(device))
+    except (RuntimeError, ValueError, TypeError, NotImplementedError) as err:
+        raise ValueError(f"model {name!r} cannot run on device {device!r} in {dtype}: {err}") from None
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def preflight(cfg: RunConfig) -> int:
+    """What validating a config as data cannot tell: that this machine has cfg.device, can build
+    the model and run one sample through it there in cfg.dtype (kernel backend included), and
+    that a second-order optimizer's params x params matrix fits its max_params. Runs before
+    training (run(), and a local sweep before it starts any run). Returns the trainable
+    parameter count; raises RunConfigError naming the field."""
+    try:
+        check_device(cfg.device, cfg.dtype)
+    except ValueError as err:
+        raise RunConfigError(f"invalid run config: device: {err}") from None
+    try:
+        n_params = _forward_check(cfg.model.name, cfg.task.canonical(), cfg.model.canonical(), cfg.seed,
+                                  cfg.device, cfg.dtype)
+    except RunConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise RunConfigError(f"invalid run config: model.params: {err}") from None
+    for which, opt in (("optimizer", cfg.optimizer), ("polish", cfg.polish)):
+        if (opt is not None and opt.name in ("levenberg_marquardt", "gauss_newton") and opt.solver == "dense"
+                and n_params > opt.max_params):
+            raise RunConfigError(f"invalid run config: {which}: {opt.name} with solver 'dense' builds a params x params "
+                                 f"matrix; this model has {n_params} parameters, more than max_params={opt.max_params} "
+                                 "(use solver 'cg', the matrix-free one, or raise max_params if params^2 float64s fit "
+                                 "in memory)")
+    return n_params
+
+
 def probe_generator(seed: int) -> torch.Generator:
     """The adaptive schedule's probe batches: a stream of their own, so the training
     batches of a run do not depend on its schedule."""
-    digest = hashlib.sha256(f"precision-bench/probe/{int(seed)}".encode()).digest()
-    g = torch.Generator()
-    g.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
-    return g
+    return stream_generator(seed, "probe")
 
 
 def now() -> str:
@@ -138,9 +195,6 @@ class Interval:
             self.norm_max = max(self.norm_max, norm)
             self.norm_n += 1
 
-    def state(self) -> dict:
-        return dict(self.__dict__)
-
 
 @dataclass
 class StepOutcome:
@@ -154,8 +208,49 @@ def stalled(evals: list[float], window: int = 5, gain: float = 0.95) -> bool:
     return len(evals) > window and evals[-1] > gain * evals[-1 - window]
 
 
+@dataclass
+class RunState:
+    """What a run has accumulated besides its weights, optimizer, schedule, filter and random
+    streams (Trainer.COMPONENTS): saved into a checkpoint and restored from it whole."""
+
+    step: int = 0
+    curve: list[CurvePoint] = field(default_factory=list)
+    interval: Interval = field(default_factory=Interval)  # the steps since the last curve point
+    skipped_total: int = 0
+    consecutive_skips: int = 0
+    train_time_s: float = 0.0  # the optimizer steps only
+    wall_time_s: float = 0.0  # everything, over all sessions
+    resumed_at: list[int] = field(default_factory=list)
+    started_at: str = field(default_factory=lambda: now())
+    status: Optional[str] = None
+    switched_at: Optional[int] = None  # step at which cfg.polish took over
+    polish_draw_state: Optional[torch.Tensor] = None  # train_gen state its training set was drawn from
+
+    def saved(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["curve"] = [p.model_dump() for p in self.curve]
+        out["interval"] = asdict(self.interval)
+        return out
+
+    @classmethod
+    def restored(cls, state: dict) -> "RunState":
+        """The state of a resumed run: running again (no status), resumed at its step."""
+        values = {f.name: state[f.name] for f in fields(cls)}
+        values["curve"] = [CurvePoint(**p) for p in state["curve"]]
+        values["interval"] = Interval(**state["interval"])
+        values["status"] = None
+        values["resumed_at"] = list(state["resumed_at"]) + [int(state["step"])]
+        return cls(**values)
+
+
 class Trainer:
-    """Holds every piece of a run's state; `train()` runs it to the end or an interrupt."""
+    """Holds every piece of a run's state; `train()` runs it to the end or an interrupt.
+
+    The resumable state is `self.state` (RunState) plus COMPONENTS, each with a state_dict (the
+    random streams: get_state); a checkpoint is both, whole."""
+
+    COMPONENTS = ("model", "optimizer", "schedule", "filter")
+    GENERATORS = ("train_gen", "probe_gen")
 
     def __init__(self, cfg: RunConfig, results_dir: str | Path, progress: Optional[bool] = None):
         set_ieee_precision()
@@ -186,21 +281,10 @@ class Trainer:
             self.preflight_optimizer("optimizer")
         self.floor = self.task.floor(self.dtype)
 
-        self.step = 0
-        self.curve: list[CurvePoint] = []
-        self.interval = Interval()
-        self.skipped_total = 0
-        self.consecutive_skips = 0
-        self.train_time = 0.0
-        self.wall_time = 0.0
-        self.resumed_at: list[int] = []
-        self.started_at = now()
-        self.status: Optional[str] = None
-        self.message: Optional[str] = None
-        self.last_metrics: Optional[dict] = None
+        self.state = RunState()
+        self.message: Optional[str] = None  # why the run ended early (diverged, interrupted)
+        self.last_metrics: Optional[dict] = None  # a cache of evaluate(), not state
         self.last_metrics_step = -1
-        self.switched_at: Optional[int] = None  # step at which cfg.polish took over
-        self.polish_draw_state: Optional[torch.Tensor] = None  # train_gen state its training set was drawn from
 
     # ---- checkpoints --------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -208,47 +292,22 @@ class Trainer:
             "format": CHECKPOINT_FORMAT,
             "config_hash": self.cfg.hash,
             "config": self.cfg.canonical_json(),
-            "step": self.step,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "filter": self.filter.state_dict(),
-            "train_gen": self.train_gen.get_state(),
-            "probe_gen": self.probe_gen.get_state(),
-            "curve": [p.model_dump() for p in self.curve],
-            "interval": self.interval.state(),
-            "skipped_total": self.skipped_total,
-            "consecutive_skips": self.consecutive_skips,
-            "train_time_s": self.train_time,
-            "wall_time_s": self.wall_time,
-            "resumed_at": list(self.resumed_at),
-            "started_at": self.started_at,
-            "status": self.status,
-            "switched_at": self.switched_at,
-            "polish_draw_state": self.polish_draw_state,
+            **{name: getattr(self, name).state_dict() for name in self.COMPONENTS},
+            **{name: getattr(self, name).get_state() for name in self.GENERATORS},
+            **self.state.saved(),
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.step = int(state["step"])
         self.model.load_state_dict(state["model"])
         if state.get("switched_at") is not None:  # rebuild the polish phase, then load its state
             self.switch_optimizer(self.cfg.polish, draw_state=state["polish_draw_state"])
-            self.switched_at = int(state["switched_at"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.filter.load_state_dict(state["filter"])
+        for name in self.COMPONENTS[1:]:
+            getattr(self, name).load_state_dict(state[name])
         if self.filter.ema is not None:
             self.filter.ema = [e.to(self.device) for e in self.filter.ema]
-        self.train_gen.set_state(state["train_gen"])
-        self.probe_gen.set_state(state["probe_gen"])
-        self.curve = [CurvePoint(**p) for p in state["curve"]]
-        self.interval = Interval(**state["interval"])
-        self.skipped_total = int(state["skipped_total"])
-        self.consecutive_skips = int(state["consecutive_skips"])
-        self.train_time = float(state["train_time_s"])
-        self.wall_time = float(state["wall_time_s"])
-        self.resumed_at = list(state["resumed_at"]) + [self.step]
-        self.started_at = state["started_at"]
+        for name in self.GENERATORS:
+            getattr(self, name).set_state(state[name])
+        self.state = RunState.restored(state)
 
     def save_checkpoint(self, result: Optional[RunResult] = None) -> None:
         state = self.state_dict()
@@ -268,7 +327,7 @@ class Trainer:
             gen = self.train_gen
             if draw_state is not None:
                 gen = torch.Generator().set_state(draw_state)
-            self.polish_draw_state = gen.get_state()
+            self.state.polish_draw_state = gen.get_state()
             self.train_set = self.task.sample(optimizer.train_size, generator=gen, dtype=self.dtype).to(self.device)
             self.preflight_optimizer("polish")
 
@@ -281,11 +340,11 @@ class Trainer:
     def maybe_switch(self) -> None:
         """Switch to cfg.polish once the eval MSE has stalled (see `stalled`)."""
         cfg = self.cfg
-        if cfg.polish is None or self.switched_at is not None:
+        if cfg.polish is None or self.state.switched_at is not None:
             return
-        if stalled([p.eval_mse for p in self.curve if p.eval_mse is not None], cfg.polish_patience):
+        if stalled([p.eval_mse for p in self.state.curve if p.eval_mse is not None], cfg.polish_patience):
             self.switch_optimizer(cfg.polish)
-            self.switched_at = self.step
+            self.state.switched_at = self.state.step
 
     # ---- one step -----------------------------------------------------------------
     def current_lr(self) -> float:
@@ -312,9 +371,9 @@ class Trainer:
 
     def _first_order_step(self) -> StepOutcome:
         cfg = self.cfg
-        if self.schedule.wants_signal(self.step):
+        if self.schedule.wants_signal(self.state.step):
             self._probe_signal()
-        set_lr(self.optimizer, self.schedule.lr_at(self.step))
+        set_lr(self.optimizer, self.schedule.lr_at(self.state.step))
         batch = self.task.sample(cfg.batch_size, generator=self.train_gen, dtype=self.dtype)
         if self.device.type != "cpu":
             batch = batch.to(self.device)
@@ -326,13 +385,13 @@ class Trainer:
         too_big = cfg.skip_grad_norm is not None and norm > cfg.skip_grad_norm
         if not (math.isfinite(loss_value) and math.isfinite(norm)) or too_big:
             if not self.weights_finite():
-                raise Diverged(f"weights became non-finite before step {self.step + 1}")
-            self.consecutive_skips += 1
-            if self.consecutive_skips >= cfg.max_consecutive_skips:
-                raise Diverged(f"{self.consecutive_skips} consecutive steps skipped "
-                               f"(last loss {loss_value:.3g}, grad norm {norm:.3g}) at step {self.step + 1}")
+                raise Diverged(f"weights became non-finite before step {self.state.step + 1}")
+            self.state.consecutive_skips += 1
+            if self.state.consecutive_skips >= cfg.max_consecutive_skips:
+                raise Diverged(f"{self.state.consecutive_skips} consecutive steps skipped "
+                               f"(last loss {loss_value:.3g}, grad norm {norm:.3g}) at step {self.state.step + 1}")
             return StepOutcome(loss_value, norm, skipped=True)
-        self.consecutive_skips = 0
+        self.state.consecutive_skips = 0
         if cfg.grad_clip is not None:
             clip_grads_(self.params, cfg.grad_clip, norm)
         self.filter.apply_(self.params)
@@ -340,13 +399,13 @@ class Trainer:
         return StepOutcome(loss_value, norm)
 
     def _full_batch_step(self) -> StepOutcome:
-        set_lr(self.optimizer, self.schedule.lr_at(self.step))
+        set_lr(self.optimizer, self.schedule.lr_at(self.state.step))
         data = self.train_set
         if isinstance(self.optimizer, (LevenbergMarquardt, MatrixFreeLevenbergMarquardt)):
             try:
                 loss_value, norm = self.optimizer.step(data.inputs, data.targets, data.mask)
             except NonFiniteCurvature as why:
-                raise Diverged(f"step {self.step + 1}: {why}") from None
+                raise Diverged(f"step {self.state.step + 1}: {why}") from None
         else:
             def closure():
                 self.optimizer.zero_grad(set_to_none=True)
@@ -357,23 +416,23 @@ class Trainer:
             loss_value = self.optimizer.step(closure).detach().item()
             norm = total_grad_norm(self.params)
         if not math.isfinite(loss_value) or not self.weights_finite():
-            raise Diverged(f"non-finite training loss or weights at step {self.step + 1}")
+            raise Diverged(f"non-finite training loss or weights at step {self.state.step + 1}")
         return StepOutcome(loss_value, norm)
 
     def step_once(self) -> StepOutcome:
         """One optimizer step with its bookkeeping (raises Diverged)."""
         t0 = time.perf_counter()
         outcome = self._full_batch_step() if self.full_batch else self._first_order_step()
-        self.train_time += time.perf_counter() - t0
-        self.step += 1
-        self.interval.add(outcome.loss, outcome.grad_norm, outcome.skipped)
-        self.skipped_total += outcome.skipped
+        self.state.train_time_s += time.perf_counter() - t0
+        self.state.step += 1
+        self.state.interval.add(outcome.loss, outcome.grad_norm, outcome.skipped)
+        self.state.skipped_total += outcome.skipped
         return outcome
 
     # ---- eval ---------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> dict:
-        if self.last_metrics_step == self.step and self.last_metrics is not None:
+        if self.last_metrics_step == self.state.step and self.last_metrics is not None:
             return self.last_metrics
         self.model.eval()
         chunk = self.cfg.batch_size
@@ -382,26 +441,26 @@ class Trainer:
                  for i in range(0, inputs.shape[0], chunk)]
         self.model.train()
         self.last_metrics = self.task.metrics(torch.cat(preds), self.eval_batch)
-        self.last_metrics_step = self.step
+        self.last_metrics_step = self.state.step
         return self.last_metrics
 
     def add_curve_point(self) -> CurvePoint:
         metrics = self.evaluate()
-        iv = self.interval
+        iv = self.state.interval
         point = CurvePoint(
-            step=self.step,
+            step=self.state.step,
             train_loss=iv.loss_sum / iv.loss_n if iv.loss_n else None,
             eval_mse=metrics["mse"],
             eval_rel=metrics["rel"],
-            lr=self.current_lr() if self.step else self.schedule.lr_at(0),
+            lr=self.current_lr() if self.state.step else self.schedule.lr_at(0),
             grad_norm_mean=iv.norm_sum / iv.norm_n if iv.norm_n else None,
             grad_norm_max=iv.norm_max if iv.norm_n else None,
             skipped=iv.skipped,
         )
-        self.curve.append(point)
-        self.interval = Interval()
+        self.state.curve.append(point)
+        self.state.interval = Interval()
         if not math.isfinite(metrics["mse"]):
-            raise Diverged(f"eval MSE is {metrics['mse']} at step {self.step}")
+            raise Diverged(f"eval MSE is {metrics['mse']} at step {self.state.step}")
         return point
 
     # ---- the loop -----------------------------------------------------------------
@@ -409,63 +468,63 @@ class Trainer:
         cfg = self.cfg
         eval_every = cfg.resolved_eval_every
         session_start = time.perf_counter()
-        wall_before = self.wall_time
+        wall_before = self.state.wall_time_s
         bar = None
         if self.progress and cfg.steps >= 50:
             from tqdm import tqdm
 
-            bar = tqdm(total=cfg.steps, initial=self.step, desc=cfg.label(), file=sys.stderr,
+            bar = tqdm(total=cfg.steps, initial=self.state.step, desc=cfg.label(), file=sys.stderr,
                        mininterval=1.0, dynamic_ncols=True)
         try:
             with InterruptFlag() as interrupt:
-                if not self.curve:
+                if not self.state.curve:
                     self.add_curve_point()
-                while self.step < cfg.steps:
+                while self.state.step < cfg.steps:
                     if interrupt.requested:
-                        self.status, self.message = "interrupted", f"interrupted at step {self.step}"
+                        self.state.status, self.message = "interrupted", f"interrupted at step {self.state.step}"
                         break
                     self.step_once()
                     if bar is not None:
                         bar.update(1)
-                    out_of_time = cfg.time_limit_s is not None and self.train_time >= cfg.time_limit_s
-                    if self.step % eval_every == 0 or self.step == cfg.steps or out_of_time:
+                    out_of_time = cfg.time_limit_s is not None and self.state.train_time_s >= cfg.time_limit_s
+                    if self.state.step % eval_every == 0 or self.state.step == cfg.steps or out_of_time:
                         point = self.add_curve_point()
                         self.maybe_switch()
                         if bar is not None:
-                            bar.set_postfix(step=self.step, mse=f"{point.eval_mse:.3e}", lr=f"{point.lr:.2e}")
-                    if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
-                        self.wall_time = wall_before + time.perf_counter() - session_start
+                            bar.set_postfix(step=self.state.step, mse=f"{point.eval_mse:.3e}", lr=f"{point.lr:.2e}")
+                    if cfg.checkpoint_every and self.state.step % cfg.checkpoint_every == 0 and self.state.step < cfg.steps:
+                        self.state.wall_time_s = wall_before + time.perf_counter() - session_start
                         self.save_checkpoint()
                     if out_of_time:
-                        self.status = "ok"
+                        self.state.status = "ok"
                         self.message = (f"time limit of {cfg.time_limit_s:g} s of training reached at step "
-                                        f"{self.step} of {cfg.steps}")
+                                        f"{self.state.step} of {cfg.steps}")
                         break
-                if self.status is None:
-                    self.status = "ok"
+                if self.state.status is None:
+                    self.state.status = "ok"
         except Diverged as why:
-            self.status, self.message = "diverged", str(why)
+            self.state.status, self.message = "diverged", str(why)
         finally:
             if bar is not None:
                 bar.close()
-        self.wall_time = wall_before + time.perf_counter() - session_start
+        self.state.wall_time_s = wall_before + time.perf_counter() - session_start
         result = self.result()
         self.save_checkpoint(result if result.finished else None)
         write_result(result, self.results_dir)
         return result
 
     def result(self) -> RunResult:
-        ok = self.status != "diverged"
+        ok = self.state.status != "diverged"
         metrics = self.evaluate() if ok else {}
-        evals = [(p.eval_mse, p.step) for p in self.curve if p.eval_mse is not None]
+        evals = [(p.eval_mse, p.step) for p in self.state.curve if p.eval_mse is not None]
         best = min(evals) if evals and ok else (None, None)
-        last_loss = next((p.train_loss for p in reversed(self.curve) if p.train_loss is not None), None)
+        last_loss = next((p.train_loss for p in reversed(self.state.curve) if p.train_loss is not None), None)
         return RunResult(
             config=self.cfg,
             config_hash=self.cfg.hash,
-            status=self.status,
+            status=self.state.status,
             message=self.message,
-            steps_done=self.step,
+            steps_done=self.state.step,
             eval_mse=metrics.get("mse"),
             eval_rel=metrics.get("rel"),
             eval_rel_l2=metrics.get("rel_l2"),
@@ -475,17 +534,17 @@ class Trainer:
             train_loss=last_loss if ok else None,
             floor=self.floor,
             final_lr=self.current_lr(),
-            curve=self.curve,
+            curve=self.state.curve,
             param_count=self.param_count,
-            skipped_steps=self.skipped_total,
-            wall_time_s=self.wall_time,
-            train_time_s=self.train_time,
-            steps_per_s=self.step / self.train_time if self.train_time > 0 else None,
-            resumed_at=self.resumed_at,
-            switched_at=self.switched_at,
+            skipped_steps=self.state.skipped_total,
+            wall_time_s=self.state.wall_time_s,
+            train_time_s=self.state.train_time_s,
+            steps_per_s=self.state.step / self.state.train_time_s if self.state.train_time_s > 0 else None,
+            resumed_at=self.state.resumed_at,
+            switched_at=self.state.switched_at,
             optimizer_diagnostics=getattr(self.optimizer, "last", None) or None,
             environment=environment(self.cfg.device),
-            started_at=self.started_at,
+            started_at=self.state.started_at,
             finished_at=now(),
         )
 
@@ -496,19 +555,33 @@ def run(cfg: RunConfig, results_dir: str | Path = "results", *, force: bool = Fa
 
     force=True retrains from scratch even if a finished record or a checkpoint exists.
     progress: tqdm bar on stderr; None -> only when stderr is a terminal.
+    One process at a time trains a run: another one asking for it waits for the lock, then
+    finds the finished record. An unreadable record or checkpoint is set aside (renamed, with
+    a one-line warning) and the run is trained again.
     """
     check_writable(results_dir)
-    if not force:
-        existing = load_result(cfg, results_dir)
-        if existing is not None and existing.finished:
-            return existing
-    trainer = Trainer(cfg, results_dir, progress=progress)
-    state = None if force else load_checkpoint(cfg, results_dir)
-    if state is not None:
-        if state.get("result") and state.get("status") in FINISHED:
-            # finished, but its record was lost: rewrite the record from the checkpoint
-            result = RunResult.model_validate_json(state["result"])
-            write_result(result, results_dir)
-            return result
-        trainer.load_state_dict(state)
-    return trainer.train()
+    with acquire(run_lock(cfg, results_dir), f"run {cfg.hash} ({cfg.label()})"):
+        if not force:
+            existing = _readable(load_result, cfg, results_dir)
+            if existing is not None and existing.finished:
+                return existing
+        preflight(cfg)
+        trainer = Trainer(cfg, results_dir, progress=progress)
+        state = None if force else _readable(load_checkpoint, cfg, results_dir)
+        if state is not None:
+            if state.get("result") and state.get("status") in FINISHED:
+                # finished, but its record was lost: rewrite the record from the checkpoint
+                result = RunResult.model_validate_json(state["result"])
+                write_result(result, results_dir)
+                return result
+            trainer.load_state_dict(state)
+        return trainer.train()
+
+
+def _readable(load, cfg: RunConfig, results_dir):
+    """load(cfg, results_dir), or None after setting an unreadable file aside."""
+    try:
+        return load(cfg, results_dir)
+    except BadFileError as err:
+        set_aside(err.path, str(err))
+        return None

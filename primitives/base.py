@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-STREAMS = ("task", "train", "eval")
+STREAMS = ("task", "train", "eval", "probe")  # probe: the adaptive LR schedule's gradient probes
 
 
 class TaskConfigError(ValueError):
@@ -55,9 +55,9 @@ def check_float_dtype(dtype: Any) -> torch.dtype:
 def stream_generator(seed: int, stream: str, device: str | torch.device = "cpu") -> torch.Generator:
     """A generator for one named random stream of a seed.
 
-    Streams "task" (fixed task parameters), "train" and "eval" of the same seed are
-    seeded from a hash of (stream, seed), so they never share draws, and eval data
-    is disjoint from training data for every seed.
+    Streams "task" (fixed task parameters), "train", "eval" and "probe" (the adaptive
+    schedule's gradient probes) of the same seed are seeded from a hash of (stream, seed),
+    so they never share draws, and eval data is disjoint from training data for every seed.
     """
     if stream not in STREAMS:
         raise ValueError(f"unknown random stream {stream!r}; known: {', '.join(STREAMS)}")

@@ -12,7 +12,7 @@ from typing import ClassVar
 import torch
 from pydantic import PrivateAttr, model_validator
 
-from .base import Task, TaskConfigError, positive, positive_finite
+from .base import TaskConfigError, positive, positive_finite
 from .elementwise import _Tokenwise
 from .registry import register
 

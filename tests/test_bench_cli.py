@@ -99,3 +99,21 @@ def test_sweep_dry_run_and_bad_grid(tmp_path, capsys, monkeypatch):
     assert "todo" in capsys.readouterr().out
     assert main(["sweep", "cli_grid:NOPE"]) == 2
     assert "no attribute 'NOPE'" in capsys.readouterr().err
+
+
+def test_every_run_config_field_can_be_set_from_the_command_line(capsys):
+    from bench.cli import NESTED_FIELDS, run_parser
+    from bench.config import RunConfig
+
+    flags = {a.dest for a in run_parser()._actions}
+    assert {f for f in RunConfig.model_fields if f not in NESTED_FIELDS} <= flags  # derived from RunConfig
+    argv = [*FLAGS, "--polish-patience", "3", "--set", "polish.name=levenberg_marquardt",
+            "--set", "polish.train_size=8", "--set", "model.params.mlp=false", "--set", "optimizer.betas=[0.8,0.9]",
+            "--print-config"]
+    assert main(["run", *argv]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["polish"]["name"] == "levenberg_marquardt" and printed["polish"]["train_size"] == 8
+    assert printed["polish_patience"] == 3 and printed["optimizer"]["betas"] == [0.8, 0.9]
+    assert printed["model"]["params"] == {"width": 8, "depth": 1, "mlp": False}  # merged with --model-param
+    assert main(["run", *FLAGS, "--set", "polish.colour=1"]) == 2
+    assert "polish" in capsys.readouterr().err

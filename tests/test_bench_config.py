@@ -10,6 +10,7 @@ import torch
 
 from bench.config import RunConfig, RunConfigError, load_run_config, make_run_config
 from bench.records import ResultsDirError, atomic_write, atomic_write_text, check_writable
+from bench.train import preflight, run
 
 BASE = dict(
     task={"name": "multiply", "params": {"width": 4, "length": 8}},
@@ -51,7 +52,6 @@ BAD_INPUTS = [
     (dict(learning_rate=1e-3), ["learning_rate", "unknown field"]),
     (dict(optimizer={"name": "lbfgs"}, schedule={"name": "adaptive"}), ["schedule", "'adaptive'", "full-batch"]),
     (dict(optimizer={"name": "lbfgs"}, grad_clip=1.0), ["grad_clip", "first-order"]),
-    (dict(optimizer={"name": "levenberg_marquardt", "max_params": 10}), ["max_params=10", "parameters"]),
     (dict(task={"name": "multiply", "params": {"width": float("nan")}}), ["task", "JSON"]),
 ]
 
@@ -67,18 +67,45 @@ def test_bad_input_names_the_field(overrides, words):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_backend_the_device_cannot_run_is_rejected(monkeypatch):
+def test_backend_the_device_cannot_run_is_rejected_before_training(monkeypatch, tmp_path):
     # Triton runs CPU tensors only in its interpreter; other test modules may have switched it on.
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    c = cfg(model={"name": "baseconv", "params": {"width": 8, "depth": 1, "conv_backend": "triton"}})  # valid data
     with pytest.raises(RunConfigError) as info:
-        cfg(model={"name": "baseconv", "params": {"width": 8, "depth": 1, "conv_backend": "triton"}})
-    assert "cannot run on device 'cpu'" in str(info.value) and "triton" in str(info.value)
+        run(c, tmp_path)
+    assert "model.params" in str(info.value) and "cannot run on device 'cpu'" in str(info.value)
+    assert "triton" in str(info.value) and not list((tmp_path / "runs").iterdir())
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_cuda_device_without_cuda_is_rejected():
-    with pytest.raises(RunConfigError, match="device 'cuda' needs CUDA"):
-        cfg(device="cuda")
+def test_cuda_device_without_cuda_is_rejected_before_training(tmp_path):
+    c = cfg(device="cuda")  # a config is data: it names a device, it does not need one
+    with pytest.raises(RunConfigError, match="device: device 'cuda' needs CUDA"):
+        preflight(c)
+    with pytest.raises(RunConfigError, match="needs CUDA"):
+        run(c, tmp_path)
+
+
+def test_second_order_optimizer_too_many_params_is_rejected_before_training(tmp_path):
+    c = cfg(optimizer={"name": "levenberg_marquardt", "max_params": 10})
+    with pytest.raises(RunConfigError, match=r"optimizer: levenberg_marquardt .* more than max_params=10"):
+        run(c, tmp_path)
+    assert preflight(cfg()) == sum(p.numel() for p in cfg().build_model().parameters())
+
+
+def test_resolved_model_has_the_defaults_and_validating_builds_nothing(monkeypatch):
+    import architectures
+
+    def no_building(*a, **k):
+        raise AssertionError("validating a config built a model")
+
+    monkeypatch.setattr(architectures.registry, "SequenceModel", no_building)
+    c = cfg()
+    resolved = c.resolved_model
+    assert (resolved.width, resolved.depth, resolved.heads, resolved.mlp_factor) == (8, 1, 2, 4)
+    assert (resolved.seq_len, resolved.d_in, resolved.d_out, resolved.seed) == (8, 4, 2, 0)
+    assert cfg(seed=5).resolved_model.seed == 5  # the model's init seed defaults to the run's
+    assert "resolved" not in c.canonical_json()  # derived, not hashed: hashes stay as they were
 
 
 def test_missing_task_or_model():

@@ -2,6 +2,8 @@
 and switching to a polishing optimizer once the first one stalls."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -66,3 +68,42 @@ def test_switch_draws_from_the_train_stream_and_rejects_bad_configs(tmp_path):
         make_run_config(**{**SMALL, "polish": {"name": "levenberg_marquardt", "train_size": 0}})
     with pytest.raises(ValueError, match="eval_every"):
         train_until(t, target=1e-8, budget_s=1.0, eval_every=0)
+
+
+@pytest.mark.parametrize("optimizer,why,steps", [
+    ({"name": "adam", "lr": 1e30}, "eval MSE is nan at step 1", 1),  # finite weights, outputs overflow
+    ({"name": "lbfgs", "lr": 1e8}, "non-finite training loss or weights at step 1", 0),  # inside the first step
+])
+def test_a_diverging_run_is_reported_not_raised(tmp_path, optimizer, why, steps):
+    """Before, the first case raised TypeError from min(best, None) and the second Diverged."""
+    t = trainer(tmp_path, optimizer=optimizer)
+    start = t.evaluate()["mse"]
+    out = train_until(t, target=1e-8, budget_s=30.0, eval_every=1)
+    assert not out["reached"] and out["diverged"] == why
+    assert out["steps_run"] == steps and out["seconds_run"] < 30.0  # stopped at the divergence, not the budget
+    assert out["best_mse"] is None and out["curve"] == [(steps, out["curve"][0][1], None)]
+    assert math.isfinite(start)
+
+
+def test_time_to_precision_benchmark_runs_on_one_thread_whatever_the_session_says(tmp_path):
+    """`tox -e bench` runs with torch's default threads (2 on the CI machine); there exact_small's
+    L-BFGS diverged at step 12, while its recorded numbers are from one thread. The benchmark
+    pins one thread itself."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    out = tmp_path / "ttp.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "bench/test_bench_training.py", "-q", "-p", "no:cacheprovider",
+         "-k", "time_to_precision and exact_small and not adam and not polished", "--profile", "ci",
+         "--threads", "2", "--benchmark-json", str(out)],
+        cwd=repo, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(repo), "PB_TTP_BUDGET_S": "1", "OMP_NUM_THREADS": "2"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (case,) = json.loads(out.read_text())["benchmarks"]
+    info = case["extra_info"]
+    assert info["torch_threads"] == 1 and info["diverged"] is None and info["best_mse"] > 0 and info["steps_run"] >= 1

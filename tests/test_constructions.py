@@ -21,16 +21,12 @@ from architectures.constructions import (
     baseconv_read,
     broadcast_tokens,
     gd_iterate,
-    gd_iterate_curve,
     gd_tokens,
-    gram_gd_curve,
     layer_outputs,
     linear_attention_gd_step,
-    newton_curve,
-    sample_problems,
-    unrolled_gd_curve,
 )
-from architectures.constructions.report import flushed_subnormals
+from bench.construction_curves import gd_iterate_curve, gram_gd_curve, newton_curve, sample_problems, unrolled_gd_curve
+from bench.construction_report import flushed_subnormals
 
 D, N, ETA = 5, 20, 0.5
 

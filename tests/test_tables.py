@@ -16,7 +16,6 @@ import torch
 from bench import grids, iterate, tables
 from bench.records import CurvePoint, RunResult, write_result
 from primitives import algorithms as alg
-from primitives import make_task
 
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")

@@ -12,8 +12,8 @@ whose model is the ordinary `architectures.build_model(...)` output with its wei
     baseconv_newton_schulz    BaseConv, Newton-Schulz: 4 + K layers = GD step 2^K
     baseconv_read / _linear / _multiply   the primitives in one layer each
 
-Curves against the reference algorithms: curves.py; the table and figure:
-`python -m architectures.constructions.report`.
+Curves against the reference algorithms: bench/construction_curves.py; the table and figure:
+`python -m bench.construction_report`.
 """
 from .base import Construction, Layout
 from .baseconv_gd import (
@@ -27,7 +27,6 @@ from .baseconv_gd import (
 )
 from .baseconv_newton import baseconv_gd_gram, baseconv_newton_schulz, layer_outputs
 from .baseconv_primitives import baseconv_linear, baseconv_multiply, baseconv_read
-from .curves import gd_iterate_curve, gram_gd_curve, newton_curve, sample_problems, unrolled_gd_curve
 from .linear_attention_gd import linear_attention_gd_step
 
 __all__ = [
@@ -44,12 +43,7 @@ __all__ = [
     "baseconv_read",
     "broadcast_tokens",
     "gd_iterate",
-    "gd_iterate_curve",
     "gd_tokens",
-    "gram_gd_curve",
     "layer_outputs",
     "linear_attention_gd_step",
-    "newton_curve",
-    "sample_problems",
-    "unrolled_gd_curve",
 ]

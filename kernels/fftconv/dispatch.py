@@ -26,7 +26,7 @@ BACKENDS = ("auto", "direct", "fft", "triton", "reference")
 TRITON_DTYPES = (torch.float32, torch.float64)
 
 # On CPU the direct backend (B*L^2*D flops in one bmm) beats the FFT (B*D*L log L, but ~10
-# passes over memory) up to a crossover length. `python -m kernels.fftconv.crossover` on the
+# passes over memory) up to a crossover length. `python -m bench.kernel_crossover` on the
 # 2-core CI CPU (1 thread, fp32, B=64, D=64; best of 7; ms forward+backward direct / fft;
 # torch 2.14):
 #   L=40: 2.4 / 3.3   L=48: 3.2 / 3.8   L=64: 4.8 / 4.3   L=80: 6.7 / 6.7   L=96: 8.8 / 9.7   L=128: 15.0 / 10.6

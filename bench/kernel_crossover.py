@@ -1,6 +1,6 @@
 """Measure where the FFT backend overtakes the direct one on this machine's CPU.
 
-    python -m kernels.fftconv.crossover [--batch 64] [--channels 64] [--threads 1]
+    python -m bench.kernel_crossover [--batch 64] [--channels 64] [--threads 1]
 
 Prints forward and forward+backward times (best of a few repeats, ms) of `direct` and `fft`
 over L; the length where fft first wins forward+backward is what `CPU_DIRECT_MAX_LEN` in
@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from .direct import causal_conv_direct
-from .fft import causal_conv_fft
+from kernels.fftconv.direct import causal_conv_direct
+from kernels.fftconv.fft import causal_conv_fft
 
 LENGTHS = (16, 24, 32, 40, 48, 64, 80, 96, 128, 192, 256)
 

@@ -18,7 +18,9 @@ from primitives import algorithms as alg
 from primitives import sample_least_squares, stream_generator
 from primitives.least_squares import LeastSquaresProblem
 
-from .baseconv_gd import (
+from .config import DTYPES
+
+from architectures.constructions.baseconv_gd import (
     baseconv_gd_step,
     baseconv_gd_step_3layer,
     baseconv_gd_step_broadcast,
@@ -26,10 +28,9 @@ from .baseconv_gd import (
     gd_iterate,
     gd_tokens,
 )
-from .baseconv_newton import baseconv_gd_gram, baseconv_newton_schulz, layer_outputs
-from .linear_attention_gd import linear_attention_gd_step
+from architectures.constructions.baseconv_newton import baseconv_gd_gram, baseconv_newton_schulz, layer_outputs
+from architectures.constructions.linear_attention_gd import linear_attention_gd_step
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # "reached the floor": the median error at or below these (the targets of the construction tests)
 FLOOR_THRESHOLDS = {"float32": 1e-14, "float64": 1e-28}
 ONE_STEP_BUILDERS = {

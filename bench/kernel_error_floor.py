@@ -1,6 +1,6 @@
 """Measure each conv backend's error floor against the float64 oracle, over the sequence length.
 
-    python -m kernels.fftconv.error_floor [--out results/kernels] [--max-len 4096] [--triton-max-len 256]
+    python -m bench.kernel_error_floor [--out results/kernels] [--max-len 4096] [--triton-max-len 256]
 
 For every backend, dtype (fp32, fp64) and L, draws Gaussian u (B, L, D) and k (D, L) in the
 dtype (so they are exact in float64 too), runs forward and backward with a Gaussian grad_y,
@@ -17,10 +17,11 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 from pathlib import Path
 
 import torch
+
+from .records import atomic_write
 
 LENGTHS = (1, 2, 4, 8, 16, 20, 21, 32, 39, 40, 64, 128, 256, 257, 512, 1024, 2048, 4096)
 DIRECT_MAX_LEN = 2048
@@ -33,8 +34,8 @@ def _rel_l2(approx: torch.Tensor, exact: torch.Tensor) -> float:
 
 
 def measure(backend: str, dtype: torch.dtype, seq_len: int, seed: int, device: str) -> dict[str, float]:
-    from .dispatch import causal_conv
-    from .reference import causal_conv_reference
+    from kernels.fftconv.dispatch import causal_conv
+    from kernels.fftconv.reference import causal_conv_reference
 
     g = torch.Generator().manual_seed(seed)
     u = torch.randn(BATCH, seq_len, CHANNELS, generator=g, dtype=torch.float64).to(dtype).double()
@@ -109,20 +110,8 @@ def plot(records: list[dict], path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    _atomic_write(path, lambda f: fig.savefig(f, dpi=120, format="png"), binary=True)
+    atomic_write(path, lambda f: fig.savefig(f, dpi=120, format="png"), binary=True)
     plt.close(fig)
-
-
-def _atomic_write(path: Path, write, binary: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def main() -> None:
@@ -144,12 +133,12 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "shape": {"B": BATCH, "D": CHANNELS, "seeds": list(SEEDS), "statistic": "median"},
-        "command": "python -m kernels.fftconv.error_floor",
+        "command": "python -m bench.kernel_error_floor",
         "summary": summary(records),
         "records": records,
     }
     json_path = args.out / f"error_floor_{device}.json"
-    _atomic_write(json_path, lambda f: json.dump(result, f, indent=1))
+    atomic_write(json_path, lambda f: json.dump(result, f, indent=1))
     plot(records, args.out / f"error_floor_{device}.png")
     print(json.dumps(result["summary"], indent=1))
     print(f"wrote {json_path} and {json_path.with_suffix('.png')}")

@@ -1,6 +1,6 @@
 """The constructions table and the GD-vs-Newton figure.
 
-    python -m architectures.constructions.report [--batch 256] [--steps 400] [--seed 0] [--out results/constructions]
+    python -m bench.construction_report [--batch 256] [--steps 400] [--seed 0] [--out results/constructions]
 
 Writes constructions.json (every curve and number), constructions.md (the tables) and
 gd_vs_newton.png. Errors are medians over `batch` least-squares problems (D=5, N=20,
@@ -13,19 +13,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from primitives import make_task, stream_generator
 
-from .baseconv_gd import baseconv_gd_step, baseconv_gd_step_3layer, baseconv_gd_step_broadcast, baseconv_gd_unrolled
-from .baseconv_newton import baseconv_gd_gram, baseconv_newton_schulz
-from .baseconv_primitives import baseconv_linear, baseconv_multiply, baseconv_read
-from .curves import FLOOR_THRESHOLDS, Curve, gd_iterate_curve, gram_gd_curve, newton_curve, unrolled_gd_curve
-from .linear_attention_gd import linear_attention_gd_step
+from architectures.constructions.baseconv_gd import (
+    baseconv_gd_step,
+    baseconv_gd_step_3layer,
+    baseconv_gd_step_broadcast,
+    baseconv_gd_unrolled,
+)
+from architectures.constructions.baseconv_newton import baseconv_gd_gram, baseconv_newton_schulz
+from architectures.constructions.baseconv_primitives import baseconv_linear, baseconv_multiply, baseconv_read
+from .records import atomic_write_text
+from .construction_curves import FLOOR_THRESHOLDS, Curve, gd_iterate_curve, gram_gd_curve, newton_curve, unrolled_gd_curve
+from architectures.constructions.linear_attention_gd import linear_attention_gd_step
 
 D, N, ETA = 5, 20, 0.5
 NAMES = ("float32", "float64")
@@ -140,7 +144,7 @@ def markdown(ls_rows: list[dict], prim_rows: list[dict], params: dict) -> str:
         "into every token, Liu et al.'s layout); single-pass ones read every "
         "iteration from one forward pass. Newton-Schulz iterations count k (iterate k = GD step 2^k).",
         "",
-        f"Command: `python -m architectures.constructions.report --batch {params['batch']} --steps {params['steps']} "
+        f"Command: `python -m bench.construction_report --batch {params['batch']} --steps {params['steps']} "
         f"--seed {params['seed']}`",
         "",
         "| construction | model | layers/step | setup layers | width | fp32 MSE | fp64 MSE | fp32 iters (layers) to floor "
@@ -246,14 +250,6 @@ def flushed_subnormals():
         torch.set_flush_denormal(False)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def _curves_json(curves: dict) -> dict:
     def conv(v):
         if isinstance(v, Curve):
@@ -281,9 +277,9 @@ def main(argv: list[str] | None = None) -> dict:
         ls_rows, curves = least_squares_rows(args.batch, args.steps, args.seed, args.ns_iterations, args.rounds)
     prim_rows = primitive_rows(args.batch, args.seed)
     result = {"parameters": params, "least_squares": ls_rows, "primitives": prim_rows, "curves": _curves_json(curves)}
-    _write_atomic(args.out / "constructions.json", json.dumps(result, indent=1) + "\n")
+    atomic_write_text(args.out / "constructions.json", json.dumps(result, indent=1) + "\n")
     md = markdown(ls_rows, prim_rows, params)
-    _write_atomic(args.out / "constructions.md", md)
+    atomic_write_text(args.out / "constructions.md", md)
     figure(curves, args.out / "gd_vs_newton.png")
     print(md)
     return result

@@ -1,6 +1,6 @@
 """Plot and tabulate a conv benchmark JSON written by bench/test_bench_kernels.py.
 
-    python -m kernels.fftconv.plot_bench results/kernels/bench_cpu.json [--out results/kernels/bench_cpu.png]
+    python -m bench.kernel_plot_bench results/kernels/bench_cpu.json [--out results/kernels/bench_cpu.png]
 
 Left: the paper's shapes (median ms per backend); right: ms over L for the small and
 scaling sweeps; top forward, bottom forward+backward. Uses device time where the JSON has
