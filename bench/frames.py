@@ -96,6 +96,8 @@ def run_row(cfg: RunConfig, record: Optional[RunResult]) -> dict:
         "variant": "bare" if p.get("mlp") is False and p.get("final_norm") is False else "backbone",
         "status": "missing", "eval_mse": math.nan, "best_eval_mse": math.nan, "floor": math.nan,
         "rel": math.nan, "steps_per_s": math.nan, "wall_s": math.nan,
+        "train_mse": math.nan, "steps_done": 0, "train_s": math.nan, "message": None,
+        "cg_rel_residual": math.nan, "damping": math.nan, "eval_trend": math.nan,
     }
     if record is not None:
         row.update(status=record.status, floor=record.floor,
@@ -103,8 +105,22 @@ def run_row(cfg: RunConfig, record: Optional[RunResult]) -> dict:
                    best_eval_mse=math.nan if record.best_eval_mse is None else record.best_eval_mse,
                    rel=math.nan if record.eval_rel is None else record.eval_rel,
                    steps_per_s=math.nan if record.steps_per_s is None else record.steps_per_s,
-                   wall_s=record.wall_time_s)
+                   wall_s=record.wall_time_s, steps_done=record.steps_done, train_s=record.train_time_s,
+                   train_mse=math.nan if record.train_loss is None else record.train_loss, message=record.message,
+                   eval_trend=eval_trend(record))
+        diagnostics = record.optimizer_diagnostics or {}
+        for key in ("cg_rel_residual", "damping"):
+            if diagnostics.get(key) is not None:
+                row[key] = diagnostics[key]
     return row
+
+
+def eval_trend(record: RunResult, window: int = 5) -> float:
+    """Last eval MSE over the one `window` curve points earlier (< 1: still falling; ~1: stalled)."""
+    evals = [p.eval_mse for p in record.curve if p.eval_mse is not None]
+    if len(evals) <= window or not evals[-1 - window]:
+        return math.nan
+    return evals[-1] / evals[-1 - window]
 
 
 def grid_frame(configs: Iterable[RunConfig], records: dict[str, RunResult]) -> pd.DataFrame:

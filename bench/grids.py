@@ -443,10 +443,12 @@ def matrix_free_lm(train_size: int = 512, **overrides) -> dict:
     """The matrix-free Levenberg-Marquardt settings grid 8 trains with (the README's table of
     choices says what each gave): Gauss-Newton products on half of a 512-problem training set,
     taken by torch.func.linearize, Kronecker-factored preconditioner, CG capped at 100 products
-    a solve, Nielsen's damping rule, three backtracks before a re-solve."""
+    a solve, the ratio damping rule (mu / 3 when rho > 0.5, x 2 when rho < 0.25), three
+    backtracks before a re-solve."""
     return {"name": "levenberg_marquardt", "solver": "cg", "train_size": train_size,
             "curvature_size": max(1, train_size // 2), "cg_max_iter": 100, "preconditioner": "kronecker",
-            "products": "linearize", "backtracks": 3, **overrides}
+            "products": "linearize", "backtracks": 3, "damping_rule": "ratio", "damping_down": 1 / 3,
+            "damping_up": 2.0, **overrides}
 
 
 TO_THE_LIMIT_SECONDS = {"ci": {"primitive": 240.0, "gd_step": 900.0, "float64": 900.0},
@@ -475,11 +477,16 @@ def to_the_limit(budget: str | Budget = "ci") -> list[RunConfig]:
                      schedule={"name": "constant"}, steps=100_000, eval_every=5, eval_size=1024, dtype=dtype,
                      time_limit_s=limit, checkpoint_every=20, depth=model_params["depth"])
 
-    runs = [one(task, model, paper_primitive_model(depth, layernorm), seconds["primitive"])
+    # in the order a cut-off sweep should have done them: multiply and the GD step first
+    prim = {(task, model, depth, layernorm): one(task, model, paper_primitive_model(depth, layernorm),
+                                                 seconds["primitive"])
             for task in PRIMITIVE_TASKS for model in PAPER_MIXERS
-            for depth, layernorm in ((1, False), (2, False), (4, False), (2, True))]
+            for depth, layernorm in ((1, False), (2, False), (4, False), (2, True))}
+    runs = [prim.pop(("multiply", model, 2, False)) for model in PAPER_MIXERS]
     runs += [one("gd_step", model, paper_gd_step_model(model, b.name), seconds["gd_step"])
              for model in ("baseconv", "linear_attention")]
+    runs += [prim.pop((task, model, 2, False)) for task in ("read", "linear") for model in PAPER_MIXERS]
+    runs += list(prim.values())
     runs += [one("multiply", "baseconv", paper_primitive_model(2), seconds["float64"], dtype="float64"),
              one("gd_step", "baseconv", paper_gd_step_model("baseconv"), seconds["float64"], dtype="float64")]
     return runs

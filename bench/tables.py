@@ -383,6 +383,67 @@ def second_order(ctx: Context) -> None:
                    "targets rounded to the dtype (0 in float64)."])
 
 
+def limit_verdict(row) -> str:
+    """What stopped a grid-8 run, from its own numbers: the dtype (within 100x of the float32
+    floor), the training set (eval MSE 10x its train MSE), the time cap (eval still falling
+    more than 5% over its last 5 evals) or a stall (second order could not go further)."""
+    if row["status"] != "ok":
+        return row["status"]
+    if row["dtype"] == "float32" and row["eval_mse"] <= 100 * row["floor"]:
+        return "dtype (within 100x of the floor)"
+    if row["train_mse"] == row["train_mse"] and row["eval_mse"] > 10 * row["train_mse"]:
+        return "training set (eval >> train)"
+    if row["eval_trend"] == row["eval_trend"] and row["eval_trend"] < 0.95:
+        return "time cap (still falling)"
+    return "stalled"
+
+
+def to_the_limit(ctx: Context) -> None:
+    """(8) the paper's models trained by the matrix-free Levenberg-Marquardt, next to grid 1's Adam
+    cells, and per run what stopped it."""
+    lim = ctx.frames.get("to_the_limit")
+    if lim is None:
+        return
+    layernorm = lim["prenorm"].map({True: "depth 2 + LayerNorm", False: None})
+    lim = lim.assign(column=layernorm.fillna(lim["depth"].map(lambda d: f"depth {d}")))
+    prim = ctx.frames["primitives"]
+    adam = {(r["task"], r["model"], r["depth"], r["prenorm"]): r for _, r in prim.iterrows() if r["variant"] == "backbone"}
+    f32 = lim[(lim["dtype"] == "float32") & lim["task"].isin(G.PRIMITIVE_TASKS)]
+    cells_ = []
+    for _, r in f32.iterrows():
+        a = adam.get((r["task"], r["model"], r["depth"], r["prenorm"]))
+        cells_.append(f"{mse_cell(r)} / {mse_cell(a) if a is not None else '—'}")
+    t = f32.assign(cell=cells_).pivot_table(index=["task", "model"], columns="column", values="cell", aggfunc="first")
+    t = t[[c for c in ("depth 1", "depth 2", "depth 4", "depth 2 + LayerNorm") if c in t.columns]].reset_index()
+    t["float32 floor"] = t["task"].map(f32.groupby("task")["floor"].first()).map(fmt_mse)
+    budget = lim["budget"].iloc[0] if len(lim) else ""
+    ctx.out.table("to_the_limit", _ordered(t).fillna("—"),
+                  "The paper's primitive models trained to their limit (grid 8) next to Adam (grid 1): eval MSE, "
+                  "second order / Adam",
+                  ["Each cell: grid 8's final eval MSE (width 64, 2 heads, MLP x4 ReLU; LayerNorm only in the last "
+                   "column) / grid 1's cell of the same task, mixer, depth and LayerNorm setting (Adam at the ci budget "
+                   f"and width {ctx.budget.width}).", f"Grid 8 budget: {budget}; each run capped by "
+                   "seconds of training (time_limit_s).", done_note(lim), ctx.note])
+    d = lim.assign(layernorm=lim["prenorm"].map({True: "on", False: "off"}))
+    rows = pd.DataFrame({
+        "task": d["task"], "model": d["model"], "depth": d["depth"], "LayerNorm": d["layernorm"], "dtype": d["dtype"],
+        "params": d["hash"].map(lambda h: ctx.records[h].param_count if h in ctx.records else None),
+        "LM steps": d["steps_done"], "train time (s)": d["train_s"].round(0),
+        "train MSE": d["train_mse"].map(fmt_mse), "eval MSE": d.apply(mse_cell, axis=1),
+        "eval / floor": [fmt_mse(m / f) if f > 0 and m == m else "—" for m, f in zip(d["eval_mse"], d["floor"])],
+        "CG residual": d["cg_rel_residual"].map(fmt_mse), "damping": d["damping"].map(fmt_mse),
+        "last 5 evals": d["eval_trend"].map(lambda x: f"x{x:.2f}" if x == x else "—"),
+        "what stopped it": d.apply(limit_verdict, axis=1),
+    })
+    ctx.out.table("to_the_limit_diagnostics", _ordered(rows),
+                  "Grid 8 per run: where it stopped and why (train vs eval MSE, CG residual and damping of the "
+                  "last step)",
+                  ["CG residual: |(G + mu D) d + g| / |g| of the last solve (CG stops at 100 products); damping: "
+                   "the mu of that step, relative to the MSE's Gauss-Newton curvature; last 5 evals: the eval MSE "
+                   "over the one 5 evals (25 steps) earlier. 'what stopped it' is bench.tables.limit_verdict.",
+                   done_note(lim)])
+
+
 def gd_iteration(ctx: Context) -> None:
     """The learned GD steps applied iteratively next to true GD and the constructions; out of
     distribution. Needs trained weights (bench.iterate.trained_model)."""
@@ -402,6 +463,15 @@ def gd_iteration(ctx: Context) -> None:
         label = learned_step_label(cfg.model.name, cfg.optimizer.name)
         learned.append((label, trained_model(cfg, ctx.results_dir), cfg))
         labels[label] = r["budget"] + f" (gd_step eval MSE {fmt_mse(r['eval_mse'])})"
+    limit = ctx.frames.get("to_the_limit")
+    if limit is not None:  # grid 8: the paper's own GD-step models, second order
+        for _, r in limit[(limit["task"] == "gd_step") & (limit["dtype"] == "float32")
+                          & (limit["status"] == "ok")].iterrows():
+            cfg = ctx.records[r["hash"]].config
+            ctx.log(f"tables: loading the weights of {cfg.label()} ({r['hash']})")
+            label = f"{cfg.model.name} paper model, learned step (matrix-free LM)"
+            learned.append((label, trained_model(cfg, ctx.results_dir), cfg))
+            labels[label] = r["budget"] + f" (gd_step eval MSE {fmt_mse(r['eval_mse'])})"
     curves = gd_iteration_curves([(lab, m) for lab, m, _ in learned], steps=iterations)
     curves.to_csv(out.tables / "gd_iteration_curves.csv", index=False)
     out.written.append(out.tables / "gd_iteration_curves.csv")
@@ -443,7 +513,7 @@ def benchmarks(ctx: Context) -> None:
 # Every table and figure `python -m bench tables` writes, in order (gd_iteration before paper).
 TABLES: list[Callable[[Context], None]] = [
     primitives, headline, attention_multiply, gd_step, multiply_curves, least_squares, dtype_and_optimizer,
-    conditioning, second_order, gd_iteration, paper, benchmarks,
+    conditioning, second_order, to_the_limit, gd_iteration, paper, benchmarks,
 ]
 
 

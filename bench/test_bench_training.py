@@ -210,7 +210,7 @@ def paper_model_recipes():
 
 
 @pytest.mark.parametrize("method", ["adam", "lbfgs", "dense_lm", "cg_lm"])
-def test_time_to_precision_paper_model(benchmark, profile, device, tmp_path, method):
+def test_time_to_precision_paper_model(benchmark, profile, device, tmp_path, method, one_cpu_thread):
     if profile == "smoke":
         pytest.skip("time to 1e-12 is a long run: use --profile ci or paper")
     fields = dict(paper_model_recipes()[method])

@@ -91,7 +91,10 @@ def test_cg_lm_trains_the_small_baseconv_and_records_its_diagnostics(tmp_path):
 
 
 def test_cg_lm_resumes_bit_identically(tmp_path):
-    fields = dict(task=SMALL_TASK, model=SMALL_BASECONV, optimizer={**CG, "curvature_size": 16}, steps=6,
+    from bench.grids import matrix_free_lm
+
+    # grid 8's recipe (Kronecker factors, linearize, ratio rule, backtracks) on a small set
+    fields = dict(task=SMALL_TASK, model=SMALL_BASECONV, optimizer=matrix_free_lm(train_size=32), steps=6,
                   eval_size=64, eval_every=1)
     whole = run(make_run_config(**fields), tmp_path / "whole", progress=False)
     cfg = make_run_config(**fields, checkpoint_every=3)
