@@ -22,6 +22,7 @@ gave").
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable, Optional
 
 import torch
@@ -287,7 +288,9 @@ class MatrixFreeLevenbergMarquardt:
         if cfg.products == "linearize":
             # linearize traces the tangent map once a step: each J v then costs ~1.5 forward passes
             # instead of jvp's ~3.4 (primal and tangent recomputed), for a one-off trace of ~35
-            _, forward = linearize(f, start)
+            with warnings.catch_warnings():  # torch's constant folding warns about its own traced graph
+                warnings.filterwarnings("ignore", message="Attempted to insert a get_attr Node")
+                _, forward = linearize(f, start)
 
         def gauss_newton(v: torch.Tensor) -> torch.Tensor:
             jv = forward(v.to(dtype)) if forward is not None else jvp(f, (start,), (v.to(dtype),))[1]

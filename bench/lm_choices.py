@@ -1,0 +1,103 @@
+"""What each choice of the matrix-free Levenberg-Marquardt gives, on the same runs.
+
+    python -m bench.lm_choices --out results/lm_choices            # every variant, 200 s each
+    python -m bench.lm_choices --only ratio curv256 --seconds 100
+
+The problem is the one the README's target names: BaseConv, the paper's primitive model
+(width 64, 2 layers, MLP x4 ReLU, no LayerNorm; 100,810 weights), MULTIPLY, float32, a fixed
+training set of 512 problems, eval on 1,024 held-out ones. One warm-up (`--warmup-steps` steps
+of the base recipe from the random start, 19 by default: eval MSE ~7e-6) is shared; each
+variant then starts from the warm weights and the warm-up's damping, with a fresh optimizer,
+and trains for `--seconds` seconds of one thread. The late phase is where the choices differ:
+the early one is fast for all of them.
+
+Each variant writes <out>/<name>.log, one line per LM step (seconds, CG products so far, train
+MSE before the step, eval MSE after it, damping mu, rho, CG products and relative residual of
+the step, backtracking), and <out>/summary.json. Steps are deterministic on one thread; the
+seconds are this machine's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .config import make_run_config
+from .train import Trainer
+
+MODEL = {"name": "baseconv", "params": {"width": 64, "depth": 2, "activation": "relu", "prenorm": False,
+                                        "final_norm": False, "conv_kind": "long"}}
+BASE = {"train_size": 512, "cg_max_iter": 100, "preconditioner": "kronecker", "backtracks": 3}
+WARMUP = {**BASE, "curvature_size": 128}
+RATIO = {"damping_rule": "ratio", "damping_down": 0.333, "damping_up": 2}
+VARIANTS = {
+    "curv128": {**BASE, "curvature_size": 128},
+    "curv128_ratio": {**BASE, "curvature_size": 128, **RATIO},
+    "curv128_cg200": {**BASE, "curvature_size": 128, "cg_max_iter": 200},
+    "curv256": {**BASE, "curvature_size": 256},
+    "curv256_linearize": {**BASE, "curvature_size": 256, "products": "linearize"},
+    "curv256_linearize_marquardt": {**BASE, "curvature_size": 256, "products": "linearize", "scaling": "marquardt"},
+    "curv256_linearize_ratio": {**BASE, "curvature_size": 256, "products": "linearize", **RATIO},
+    "curv512_linearize": {**BASE, "products": "linearize"},
+}
+
+
+def trainer_for(optimizer: dict, results: Path) -> Trainer:
+    cfg = make_run_config(task={"name": "multiply"}, model=MODEL, steps=10**6, eval_size=1024, eval_every=1,
+                          optimizer={"name": "levenberg_marquardt", "solver": "cg", **optimizer})
+    return Trainer(cfg, results, progress=False)
+
+
+def train(trainer: Trainer, *, seconds: float = float("inf"), steps: int = 10**9, log=None) -> list[dict]:
+    """LM steps until `seconds` of wall time (steps and evals) or `steps` steps; one row per step."""
+    rows, products, t0 = [], 0, time.perf_counter()
+    trainer.add_curve_point()
+    while time.perf_counter() - t0 < seconds and len(rows) < steps:
+        trainer.step_once()
+        point = trainer.add_curve_point()
+        d = trainer.optimizer.last
+        products += d["cg_products"]
+        row = dict(step=len(rows) + 1, t=round(time.perf_counter() - t0, 1), products=products,
+                   train=point.train_loss, eval=point.eval_mse, mu=d.get("damping"), rho=d.get("rho"),
+                   cg=d["cg_products"], res=d.get("cg_rel_residual"), bt=d.get("backtracked"))
+        rows.append(row)
+        if log is not None:
+            log(f"{row['step']} t={row['t']} prod={products} train={row['train']:.3e} eval={row['eval']:.3e} "
+                f"mu={row['mu']:.2e} rho={row['rho']:.2f} cg={row['cg']} res={row['res']:.2e} bt={row['bt']}")
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("results/lm_choices"))
+    ap.add_argument("--seconds", type=float, default=200.0)
+    ap.add_argument("--warmup-steps", type=int, default=19)
+    ap.add_argument("--only", nargs="*", choices=sorted(VARIANTS))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp())
+    warm = trainer_for(WARMUP, scratch / "warmup")
+    with open(args.out / "warmup.log", "w") as f:
+        train(warm, steps=args.warmup_steps, log=lambda line: print(line, file=f, flush=True))
+    weights, damping = warm.model.state_dict(), warm.optimizer.damping
+    summary = {}
+    for name in args.only or VARIANTS:
+        trainer = trainer_for(VARIANTS[name], scratch / name)
+        trainer.model.load_state_dict(weights)
+        trainer.optimizer.damping = damping
+        with open(args.out / f"{name}.log", "w") as f:
+            print(f"start {trainer.evaluate()['mse']}", file=f, flush=True)
+            rows = train(trainer, seconds=args.seconds, log=lambda line: print(line, file=f, flush=True))
+        summary[name] = dict(settings=VARIANTS[name], final=rows[-1] if rows else None)
+        print(f"{name}: eval MSE {rows[-1]['eval']:.3e} after {rows[-1]['t']} s, {rows[-1]['products']} products")
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
