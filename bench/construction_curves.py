@@ -7,6 +7,10 @@ Liu et al. do) and the mean; the mean is dominated by the few worst-conditioned 
 
 Problems: D x N Gaussian least squares from primitives.sample_least_squares, drawn from the
 "eval" stream of `seed`; float32 and float64 runs use the same draws, rounded to each dtype.
+
+The problems, the per-problem error, true GD and the iterated one-step constructions are
+bench.iterate's (`sample_problems`, `iterate_errors`, `true_gd_iterates`, `ONE_STEP_BUILDERS`),
+shared with the learned steps iterated there; the token layout is primitives.least_squares.gd_tokens.
 """
 from __future__ import annotations
 
@@ -15,39 +19,16 @@ from dataclasses import dataclass
 import torch
 
 from primitives import algorithms as alg
-from primitives import sample_least_squares, stream_generator
-from primitives.least_squares import LeastSquaresProblem
+from primitives.least_squares import LeastSquaresProblem, gd_tokens
+
+from architectures.constructions.baseconv_gd import baseconv_gd_unrolled, gd_iterate
+from architectures.constructions.baseconv_newton import baseconv_gd_gram, baseconv_newton_schulz, layer_outputs
 
 from .config import DTYPES
-
-from architectures.constructions.baseconv_gd import (
-    baseconv_gd_step,
-    baseconv_gd_step_3layer,
-    baseconv_gd_step_broadcast,
-    baseconv_gd_unrolled,
-    gd_iterate,
-    gd_tokens,
-)
-from architectures.constructions.baseconv_newton import baseconv_gd_gram, baseconv_newton_schulz, layer_outputs
-from architectures.constructions.linear_attention_gd import linear_attention_gd_step
+from .iterate import ONE_STEP_BUILDERS, iterate_errors, sample_problems, true_gd_iterates
 
 # "reached the floor": the median error at or below these (the targets of the construction tests)
 FLOOR_THRESHOLDS = {"float32": 1e-14, "float64": 1e-28}
-ONE_STEP_BUILDERS = {
-    "baseconv": baseconv_gd_step,
-    "baseconv_3layer": baseconv_gd_step_3layer,
-    "baseconv_broadcast": baseconv_gd_step_broadcast,
-    "linear_attention": linear_attention_gd_step,
-}
-
-
-def sample_problems(batch: int, D: int, N: int, seed: int, dtype: torch.dtype) -> LeastSquaresProblem:
-    return sample_least_squares(batch, D=D, N=N, generator=stream_generator(seed, "eval"), dtype=dtype)
-
-
-def per_problem_mse(xs: torch.Tensor, x_ls: torch.Tensor) -> torch.Tensor:
-    """xs (T, B, D) in any dtype, x_ls (B, D) float64 -> (T, B) float64."""
-    return (xs.to(torch.float64) - x_ls).pow(2).mean(dim=-1)
 
 
 def relative_difference(xs: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -78,8 +59,8 @@ class Curve:
 
 def true_gd_curve(problem: LeastSquaresProblem, eta: float, steps: int, dtype: torch.dtype) -> tuple[Curve, torch.Tensor]:
     """GD run in `dtype` by primitives.algorithms (no model); returns the curve and the iterates (T, B, D)."""
-    xs = alg.gd_iterates(problem.A.to(dtype), problem.b.to(dtype), problem.x0.to(dtype), eta, steps).transpose(0, 1)
-    return Curve.from_errors(per_problem_mse(xs, problem.x_ls), [0] * (steps + 1)), xs
+    xs = true_gd_iterates(problem, steps, dtype, eta)
+    return Curve.from_errors(iterate_errors(xs, problem.x_ls), [0] * (steps + 1)), xs
 
 
 def gd_iterate_curve(
@@ -104,13 +85,13 @@ def gd_iterate_curve(
     out = {}
     for name in dtypes:
         dtype = DTYPES[name]
-        problem = sample_problems(batch, D, N, seed, dtype)
+        problem = sample_problems(batch, D, N, dtype, seed=seed)
         c = ONE_STEP_BUILDERS[construction](D, N, eta, dtype=dtype)
         xs = gd_iterate(c, problem.A, problem.b, problem.x0, steps)
         true_curve, ref = true_gd_curve(problem, eta, steps, dtype)
         rel = relative_difference(xs, ref)
         out[name] = {
-            "construction": Curve.from_errors(per_problem_mse(xs, problem.x_ls), [c.layers_per_step * t for t in range(steps + 1)]),
+            "construction": Curve.from_errors(iterate_errors(xs, problem.x_ls), [c.layers_per_step * t for t in range(steps + 1)]),
             "true_gd": true_curve,
             "relative_difference": rel.tolist(),
             "max_relative_difference": rel.max().item(),
@@ -127,14 +108,14 @@ def single_pass_curves(build, read_iterates, layers, *, steps: int, D: int, N: i
     out = {}
     for name in dtypes:
         dtype = DTYPES[name]
-        problem = sample_problems(batch, D, N, seed, dtype)
+        problem = sample_problems(batch, D, N, dtype, seed=seed)
         c = build(dtype)
         per_layer = layer_outputs(c.model, gd_tokens(problem.A, problem.b, problem.x0).to(dtype))[:, :, -1]
         xs = read_iterates(per_layer, problem.x0.to(dtype))
         _, ref = true_gd_curve(problem, eta, steps, dtype)
         rel = relative_difference(xs, ref)
         out[name] = {
-            "construction": Curve.from_errors(per_problem_mse(xs, problem.x_ls), layers),
+            "construction": Curve.from_errors(iterate_errors(xs, problem.x_ls), layers),
             "relative_difference": rel.tolist(),
             "max_relative_difference": rel.max().item(),
         }
@@ -183,7 +164,7 @@ def newton_curve(
     out = {}
     for name in dtypes:
         dtype = DTYPES[name]
-        problem = sample_problems(batch, D, N, seed, dtype)
+        problem = sample_problems(batch, D, N, dtype, seed=seed)
         c = baseconv_newton_schulz(D, N, eta, iterations, dtype=dtype)
         A, b, x0 = problem.A.to(dtype), problem.b.to(dtype), problem.x0.to(dtype)
         xs = layer_outputs(c.model, gd_tokens(A, b, x0))[c.setup_layers - 1 :, :, -1]  # k = 0..iterations
@@ -195,9 +176,9 @@ def newton_curve(
         for K in range(1, iterations + 1):
             one = baseconv_newton_schulz(D, N, eta, K, dtype=dtype)
             rs = gd_iterate(one, A, b, x0, rounds)
-            refinement[K] = Curve.from_errors(per_problem_mse(rs, problem.x_ls), [(4 + K) * r for r in range(rounds + 1)])
+            refinement[K] = Curve.from_errors(iterate_errors(rs, problem.x_ls), [(4 + K) * r for r in range(rounds + 1)])
         out[name] = {
-            "iterations": Curve.from_errors(per_problem_mse(xs, problem.x_ls), [c.setup_layers + k for k in range(iterations + 1)]),
+            "iterations": Curve.from_errors(iterate_errors(xs, problem.x_ls), [c.setup_layers + k for k in range(iterations + 1)]),
             "max_relative_difference_ns": rel.max().item(),
             "refinement": refinement,
         }

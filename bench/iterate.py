@@ -9,12 +9,16 @@ gradient:
 Its error curve is compared with
     true GD        primitives.algorithms.gd_iterates, in float32 and float64
     construction   architectures.constructions' hand-set one-step models (BaseConv, 4 layers;
-                   linear attention, 2 layers), fed back the same way (when available)
+                   linear attention, 2 layers), fed back the same way
 
-Error of an iterate (as bench.construction_curves): per problem, the mean over the
-D coordinates of (x_t - x_ls)^2, with x_ls the float64 least-squares solution of the problem
-as the model sees it (A, b rounded to its dtype); a curve is the median over problems (what
-Liu et al. plot) and the mean.
+Error of an iterate: per problem, the mean over the D coordinates of (x_t - x_ls)^2, with
+x_ls the float64 least-squares solution of the problem as the model sees it (A, b rounded to
+its dtype); a curve is the median over problems (what Liu et al. plot) and the mean.
+
+The helpers both this module and bench.construction_curves use live here, once: the held-out
+problems (`sample_problems`), the per-problem error (`iterate_errors`), true GD
+(`true_gd_iterates`) and the one-step constructions iterated (`ONE_STEP_BUILDERS`,
+`construction_iterates`). The token layout is primitives.least_squares.gd_tokens.
 
 Also here: `shifted_metrics`, a trained model scored on a task with other parameters (input
 scale, conditioning): the out-of-distribution behaviour of the learned step.
@@ -30,28 +34,39 @@ import torch
 
 from primitives import algorithms as alg
 from primitives import make_task, sample_least_squares, stream_generator
-from primitives.least_squares import LeastSquaresProblem
+from primitives.least_squares import LeastSquaresProblem, gd_tokens
+
+from architectures.constructions import (
+    baseconv_gd_step,
+    baseconv_gd_step_3layer,
+    baseconv_gd_step_broadcast,
+    gd_iterate,
+    linear_attention_gd_step,
+)
 
 from .config import DTYPES, RunConfig
 from .records import checkpoint_path, load_model
 
 ETA = 0.5  # gd_k's default: stable for D=5, N=20 (largest eigenvalue of A^T A / N ~ 2.25 < 2 / eta)
 
+# the hand-set one-step GD models, by name: builder(D, N, eta, dtype=...) -> Construction
+ONE_STEP_BUILDERS = {
+    "baseconv": baseconv_gd_step,  # 4 layers per step
+    "baseconv_3layer": baseconv_gd_step_3layer,  # 3
+    "baseconv_broadcast": baseconv_gd_step_broadcast,  # 3, Liu et al.'s layout
+    "linear_attention": linear_attention_gd_step,  # 2
+}
+
 
 def sample_problems(batch: int, D: int, N: int, dtype: torch.dtype, *, seed: int = 0, **task_params) -> LeastSquaresProblem:
-    """Held-out least-squares problems (the "eval" stream of `seed`), inputs rounded to `dtype`."""
+    """Held-out least-squares problems (the "eval" stream of `seed`), inputs rounded to `dtype`.
+    The same seed gives the same draws in every dtype (only the rounding differs)."""
     return sample_least_squares(batch, D=D, N=N, generator=stream_generator(seed, "eval"), dtype=dtype, **task_params)
 
 
 def iterate_errors(xs: torch.Tensor, x_ls: torch.Tensor) -> torch.Tensor:
     """xs (T, B, D), x_ls (B, D) -> per-problem MSE (T, B) in float64 (non-finite stays non-finite)."""
     return (xs.to(torch.float64) - x_ls.to(torch.float64)).pow(2).mean(dim=-1)
-
-
-def step_tokens(A: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The gd_step layout: token 0 = [x, 0], tokens 1..N = [a_i, b_i]; (B, N + 1, D + 1)."""
-    first = torch.cat([x, torch.zeros_like(x[:, :1])], dim=-1).unsqueeze(1)
-    return torch.cat([first, torch.cat([A, b.unsqueeze(-1)], dim=-1)], dim=1)
 
 
 @torch.no_grad()
@@ -62,7 +77,7 @@ def learned_gd_iterates(model: torch.nn.Module, problem: LeastSquaresProblem, st
     A, b, x = problem.A.to(dtype), problem.b.to(dtype), problem.x0.to(dtype)
     xs = [x]
     for _ in range(steps):
-        x = x - eta * model(step_tokens(A, b, x))[:, -1]
+        x = x - eta * model(gd_tokens(A, b, x))[:, -1]
         xs.append(x)
     return torch.stack(xs)
 
@@ -74,19 +89,14 @@ def true_gd_iterates(problem: LeastSquaresProblem, steps: int, dtype: torch.dtyp
 
 
 def construction_iterates(name: str, problem: LeastSquaresProblem, steps: int, dtype: torch.dtype,
-                          eta: float = ETA) -> Optional[torch.Tensor]:
-    """The hand-set one-step model `name` ("baseconv" | "linear_attention") iterated, or None
-    when architectures.constructions does not provide it."""
-    try:
-        from architectures import constructions
-    except ImportError:
-        return None
-    builder = {"baseconv": "baseconv_gd_step", "linear_attention": "linear_attention_gd_step"}[name]
-    if not hasattr(constructions, builder) or not hasattr(constructions, "gd_iterate"):
-        return None
+                          eta: float = ETA) -> torch.Tensor:
+    """The hand-set one-step model `name` (a key of ONE_STEP_BUILDERS) built in `dtype` and
+    iterated: x_0..x_steps, (steps + 1, B, D)."""
+    if name not in ONE_STEP_BUILDERS:
+        raise ValueError(f"unknown one-step construction {name!r}; choose from {sorted(ONE_STEP_BUILDERS)}")
     D, N = problem.A.shape[-1], problem.A.shape[-2]
-    construction = getattr(constructions, builder)(D, N, eta, dtype=dtype)
-    return constructions.gd_iterate(construction, problem.A, problem.b, problem.x0, steps)
+    construction = ONE_STEP_BUILDERS[name](D, N, eta, dtype=dtype)
+    return gd_iterate(construction, problem.A, problem.b, problem.x0, steps)
 
 
 def curve_rows(method: str, label: str, dtype: str, xs: torch.Tensor, x_ls: torch.Tensor, **extra) -> list[dict]:
@@ -123,8 +133,7 @@ def gd_iteration_curves(learned: Iterable[tuple[str, torch.nn.Module]] = (), *, 
                            problem.x_ls)
         for c in constructions:
             xs = construction_iterates(c, problem, steps, DTYPES[name], eta)
-            if xs is not None:
-                rows += curve_rows("construction", f"{c} construction ({name})", name, xs, problem.x_ls)
+            rows += curve_rows("construction", f"{c} construction ({name})", name, xs, problem.x_ls)
     return pd.DataFrame(rows)
 
 

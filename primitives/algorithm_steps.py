@@ -78,7 +78,7 @@ class GDStep(_GDLayout):
 
     def _sample_exact(self, batch_size, generator, dtype):
         p = self._problem(batch_size, generator, dtype)
-        return gd_tokens(p), *self._last_position(batch_size, alg.gradient(p.A, p.b, p.x0))
+        return gd_tokens(p.A, p.b, p.x0), *self._last_position(batch_size, alg.gradient(p.A, p.b, p.x0))
 
 
 @register
@@ -104,7 +104,7 @@ class GDK(_GDLayout):
     def _sample_exact(self, batch_size, generator, dtype):
         p = self._problem(batch_size, generator, dtype)
         x_k = alg.gd_iterates(p.A, p.b, p.x0, self.eta, self.k)[:, -1]
-        return gd_tokens(p), *self._last_position(batch_size, x_k)
+        return gd_tokens(p.A, p.b, p.x0), *self._last_position(batch_size, x_k)
 
 
 @register
@@ -130,7 +130,7 @@ class NewtonStep(_GDLayout):
 
     def _sample_exact(self, batch_size, generator, dtype):
         p = self._problem(batch_size, generator, dtype)
-        tokens = gd_tokens(p)
+        tokens = gd_tokens(p.A, p.b, p.x0)
         if not self.with_inverse:
             return tokens, *self._last_position(batch_size, alg.newton_step(p.A, p.b, p.x0))
         M_inv = round_to(torch.linalg.inv(alg.hessian(p.A)), dtype)

@@ -38,7 +38,7 @@ class Construction:
     setup_layers: layers spent once before the first step (0 if none).
     description: what the construction computes, its token layout and where the answer is read.
     tokens: for one-step least-squares constructions, (A, b, x) -> the input sequence it
-        expects (None: the gd_step layout, baseconv_gd.gd_tokens).
+        expects (None: the gd_step layout, primitives.least_squares.gd_tokens).
     """
 
     model: nn.Module

@@ -63,6 +63,8 @@ from __future__ import annotations
 
 import torch
 
+from primitives.least_squares import gd_tokens  # the gd_step layout (token 0 = [x, 0]), re-exported
+
 from .. import build_model
 from .base import (
     BaseConvWriter,
@@ -242,12 +244,6 @@ def baseconv_gd_step_3layer(
 def broadcast_tokens(A: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Liu et al.'s construction layout: token i = [a_i, b_i, x]; (B, N, 2D + 1)."""
     return torch.cat([A, b.unsqueeze(-1), x.unsqueeze(1).expand(-1, A.shape[1], -1)], dim=-1)
-
-
-def gd_tokens(A: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The gd_step layout: token 0 = [x, 0], tokens 1..N = [a_i, b_i]; (B, N + 1, D + 1)."""
-    first = torch.cat([x, torch.zeros_like(x[:, :1])], dim=-1).unsqueeze(1)
-    return torch.cat([first, torch.cat([A, b.unsqueeze(-1)], dim=-1)], dim=1)
 
 
 @torch.no_grad()
