@@ -201,8 +201,10 @@ class LevenbergMarquardtConfig(_Frozen):
     the Gauss-Newton diagonal (estimated with diag_probes random probes per step, averaged over
     steps); the preconditioner is (G_est + mu D)^-precondition_power, with G_est that diagonal or
     ("kronecker") Shampoo-style Kronecker factors for every 2-D weight and the diagonal elsewhere. mu follows the ratio rho of
-    actual to predicted reduction (Nielsen's rule: mu *= max(1/3, 1 - (2 rho - 1)^3) on a taken
-    step, mu *= nu, nu *= 2 on a refused one). In cg, mu is relative to the MSE's curvature
+    actual to predicted reduction: damping_rule "nielsen" (mu *= max(1/3, 1 - (2 rho - 1)^3) on a
+    taken step, mu *= nu, nu *= 2 on a refused one) or "ratio" (mu *= damping_down when rho > 0.5,
+    unchanged down to 0.25, mu *= damping_up below it and on a refused step). A refused step is
+    first tried at 1/2, 1/4, 1/8 of its length (`backtracks` of them) before a new solve. In cg, mu is relative to the MSE's curvature
     (G = J^T J / n), so it does not depend on the size of the training set. Memory is
     O(parameters + activations of curvature_size samples).
     """
@@ -238,6 +240,9 @@ class LevenbergMarquardtConfig(_Frozen):
                 raise ValueError(f"{', '.join(cg_only)} apply to solver 'cg' only; set solver: 'cg' or leave them unset")
         elif self.name == "gauss_newton":
             raise ValueError("solver 'cg' is damped (levenberg_marquardt); gauss_newton is dense only")
+        if self.solver == "cg" and self.damping == 0 and self.min_damping == 0:
+            raise ValueError("solver 'cg' needs damping > 0 or min_damping > 0: with both 0 a refused step is "
+                             "solved again unchanged")
         if self.curvature_size is not None and self.curvature_size > self.train_size:
             raise ValueError(f"curvature_size ({self.curvature_size}) cannot exceed train_size ({self.train_size})")
         return self

@@ -56,7 +56,8 @@ def pcg(matvec: Operator, b: torch.Tensor, x0: Optional[torch.Tensor], precond: 
     """Preconditioned conjugate gradients for A x = b, A symmetric positive definite.
 
     precond: v -> M^-1 v, symmetric positive definite (None: no preconditioner). Stops when
-    |b - A x| <= tol |b| or after max_iter products. Returns (x, b - A x, products used)."""
+    |b - A x| <= tol |b| or after max_iter products of A (a warm start x0 costs one). Returns
+    (x, b - A x, products used)."""
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     r = b - matvec(x) if x0 is not None else b.clone()
     used = 1 if x0 is not None else 0
@@ -64,7 +65,7 @@ def pcg(matvec: Operator, b: torch.Tensor, x0: Optional[torch.Tensor], precond: 
     z = precond(r) if precond is not None else r
     p = z.clone()
     rz = r @ z
-    for _ in range(max_iter):
+    for _ in range(max_iter - used):  # the warm start's residual counts as one product
         if r.norm() <= tol * b_norm:
             break
         ap = matvec(p)
@@ -176,9 +177,16 @@ class MatrixFreeLevenbergMarquardt:
         self.damping = float(state["damping"])
         self.nu = float(state["nu"])
         self.param_groups[0]["lr"] = float(state["lr"])
-        self.previous = state["previous"]
-        self.curvature.diag = state["curvature_diag"]
-        self.curvature.factors = dict(state["curvature_factors"])
+        # checkpoints load on the CPU: move the float64 state to where the parameters are
+        device = self.params[0].device
+
+        def here(t):
+            return None if t is None else t.to(device=device, dtype=torch.float64)
+
+        self.previous = here(state["previous"])
+        self.curvature.diag = here(state["curvature_diag"])
+        self.curvature.factors = {i: (here(left), here(right))
+                                  for i, (left, right) in dict(state["curvature_factors"]).items()}
         self.steps_done = int(state["steps_done"])
         self.last = dict(state["last"])
 
@@ -249,6 +257,15 @@ class MatrixFreeLevenbergMarquardt:
                 f"{what}: solver 'cg' needs forward-mode autodiff (torch.func.jvp) through the model "
                 f"{type(self.model).__name__}, which fails: {first}. Give its custom autograd.Function a jvp, choose "
                 "a conv_backend that has one (direct, fft), or use solver 'dense' (small models)") from None
+        if self.cfg.products == "linearize":
+            try:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="Attempted to insert a get_attr Node")
+                    linearize(f, flat)
+            except Exception as err:  # tracing can fail in many ways; every one has the same way out
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise RunConfigError(f"{what}: products 'linearize' cannot trace the model {type(self.model).__name__}: "
+                                     f"{first}. Use products: 'jvp'") from None
         saved = [0]
 
         def pack(t):
@@ -319,10 +336,10 @@ class MatrixFreeLevenbergMarquardt:
 
         precond = None if cfg.preconditioner == "none" else self.curvature.inverse(mu, scale, cfg.precondition_power)
         delta, residual, used = pcg(damped, -g, x0, precond, max_iter, tol)
-        # predicted reduction of f = MSE/2: -(g.d + d.G.d/2), with d.G.d = d.(A d) - mu d.D.d, A d = -g - res
-        d_g_d = delta @ (-g - residual) - mu * (delta * scale) @ delta
-        predicted = -(g @ delta + 0.5 * d_g_d).item()
-        return delta, residual, used, predicted
+        # for the predicted reduction of f = MSE/2 along t * delta, -(t g.d + t^2 d.G.d / 2):
+        # d.G.d = d.(A d) - mu d.D.d, with A d = -g - residual
+        d_g_d = (delta @ (-g - residual) - mu * (delta * scale) @ delta).item()
+        return delta, residual, used, ((g @ delta).item(), d_g_d)
 
     def direction(self, inputs, targets, mask, damping: float, max_iter: int = 10_000, tol: float = 1e-13):
         """The LM step at the current weights for damping `damping`, CG run to convergence (from zero).
@@ -345,11 +362,13 @@ class MatrixFreeLevenbergMarquardt:
         for _ in range(cfg.max_retries + 1):
             mu = self.damping
             x0 = self.previous if (cfg.warm_start and self.previous is not None) else None
-            delta, residual, used, predicted = self._solve(g, gauss_newton, diag, mu, x0, cfg.cg_max_iter, cfg.cg_tol)
+            delta, residual, used, (g_d, d_g_d) = self._solve(g, gauss_newton, diag, mu, x0, cfg.cg_max_iter,
+                                                             cfg.cg_tol)
             result["cg_products"] += used
             self._set(start + (lr * delta).to(start.dtype))
             trial = self.loss(inputs, targets, mask)
-            rho = 0.5 * (mse0 - trial) / predicted if predicted > 0 else -math.inf
+            predicted = -(lr * g_d + 0.5 * lr * lr * d_g_d)
+            rho = 0.5 * (mse0 - trial) / predicted if predicted > 0 else 0.0  # no predicted gain: "raise mu"
             result.update(cg_rel_residual=(residual.norm() / g.norm()).item(), damping=mu, rho=rho,
                           mse_before=mse0, mse_after=trial)
             if not (math.isfinite(trial) and trial < mse0):
@@ -364,7 +383,7 @@ class MatrixFreeLevenbergMarquardt:
                         break
             if math.isfinite(trial) and trial < mse0:
                 if cfg.damping_rule == "nielsen":
-                    factor = max(1 / 3, 1 - (2 * min(rho, 1.0) - 1) ** 3)
+                    factor = max(1 / 3, 1 - (2 * min(max(rho, 0.0), 1.0) - 1) ** 3)
                 else:  # "ratio": the textbook trust-region rule, with the config's factors
                     factor = cfg.damping_down if rho > 0.5 else (1.0 if rho > 0.25 else cfg.damping_up)
                 self.damping = max(mu * factor, cfg.min_damping)
@@ -372,8 +391,11 @@ class MatrixFreeLevenbergMarquardt:
                 self.previous = delta
                 result["accepted"] = True
                 break
-            self.damping = max(mu, cfg.min_damping) * self.nu
-            self.nu *= 2
+            if cfg.damping_rule == "nielsen":
+                self.damping = max(mu, cfg.min_damping) * self.nu
+                self.nu *= 2
+            else:
+                self.damping = max(mu, cfg.min_damping) * cfg.damping_up
             self.previous = None  # the refused direction is a poor start for the re-solve
         if not result["accepted"]:
             self._set(start)  # no acceptable step: stay put (the damping stays raised)

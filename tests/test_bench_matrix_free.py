@@ -204,3 +204,30 @@ def test_a_time_limit_stops_the_run_and_says_where(tmp_path):
     assert result.train_time_s >= 0.5
     assert f"reached at step {result.steps_done} of 10000" in result.message
     assert result.curve[-1].step == result.steps_done  # the last point is where it stopped
+
+
+class _LinearMap(nn.Module):
+    """Linear in its weights: the Gauss-Newton model of the loss is exact, so rho must be 1."""
+
+    def __init__(self, task):
+        super().__init__()
+        self.lin = nn.Linear(task.d_in, task.d_out)
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+@pytest.mark.parametrize("lr", [1.0, 0.5, 0.25])
+def test_rho_is_one_where_the_quadratic_model_is_exact(monkeypatch, tmp_path, lr):
+    monkeypatch.setitem(EXTRA_MODELS, "linear_map", _LinearMap)
+    cfg = make_run_config(task=SMALL_TASK, model={"name": "linear_map"}, dtype="float64", eval_size=8,
+                          optimizer={**CG, "lr": lr, "preconditioner": "none", "cg_tol": 1e-12})
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    trainer.step_once()
+    assert trainer.optimizer.last["accepted"]
+    assert trainer.optimizer.last["rho"] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_cg_damping_cannot_be_zero_for_good():
+    with pytest.raises(RunConfigError, match="needs damping > 0 or min_damping > 0"):
+        make_run_config(task=SMALL_TASK, model=SMALL_BASECONV, optimizer={**CG, "damping": 0, "min_damping": 0})
