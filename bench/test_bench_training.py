@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+import traceback
 
 import pytest
 import torch
@@ -229,7 +230,12 @@ def test_time_to_precision_paper_model(benchmark, profile, device, tmp_path, met
     outcome = {}
 
     def train():
-        outcome.update(train_until(trainer, PAPER_MODEL_TARGET, budget, eval_every, milestones=PAPER_MODEL_MILESTONES))
+        try:
+            outcome.update(train_until(trainer, PAPER_MODEL_TARGET, budget, eval_every,
+                                       milestones=PAPER_MODEL_MILESTONES))
+        except Exception:  # shown at once: a failed benchmark leaves pytest-benchmark no stats to report
+            traceback.print_exc()
+            raise
 
     benchmark.pedantic(train, rounds=1, iterations=1)
     benchmark.extra_info.update(target_mse=PAPER_MODEL_TARGET, budget_s=budget, floor=trainer.floor,
