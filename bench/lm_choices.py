@@ -1,7 +1,8 @@
 """What each choice of the matrix-free Levenberg-Marquardt gives, on the same runs.
 
     python -m bench.lm_choices --out results/lm_choices            # every variant, 200 s each
-    python -m bench.lm_choices --only ratio curv256 --seconds 100
+    python -m bench.lm_choices --only curv128_ratio curv256 --seconds 100
+    python -m bench.lm_choices --from-scratch --seconds 300        # diagonal vs Kronecker from the start
 
 The problem is the one the README's target names: BaseConv, the paper's primitive model
 (width 64, 2 layers, MLP x4 ReLU, no LayerNorm; 100,810 weights), MULTIPLY, float32, a fixed
@@ -45,6 +46,12 @@ VARIANTS = {
     "curv512_linearize": {**BASE, "products": "linearize"},
 }
 
+# from the random start, no backtracking: the two preconditioners (--from-scratch, 300 s each)
+FROM_SCRATCH = {
+    "scratch_diagonal": {"train_size": 512, "curvature_size": 128, "cg_max_iter": 100, "preconditioner": "diagonal"},
+    "scratch_kronecker": {"train_size": 512, "curvature_size": 128, "cg_max_iter": 100, "preconditioner": "kronecker"},
+}
+
 
 def trainer_for(optimizer: dict, results: Path) -> Trainer:
     cfg = make_run_config(task={"name": "multiply"}, model=MODEL, steps=10**6, eval_size=1024, eval_every=1,
@@ -77,10 +84,19 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=200.0)
     ap.add_argument("--warmup-steps", type=int, default=19)
     ap.add_argument("--only", nargs="*", choices=sorted(VARIANTS))
+    ap.add_argument("--from-scratch", action="store_true",
+                    help="instead: the FROM_SCRATCH variants from the random start (use --seconds 300)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp())
+    if args.from_scratch:
+        for name, settings in FROM_SCRATCH.items():
+            with open(args.out / f"{name}.log", "w") as f:
+                rows = train(trainer_for(settings, scratch / name), seconds=args.seconds,
+                             log=lambda line: print(line, file=f, flush=True))
+            print(f"{name}: eval MSE {rows[-1]['eval']:.3e} after {rows[-1]['t']} s")
+        return 0
     warm = trainer_for(WARMUP, scratch / "warmup")
     with open(args.out / "warmup.log", "w") as f:
         train(warm, steps=args.warmup_steps, log=lambda line: print(line, file=f, flush=True))

@@ -168,3 +168,28 @@ def test_learned_steps_are_the_best_run_per_model_and_optimizer():
     assert tables.learned_step_label("linear_attention", "adam") == "linear_attention learned step (adam)"
     polished = next(c for c in grids.second_order("ci") if c.polish is not None)
     assert tables.budget_text(polished).endswith("then Levenberg-Marquardt on 16 samples once stalled, width 32, float32")
+
+
+def test_to_the_limit_table_stands_beside_grid_1_and_says_what_stopped_each_run(tmp_path):
+    adam = {c.model.name: c for c in grids.primitives("ci") if c.task.name == "multiply"
+            and c.model.params["depth"] == 2 and not c.model.params["prenorm"] and c.model.params.get("mlp", True)}
+    lm = {c.model.name: c for c in grids.to_the_limit("ci") if c.task.name == "multiply" and c.dtype == "float32"
+          and c.model.params["depth"] == 2 and not c.model.params["prenorm"]}
+    for name, value in (("attention", 1e-2), ("baseconv", 1e-3)):
+        write_result(fake_result(adam[name], value), tmp_path)
+    write_result(fake_result(lm["attention"], 2e-2).model_copy(update={"train_loss": 1e-3}), tmp_path)  # eval >> train
+    falling = fake_result(lm["baseconv"], 1e-9)
+    falling = falling.model_copy(update={"train_loss": 1e-9, "curve": [
+        CurvePoint(step=5 * i, eval_mse=10.0 ** -i, lr=1.0) for i in range(10)]})
+    write_result(falling, tmp_path)
+    out = tables.Output(tmp_path / "tables", tmp_path / "figures")
+    tables.build(tmp_path, out, "ci", iterate=False, only=["to_the_limit"])
+    t = pd.read_csv(tmp_path / "tables" / "to_the_limit.csv", dtype=str).set_index(["task", "model"])
+    assert t.loc[("multiply", "baseconv"), "depth 2"] == "1.00e-09 / 1.00e-03"
+    assert t.loc[("multiply", "attention"), "depth 2"] == "2.00e-02 / 1.00e-02"
+    assert t.loc[("multiply", "linear_attention"), "depth 2"] == "missing / missing"
+    d = pd.read_csv(tmp_path / "tables" / "to_the_limit_diagnostics.csv", dtype=str)
+    verdict = {(r["model"], r["depth"], r["LayerNorm"], r["dtype"]): r["what stopped it"] for _, r in d.iterrows()}
+    assert verdict[("baseconv", "2", "off", "float32")] == "time cap (still falling)"
+    assert verdict[("attention", "2", "off", "float32")] == "training set (eval >> train)"
+    assert verdict[("linear_attention", "2", "off", "float32")] == "missing"
