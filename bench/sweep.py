@@ -121,7 +121,10 @@ def run_sweep(configs: Iterable[RunConfig], results_dir: str | Path = "results",
             record(cfg, out)
     elif workers == 1 or len(todo) <= 1:
         for cfg in todo:
-            record(cfg, _run_one(cfg.model_dump_json(), results_dir, force, threads_per_run))
+            out = _run_one(cfg.model_dump_json(), results_dir, force, threads_per_run)
+            record(cfg, out)
+            if out["status"] == "interrupted":  # Ctrl-C / SIGTERM: the run checkpointed; stop here, a rerun resumes
+                break
     else:
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
             futures = {pool.submit(_run_one, c.model_dump_json(), results_dir, force, threads_per_run): c

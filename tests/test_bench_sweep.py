@@ -68,3 +68,20 @@ def test_ray_sweep(grid_module, tmp_path, monkeypatch):
         assert [o.status for o in run_sweep(configs, tmp_path, executor="ray")] == ["skipped", "skipped"]
     finally:
         ray.shutdown()
+
+
+def test_an_interrupted_run_stops_a_local_sweep(grid_module, tmp_path, monkeypatch):
+    # SIGINT/SIGTERM reach the run in progress (it checkpoints and says "interrupted"); the sweep must
+    # then stop rather than start the next run
+    import bench.sweep as sweep
+
+    calls = []
+
+    def interrupted(config_json, results_dir, force, threads):
+        calls.append(config_json)
+        return {"status": "interrupted", "eval_mse": None}
+
+    monkeypatch.setattr(sweep, "_run_one", interrupted)
+    outcomes = run_sweep(resolve_grid(f"{grid_module}:GRID"), tmp_path / "results", workers=1)
+    assert len(calls) == 1
+    assert [o.status for o in outcomes] == ["interrupted", "skipped"]
