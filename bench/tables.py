@@ -255,11 +255,17 @@ def headline(ctx: Context) -> None:
     f = ctx.frames
     head_sources = [f["primitives"], ctx.added_primitives()] + [
         f[g] for g in ("gd_step", "gd_k_least_squares", "second_order") if g in f]
+    if "to_the_limit" in f:  # grid 8 in rows of its own: the paper's models when the optimizer is second order
+        lim = f["to_the_limit"]
+        head_sources.append(lim.assign(task=lim["task"] + ", paper's model, second order (grid 8)",
+                                       variant="backbone"))
     head = pd.concat(head_sources, ignore_index=True)
     head = head[head["dtype"] == "float32"]
     ctx.out.table("headline", headline_table(head), "Best precision reached per task and architecture (float32)",
                   [ctx.note, "Each cell: the lowest final eval MSE over every config of that task and architecture in "
-                   "grids 1, 3, 4, 6 and 7 (depths, prenorm, LRs, schedules, optimizers).", done_note(head)])
+                   "grids 1, 3, 4, 6 and 7 (depths, prenorm, LRs, schedules, optimizers); grid 8 (the paper's models "
+                   "trained by the matrix-free Levenberg-Marquardt under a time cap) in rows of its own.",
+                   done_note(head)])
 
 
 def attention_multiply(ctx: Context) -> None:
@@ -442,6 +448,33 @@ def to_the_limit(ctx: Context) -> None:
                    "the mu of that step, relative to the MSE's Gauss-Newton curvature; last 5 evals: the eval MSE "
                    "over the one 5 evals (25 steps) earlier. 'what stopped it' is bench.tables.limit_verdict.",
                    done_note(lim)])
+    gd = lim[(lim["task"] == "gd_step") & (lim["status"] == "ok")]
+    if not ctx.iterate or not len(gd):
+        return
+    # the learned steps applied iteratively next to true GD, and out of distribution: needs the
+    # trained weights (results/checkpoints, or a retrain into results/scratch)
+    from .iterate import gd_iteration_curves, ood_table, trained_model
+
+    learned, labels = [], {}
+    for _, r in gd.iterrows():
+        cfg = ctx.records[r["hash"]].config
+        ctx.log(f"tables: loading the weights of {cfg.label()} ({r['hash']})")
+        label = f"{cfg.model.name} paper model, matrix-free LM, {cfg.dtype}"
+        learned.append((label, trained_model(cfg, ctx.results_dir), cfg))
+        labels[label] = r["budget"] + f" (gd_step eval MSE {fmt_mse(r['eval_mse'])})"
+    curves = gd_iteration_curves([(lab, m) for lab, m, _ in learned], steps=ctx.iterations)
+    levels = iteration_levels(curves, labels)
+    for column in ("level (median MSE, last 20 iterations)", "mean MSE, last 20"):
+        levels[column] = levels[column].map(fmt_mse)
+    ctx.out.table("to_the_limit_gd_iteration", levels, "Grid 8's learned GD steps applied iteratively, next to "
+                  "true GD and the constructions", [f"{ctx.iterations} iterations, eta 0.5, 256 held-out problems "
+                                                    "D=5, N=20 (as gd_iteration)."])
+    f32 = [(lab, m, c) for lab, m, c in learned if c.dtype == "float32"]
+    if f32:
+        ood = ood_table(f32)
+        ood = ood.assign(mse=ood["mse"].map(fmt_mse), rel=ood["rel"].map(fmt_mse))
+        ctx.out.table("to_the_limit_ood", ood, "Grid 8's learned GD steps out of distribution: x or A scaled at "
+                      "test time (trained at scale 1)", ["MSE of the predicted gradient on 512 held-out problems."])
 
 
 def gd_iteration(ctx: Context) -> None:
@@ -463,15 +496,6 @@ def gd_iteration(ctx: Context) -> None:
         label = learned_step_label(cfg.model.name, cfg.optimizer.name)
         learned.append((label, trained_model(cfg, ctx.results_dir), cfg))
         labels[label] = r["budget"] + f" (gd_step eval MSE {fmt_mse(r['eval_mse'])})"
-    limit = ctx.frames.get("to_the_limit")
-    if limit is not None:  # grid 8: the paper's own GD-step models, second order
-        for _, r in limit[(limit["task"] == "gd_step") & (limit["dtype"] == "float32")
-                          & (limit["status"] == "ok")].iterrows():
-            cfg = ctx.records[r["hash"]].config
-            ctx.log(f"tables: loading the weights of {cfg.label()} ({r['hash']})")
-            label = f"{cfg.model.name} paper model, learned step (matrix-free LM)"
-            learned.append((label, trained_model(cfg, ctx.results_dir), cfg))
-            labels[label] = r["budget"] + f" (gd_step eval MSE {fmt_mse(r['eval_mse'])})"
     curves = gd_iteration_curves([(lab, m) for lab, m, _ in learned], steps=iterations)
     curves.to_csv(out.tables / "gd_iteration_curves.csv", index=False)
     out.written.append(out.tables / "gd_iteration_curves.csv")
