@@ -115,12 +115,16 @@ def run_row(cfg: RunConfig, record: Optional[RunResult]) -> dict:
     return row
 
 
-def eval_trend(record: RunResult, window: int = 5) -> float:
-    """Last eval MSE over the one `window` curve points earlier (< 1: still falling; ~1: stalled)."""
-    evals = [p.eval_mse for p in record.curve if p.eval_mse is not None]
-    if len(evals) <= window or not evals[-1 - window]:
+def eval_trend(record: RunResult, steps: int = 5) -> float:
+    """Last eval MSE over the one at least `steps` steps earlier (< 1: still falling; ~1: stalled)."""
+    points = [(p.step, p.eval_mse) for p in record.curve if p.eval_mse is not None]
+    if len(points) < 2:
         return math.nan
-    return evals[-1] / evals[-1 - window]
+    last_step, last = points[-1]
+    earlier = [mse for step, mse in points if step <= last_step - steps]
+    if not earlier or not earlier[-1]:
+        return math.nan
+    return last / earlier[-1]
 
 
 def grid_frame(configs: Iterable[RunConfig], records: dict[str, RunResult]) -> pd.DataFrame:

@@ -392,7 +392,7 @@ def second_order(ctx: Context) -> None:
 def limit_verdict(row) -> str:
     """What stopped a grid-8 run, from its own numbers: the dtype (within 100x of the float32
     floor), the training set (eval MSE 10x its train MSE), the time cap (eval still falling
-    more than 5% over its last 5 evals) or a stall (second order could not go further)."""
+    more than 5% over its last 5 steps) or a stall (second order could not go further)."""
     if row["status"] != "ok":
         return row["status"]
     if row["dtype"] == "float32" and row["eval_mse"] <= 100 * row["floor"]:
@@ -438,15 +438,15 @@ def to_the_limit(ctx: Context) -> None:
         "train MSE": d["train_mse"].map(fmt_mse), "eval MSE": d.apply(mse_cell, axis=1),
         "eval / floor": [fmt_mse(m / f) if f > 0 and m == m else "—" for m, f in zip(d["eval_mse"], d["floor"])],
         "CG residual": d["cg_rel_residual"].map(fmt_mse), "damping": d["damping"].map(fmt_mse),
-        "last 5 evals": d["eval_trend"].map(lambda x: f"x{x:.2f}" if x == x else "—"),
+        "last 5 steps": d["eval_trend"].map(lambda x: f"x{x:.2f}" if x == x else "—"),
         "what stopped it": d.apply(limit_verdict, axis=1),
     })
     ctx.out.table("to_the_limit_diagnostics", _ordered(rows),
                   "Grid 8 per run: where it stopped and why (train vs eval MSE, CG residual and damping of the "
                   "last step)",
                   ["CG residual: |(G + mu D) d + g| / |g| of the last solve (CG stops at 100 products); damping: "
-                   "the mu of that step, relative to the MSE's Gauss-Newton curvature; last 5 evals: the eval MSE "
-                   "over the one 5 evals (25 steps) earlier. 'what stopped it' is bench.tables.limit_verdict.",
+                   "the mu of that step, relative to the MSE's Gauss-Newton curvature; last 5 steps: the eval MSE "
+                   "over the one 5 or more steps earlier. 'what stopped it' is bench.tables.limit_verdict.",
                    done_note(lim)])
     gd = lim[(lim["task"] == "gd_step") & (lim["status"] == "ok")]
     if not ctx.iterate or not len(gd):

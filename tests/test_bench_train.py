@@ -286,7 +286,7 @@ def test_polish_phase_resumes_bit_identically(tmp_path):
 
 def test_polish_is_validated_like_the_optimizer():
     too_big = tiny(**{**POLISHED, "polish": {"name": "levenberg_marquardt", "max_params": 10}})  # valid data
-    with pytest.raises(RunConfigError, match="polish: levenberg_marquardt builds a params x params matrix"):
+    with pytest.raises(RunConfigError, match="polish: levenberg_marquardt with solver .dense. builds a params x params matrix"):
         preflight(too_big)  # the model's size is known once it is built, before training
     with pytest.raises(RunConfigError, match="polish"):
         tiny(**{**POLISHED, "polish": {"name": "newton"}})
