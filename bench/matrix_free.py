@@ -51,6 +51,18 @@ def available_memory_bytes() -> Optional[int]:
 Operator = Callable[[torch.Tensor], torch.Tensor]
 
 
+def quiet_linearize(f, primal: torch.Tensor):
+    """torch.func.linearize without the warning torch's constant folding prints about its own graph."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Attempted to insert a get_attr Node")
+        return linearize(f, primal)
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def pcg(matvec: Operator, b: torch.Tensor, x0: Optional[torch.Tensor], precond: Optional[Operator], max_iter: int,
         tol: float) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Preconditioned conjugate gradients for A x = b, A symmetric positive definite.
@@ -252,18 +264,16 @@ class MatrixFreeLevenbergMarquardt:
         try:
             jvp(f, (flat,), (torch.zeros_like(flat),))
         except (NotImplementedError, RuntimeError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = first_line(err)
             raise RunConfigError(
                 f"{what}: solver 'cg' needs forward-mode autodiff (torch.func.jvp) through the model "
                 f"{type(self.model).__name__}, which fails: {first}. Give its custom autograd.Function a jvp, choose "
                 "a conv_backend that has one (direct, fft), or use solver 'dense' (small models)") from None
         if self.cfg.products == "linearize":
             try:
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message="Attempted to insert a get_attr Node")
-                    linearize(f, flat)
+                quiet_linearize(f, flat)
             except Exception as err:  # tracing can fail in many ways; every one has the same way out
-                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                first = first_line(err)
                 raise RunConfigError(f"{what}: products 'linearize' cannot trace the model {type(self.model).__name__}: "
                                      f"{first}. Use products: 'jvp'") from None
         saved = [0]
@@ -305,9 +315,7 @@ class MatrixFreeLevenbergMarquardt:
         if cfg.products == "linearize":
             # linearize traces the tangent map once a step: each J v then costs ~1.5 forward passes
             # instead of jvp's ~3.4 (primal and tangent recomputed), for a one-off trace of ~35
-            with warnings.catch_warnings():  # torch's constant folding warns about its own traced graph
-                warnings.filterwarnings("ignore", message="Attempted to insert a get_attr Node")
-                _, forward = linearize(f, start)
+            _, forward = quiet_linearize(f, start)
 
         def gauss_newton(v: torch.Tensor) -> torch.Tensor:
             jv = forward(v.to(dtype)) if forward is not None else jvp(f, (start,), (v.to(dtype),))[1]
