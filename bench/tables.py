@@ -4,6 +4,7 @@
     python -m bench tables --budget paper           # the paper-budget grids (only the runs that exist)
     python -m bench tables --benchmark-json out.json  # also a table of a pytest-benchmark run
     python -m bench tables --no-iterate             # skip what needs trained weights (GD iteration, OOD)
+    python -m bench tables --model mymixer:MyMixer  # with the runs of a mixer of your own (bench sweep --model)
 
 Each table is built from the grids of bench/grids.py at one budget: a grid's configs are
 looked up by hash in results/runs, so records of other experiments never leak in, and
@@ -261,7 +262,7 @@ def headline(ctx: Context) -> None:
         lim = f["to_the_limit"]
         head_sources.append(lim.assign(task=lim["task"] + ", paper's model, second order (grid 8)",
                                        variant="backbone"))
-    head = pd.concat(head_sources, ignore_index=True)
+    head = pd.concat(head_sources, ignore_index=True).drop_duplicates("hash")  # a run in two grids counts once
     head = head[head["dtype"] == "float32"]
     ctx.out.table("headline", headline_table(head), "Best precision reached per task and architecture (float32)",
                   [ctx.note, "Each cell: the lowest final eval MSE over every config of that task and architecture in "
