@@ -53,6 +53,11 @@ def import_object(spec: str, example: str = "mypkg.mixers:MyMixer") -> Any:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         if err.name and (module_name + ".").startswith(err.name + "."):  # the module itself, not one it imports
+            parent, _, child = err.name.rpartition(".")
+            if parent in sys.modules:  # the package was found, its submodule was not
+                where = list(getattr(sys.modules[parent], "__path__", []))
+                raise ImportPathError(f"cannot import module {module_name!r}: package {parent!r} ({', '.join(where)}) "
+                                      f"has no module {child!r}") from None
             searched = ", ".join(p or "." for p in sys.path)
             top = module_name.split(".")[0]
             raise ImportPathError(

@@ -189,6 +189,12 @@ def test_a_module_that_is_not_on_the_path_says_where_it_looked(mixers):
            "PYTHONPATH" in msg
 
 
+def test_a_missing_submodule_names_the_package_that_was_found(mixers):
+    msg = config_error("bench.no_such_module:Mixer")
+    assert msg == ("invalid run config: model.name: model 'bench.no_such_module:Mixer': cannot import module "
+                   f"'bench.no_such_module': package 'bench' ({REPO / 'bench'}) has no module 'no_such_module'")
+
+
 def test_a_module_that_fails_to_import_names_the_failure(mixers):
     msg = config_error("pb_test_broken_import:Mixer")
     assert msg == ("invalid run config: model.name: model 'pb_test_broken_import:Mixer': importing module "
