@@ -5,10 +5,14 @@
     model.config.model_dump()
 
 Models: attention, linear_attention, baseconv (conv_kind short | long | implicit),
-hyena, s4d, mamba, based, mlp. Bad parameters raise ModelConfigError naming the field.
+hyena, s4d, mamba, based, mlp; or any mixer class of your own by import path,
+build_model("mypkg.mixers:MyMixer", task, ...) (architectures/plugin.py).
+Bad parameters raise ModelConfigError naming the field.
 """
 from .config import ACTIVATIONS, ModelConfig, ModelConfigError
-from .registry import MIXERS, MODELS, build_model, make_config, model_from_config, register_mixer
+from .registry import (MIXERS, MODELS, build_model, make_config, model_from_config, register_mixer,
+                       shared_parameter_names)
+from .plugin import import_object, is_import_path
 from . import mixers  # noqa: F401  (registers the mixers)
 from .backbone import SequenceModel
 
@@ -23,4 +27,7 @@ __all__ = [
     "make_config",
     "model_from_config",
     "register_mixer",
+    "import_object",
+    "is_import_path",
+    "shared_parameter_names",
 ]

@@ -18,6 +18,7 @@ PyTorch default U(+-1/sqrt(fan_in)). Every draw comes from one torch.Generator s
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -63,7 +64,7 @@ def norm_or_identity(on: bool, width: int) -> nn.Module:
 
 
 class Block(nn.Module):
-    def __init__(self, config: ModelConfig, mixer_cls: type[nn.Module]):
+    def __init__(self, config: ModelConfig, mixer_cls: Callable[[ModelConfig], nn.Module]):
         super().__init__()
         self.residual = config.residual
         self.mixer_norm = norm_or_identity(config.prenorm, config.width)
@@ -83,13 +84,15 @@ class Block(nn.Module):
 class SequenceModel(nn.Module):
     """(B, L, d_in) -> (B, L, d_out) for any L <= config.l_max."""
 
-    def __init__(self, config: ModelConfig, mixer_cls: type[nn.Module]):
+    def __init__(self, config: ModelConfig, mixer_cls: Callable[[ModelConfig], nn.Module]):
         super().__init__()
         self.config = config
         # Build under a forked global RNG: the default PyTorch inits of nn.Linear etc. must
         # not consume (and so perturb) anybody's global random state; reset_parameters
-        # below overwrites every parameter from an explicit generator.
+        # below overwrites every parameter of the registered mixers from an explicit generator.
+        # The fork is seeded so that an out-of-tree mixer's own init is fixed by the seed too.
         with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(config.seed)  # CPU only: CUDA's RNG is not forked
             self.read_in = nn.Linear(config.d_in, config.width)
             self.pos_emb = nn.Parameter(torch.zeros(config.l_max, config.width)) if config.pos_emb else None
             self.blocks = nn.ModuleList(Block(config, mixer_cls) for _ in range(config.depth))
@@ -120,7 +123,7 @@ class SequenceModel(nn.Module):
             if block.mlp is not None:
                 fill_normal(block.mlp.fc_out.weight, std / math.sqrt(2 * self.config.depth), generator)
             # mixer-specific parameters (conv filters, SSM parameters, ...) and overrides
-            if hasattr(block.mixer, "reset_parameters"):
+            if self.config.registered_mixer and hasattr(block.mixer, "reset_parameters"):
                 block.mixer.reset_parameters(generator)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:

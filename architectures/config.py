@@ -57,6 +57,9 @@ class ModelConfig(BaseModel):
 
     # whether the mixer splits `width` into `heads` (then heads must divide width)
     uses_heads: ClassVar[bool] = False
+    # registered mixers draw their own parameters in reset_parameters(generator); an out-of-tree
+    # one (architectures.plugin) keeps its constructor's init
+    registered_mixer: ClassVar[bool] = True
 
     @model_validator(mode="after")
     def _check_common(self):

@@ -6,7 +6,8 @@ A mixer registers itself with its config class:
     class BaseConv(nn.Module): ...
 
 and `build_model("baseconv", task, width=32)` returns the shared backbone
-(architectures/backbone.py) with that mixer in every block.
+(architectures/backbone.py) with that mixer in every block. A name with a colon,
+"package.module:Class", is an out-of-tree mixer (architectures/plugin.py).
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from pydantic import ValidationError
 
 from .backbone import SequenceModel
 from .config import SHAPE_FIELDS, ModelConfig, ModelConfigError, config_error
+from .plugin import (BACKBONE_FIELDS, MIXER_FIELDS, ClassParameters, build_plugin_mixer, is_import_path, mixer_class,
+                     plugin_config)
 
 
 @dataclass(frozen=True)
@@ -52,15 +55,19 @@ def _task_shapes(task: Any) -> dict[str, int]:
 
 
 def make_config(name: str, task: Any, **params) -> ModelConfig:
-    """Validate `params` for model `name` on `task`'s shapes; raise ModelConfigError if bad."""
-    if name not in MIXERS:
-        raise ModelConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(MIXERS))}")
-    cls = MIXERS[name].config_cls
+    """Validate `params` for model `name` (a registered name or "package.module:Class") on
+    `task`'s shapes; raise ModelConfigError if bad."""
+    if name not in MIXERS and not is_import_path(name):
+        raise ModelConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(MIXERS))}, "
+                               "or an out-of-tree mixer as package.module:Class")
     clash = sorted(set(params) & set(SHAPE_FIELDS))
     if clash:
         raise ModelConfigError(
             f"model {name!r}: {', '.join(clash)} come from the task and cannot be passed as parameters"
         )
+    if is_import_path(name):
+        return plugin_config(name, _task_shapes(task), params)
+    cls = MIXERS[name].config_cls
     try:
         return cls(name=name, **_task_shapes(task), **params)
     except ValidationError as err:
@@ -79,7 +86,16 @@ def build_model(name: str, task: Any, **params) -> nn.Module:
     32
     """
     config = make_config(name, task, **params)
-    return SequenceModel(config, MIXERS[name].mixer_cls)
+    return SequenceModel(config, build_plugin_mixer if is_import_path(name) else MIXERS[name].mixer_cls)
+
+
+def shared_parameter_names(name: str) -> list[str]:
+    """The parameters model `name` keeps from another model's config when it replaces that model's
+    mixer (bench.sweep.with_model): the backbone's; `heads`/`causal` too if `name` reads them."""
+    if not is_import_path(name):
+        return ModelConfig.parameter_names()
+    takes = ClassParameters(name, mixer_class(name)).names
+    return [*BACKBONE_FIELDS, *(f for f in MIXER_FIELDS if f in takes)]
 
 
 def model_from_config(config: ModelConfig | dict) -> nn.Module:

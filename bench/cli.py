@@ -7,6 +7,7 @@
     python -m bench run ... --print-config                    # show the JSON and hash, train nothing
     python -m bench sweep bench.grids:primitives_paper --workers 2
     python -m bench sweep mygrids:lr_grid --executor ray
+    python -m bench sweep bench.grids:primitives_ci --model mymixer:MyMixer   # your own mixer, every run
 
 Exit status: 0 finished (ok or diverged: both are results), 2 invalid input,
 130 interrupted (checkpointed; rerun the same command to resume).
@@ -78,7 +79,8 @@ def run_parser(prog: str = "python -m bench run") -> argparse.ArgumentParser:
     g = p.add_argument_group("what to train")
     g.add_argument("--task", help="task name (primitives.TASKS), e.g. multiply")
     g.add_argument("--task-param", action="append", metavar="K=V", help="task parameter (repeatable)")
-    g.add_argument("--model", help="model name (architectures.MODELS), e.g. baseconv")
+    g.add_argument("--model", help="model name (architectures.MODELS), e.g. baseconv, or your own mixer class "
+                                   "as package.module:Class (on PYTHONPATH)")
     g.add_argument("--model-param", action="append", metavar="K=V", help="model parameter (repeatable)")
     g = p.add_argument_group("how to train")
     g.add_argument("--optimizer", help="adam | adamw | sgd | lbfgs | levenberg_marquardt | gauss_newton")
@@ -198,23 +200,40 @@ def sweep_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder")
     p.add_argument("--force", action="store_true", help="retrain finished runs too")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether they are done; train nothing")
+    p.add_argument("--model", help="put this model in place of every run's model, e.g. your own mixer class as "
+                                   "package.module:Class; the backbone's parameters are kept, the replaced mixer's "
+                                   "dropped, and runs that become identical merged")
+    p.add_argument("--model-param", action="append", metavar="K=V", help="with --model: a parameter of it (repeatable)")
     return p
 
 
 def cmd_sweep(argv: list[str]) -> int:
     args = sweep_parser().parse_args(argv)
-    from .config import RunConfigError
+    from .config import RunConfigError, unique_configs
     from .records import ResultsDirError, is_finished
-    from .sweep import resolve_grid, run_sweep
+    from .sweep import resolve_grid, run_sweep, with_model
 
+    if args.model_param and not args.model:
+        print("error: --model-param needs --model", file=sys.stderr)
+        return 2
     try:
         configs = resolve_grid(args.grid)
     except (ImportError, ValueError, RunConfigError) as err:
         print(f"error: {args.grid}: {err}", file=sys.stderr)
         return 2
+    if args.model:
+        n_grid = len(unique_configs(configs))
+        try:
+            configs = with_model(configs, args.model, parse_params(args.model_param, "--model-param"))
+        except (ValueError, RunConfigError) as err:
+            print(f"error: --model {args.model}: {err}", file=sys.stderr)
+            return 2
+        print(f"{args.grid} with {args.model} in place of every model: {n_grid} runs -> {len(configs)} "
+              "(runs that differed only in the replaced mixer are merged)")
     if args.dry_run:
         for c in configs:
-            print(f"{c.hash}  {'done' if is_finished(c, args.results) else 'todo':<4}  {c.label()}")
+            print(f"{c.hash}  {'done' if is_finished(c, args.results) else 'todo':<4}  {c.label()}  "
+                  f"{json.dumps(c.model.params, sort_keys=True)}")
         return 0
     try:
         outcomes = run_sweep(configs, args.results, workers=args.workers, executor=args.executor, force=args.force,

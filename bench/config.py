@@ -23,6 +23,7 @@ from typing import Annotated, Any, Callable, Literal, Optional, Union
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from architectures.plugin import is_import_path, mixer_class
 from primitives import make_task
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -107,7 +108,7 @@ def build_model(name: str, task, *, seed: int, **params) -> torch.nn.Module:
         except ImportError as err:
             raise RunConfigError(f"model {name!r}: the architectures package cannot be imported ({err})")
         models = getattr(architectures, "MODELS", {})
-        if name not in models:
+        if name not in models and not is_import_path(name):
             raise RunConfigError(f"unknown model {name!r}; known models: {', '.join(known_model_names())}")
         params = dict(params)
         params.setdefault("seed", seed)
@@ -126,9 +127,11 @@ def resolve_model(name: str, params: dict, task, seed: int):
 
 
 class ModelSpec(_Frozen):
-    """A model by registry name (architectures.MODELS or EXTRA_MODELS) with its parameters.
+    """A model by registry name (architectures.MODELS or EXTRA_MODELS), or an out-of-tree mixer
+    by import path ("package.module:Class", plugged into the shared backbone), with its parameters.
 
-    Validated in RunConfig (the model's config needs the task's shapes).
+    Validated in RunConfig (the model's config needs the task's shapes). The name and the
+    parameters are hashed as given: a plug-in's record names its class path.
     """
 
     name: str
@@ -380,9 +383,15 @@ class RunConfig(_Frozen):
     def _check_run(self):
         """Checks on the data alone: nothing is built and no device is touched, so a record made
         on a GPU loads anywhere. What needs the model or the device is `bench.train.preflight`."""
-        if self.model.name not in known_model_names():
+        if is_import_path(self.model.name):
+            try:  # the import path alone: its module, attribute and class
+                mixer_class(self.model.name)
+            except ValueError as err:
+                raise ValueError(f"model.name: {err}") from None
+        elif self.model.name not in known_model_names():
             raise ValueError(
-                f"model.name: unknown model {self.model.name!r}; known models: {', '.join(known_model_names())}"
+                f"model.name: unknown model {self.model.name!r}; known models: {', '.join(known_model_names())}, "
+                "or an out-of-tree mixer as package.module:Class"
             )
         try:
             self._resolved_model = resolve_model(self.model.name, self.model.params, self.task.build(), self.seed)

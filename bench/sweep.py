@@ -8,6 +8,10 @@
 
     python -m bench sweep mygrids:lr_grid --workers 2             # local process pool
     python -m bench sweep mygrids:lr_grid --executor ray          # Ray (RAY_ADDRESS or a local instance)
+    python -m bench sweep bench.grids:primitives_ci --model mymixer:MyMixer   # your mixer in every run
+
+`--model` (`with_model`) swaps the model of every run of a grid and merges the runs that become
+identical.
 
 Finished runs (a record with status ok or diverged) are skipped; interrupted ones resume
 from their checkpoint. A local sweep first checks every run it will train (bench.train.preflight:
@@ -19,7 +23,6 @@ once (bench.train.run holds the run's file lock).
 from __future__ import annotations
 
 import concurrent.futures as cf
-import importlib
 import multiprocessing as mp
 import os
 import sys
@@ -28,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from .config import RunConfig, RunConfigError, load_run_config, unique_configs
+from architectures.plugin import import_object
+
+from .config import RunConfig, RunConfigError, load_run_config, make_run_config, unique_configs
 from .records import check_writable, is_finished
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -45,24 +50,37 @@ class SweepOutcome:
 
 def resolve_grid(spec: str) -> list[RunConfig]:
     """'package.module:NAME' -> the list NAME (or NAME() if it is callable) as RunConfigs."""
-    if ":" not in spec:
-        raise ValueError(f"grid must be MODULE:NAME (e.g. bench.grids:primitives_paper), got {spec!r}")
-    module_name, attr = spec.split(":", 1)
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    module = importlib.import_module(module_name)
-    try:
-        grid = getattr(module, attr)
-    except AttributeError:
-        raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
+    grid = import_object(spec, example="bench.grids:primitives_paper")
     if callable(grid):
         grid = grid()
     configs = [c if isinstance(c, RunConfig) else load_run_config(c) for c in grid]
     if not configs:
         raise ValueError(f"grid {spec!r} is empty")
     return configs
+
+
+def with_model(configs: Iterable[RunConfig], name: str, params: Optional[dict[str, Any]] = None) -> list[RunConfig]:
+    """Every config with model `name` in place of its own: the backbone's parameters (width, depth,
+    mlp, norms, ...: architectures.shared_parameter_names) are kept, those of the replaced mixer are
+    dropped and `params` added. Configs that become identical (they differed only in the replaced
+    mixer or its parameters) are merged, in the order they first appear."""
+    from architectures import shared_parameter_names
+
+    keep = set(shared_parameter_names(name))
+    out = []
+    for c in configs:
+        data = c.model_dump(mode="json")
+        kept = {k: v for k, v in c.model.params.items() if k in keep}
+        data["model"] = {"name": name, "params": {**kept, **(params or {})}}
+        try:
+            out.append(make_run_config(**data))
+        except RunConfigError as err:
+            raise RunConfigError(f"{c.label()} (config {c.hash}) with model {name!r}: {err}") from None
+    return unique_configs(out)
 
 
 def _run_one(config_json: str, results_dir: str, force: bool, threads: Optional[int]) -> dict[str, Any]:

@@ -4,6 +4,7 @@
     python -m bench tables --budget paper           # the paper-budget grids (only the runs that exist)
     python -m bench tables --benchmark-json out.json  # also a table of a pytest-benchmark run
     python -m bench tables --no-iterate             # skip what needs trained weights (GD iteration, OOD)
+    python -m bench tables --model mymixer:MyMixer  # with the runs of a mixer of your own (bench sweep --model)
 
 Each table is built from the grids of bench/grids.py at one budget: a grid's configs are
 looked up by hash in results/runs, so records of other experiments never leak in, and
@@ -124,7 +125,9 @@ def headline_table(df: pd.DataFrame) -> pd.DataFrame:
     best = best_per(df, ["task", "model"])
     best = best.assign(cell=best.apply(lambda r: f"{fmt_mse(r['eval_mse'])}", axis=1))
     table = best.pivot_table(index="task", columns="model", values="cell", aggfunc="first")
-    table = table[[m for m in MIXER_ORDER if m in table.columns]].reset_index()
+    # the registered mixers in their order, then any other (an out-of-tree mixer, bench tables --model)
+    table = table[[m for m in MIXER_ORDER if m in table.columns]
+                  + sorted(m for m in table.columns if m not in MIXER_ORDER)].reset_index()
     floors = df.groupby("task")["floor"].first()
     table["float32 floor"] = table["task"].map(floors).map(fmt_mse)
     return _ordered(table).fillna("—")
@@ -259,7 +262,7 @@ def headline(ctx: Context) -> None:
         lim = f["to_the_limit"]
         head_sources.append(lim.assign(task=lim["task"] + ", paper's model, second order (grid 8)",
                                        variant="backbone"))
-    head = pd.concat(head_sources, ignore_index=True)
+    head = pd.concat(head_sources, ignore_index=True).drop_duplicates("hash")  # a run in two grids counts once
     head = head[head["dtype"] == "float32"]
     ctx.out.table("headline", headline_table(head), "Best precision reached per task and architecture (float32)",
                   [ctx.note, "Each cell: the lowest final eval MSE over every config of that task and architecture in "
@@ -543,12 +546,16 @@ TABLES: list[Callable[[Context], None]] = [
 
 def build(results_dir: Path, out: Output, budget_name: str = "ci", *, iterate: bool = True,
           iterations: int = 150, benchmark_json: Optional[Path] = None, log=print,
-          only: Optional[Iterable[str]] = None) -> list[Path]:
-    """Write every table of TABLES (or those named in `only`); the paths written."""
+          only: Optional[Iterable[str]] = None, models: Iterable[str] = ()) -> list[Path]:
+    """Write every table of TABLES (or those named in `only`); the paths written. Each model of
+    `models` (e.g. an out-of-tree mixer) joins every grid in place of its models (bench.sweep.with_model)."""
+    from .sweep import with_model
+
     budget = G.get_budget(budget_name)
     records = records_by_hash(results_dir, log=lambda m: print(m, file=sys.stderr))
-    frames = {name: grid_frame(G.GRIDS[name](budget), records)
-              for name in G.GRIDS if budget.name in G.grid_budgets(name)}
+    grids = {name: G.GRIDS[name](budget) for name in G.GRIDS if budget.name in G.grid_budgets(name)}
+    frames = {name: grid_frame(configs + [c for m in models for c in with_model(configs, m)], records)
+              for name, configs in grids.items()}
     ctx = Context(Path(results_dir), out, budget, records, frames, iterate=iterate, iterations=iterations,
                   benchmark_json=benchmark_json, log=log)
     for table in TABLES:
@@ -571,6 +578,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=150, help="GD iterations of the iteration figure")
     p.add_argument("--only", nargs="+", choices=[t.__name__ for t in TABLES], metavar="TABLE",
                    help=f"write only these tables ({', '.join(t.__name__ for t in TABLES)})")
+    p.add_argument("--model", action="append", default=[], metavar="NAME",
+                   help="add the runs of every grid with this model in place of its models (as `bench sweep --model`), "
+                        "e.g. your own mixer package.module:Class (repeatable)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (loading records runs each model once on a tiny input: one thread is fastest)")
     return p
@@ -587,7 +597,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     out = Output(args.tables or args.results / "tables", args.figures or args.results / "figures")
     written = build(args.results, out, args.budget, iterate=not args.no_iterate, iterations=args.iterations,
-                    benchmark_json=args.benchmark_json, only=args.only)
+                    benchmark_json=args.benchmark_json, only=args.only, models=args.model)
     print(f"wrote {len(written)} files under {out.tables} and {out.figures}")
     return 0
 
