@@ -1,4 +1,4 @@
-"""Command line: python -m bench run | sweep | tables | floors  (each has --help).
+"""Command line: python -m bench run | sweep | tables | floors | compare  (each has --help).
 
     python -m bench run --task multiply --model baseconv --model-param depth=2 \\
         --optimizer adam --optim-param eps=1e-16 --lr 1e-3 --schedule step \\
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-SUBCOMMANDS = ("run", "sweep", "tables", "floors")
+SUBCOMMANDS = ("run", "sweep", "tables", "floors", "compare")
 
 
 def parse_value(text: str) -> Any:
@@ -260,7 +260,7 @@ def cmd_sweep(argv: list[str]) -> int:
 
 
 def dispatch(module_name: str, argv: list[str]) -> int:
-    """tables / floors live in bench.tables / bench.floors with a main(argv) each."""
+    """tables / floors / compare live in bench.<name> with a main(argv) each."""
     try:
         module = importlib.import_module(f"bench.{module_name}")
     except ModuleNotFoundError as err:
@@ -278,11 +278,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     # warnings of the harness (a bad file set aside, a run another process holds): one line each
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
     top = argparse.ArgumentParser(prog="python -m bench", description="precision-bench harness.")
-    sub = top.add_subparsers(dest="command", metavar="{run,sweep,tables,floors}")
+    sub = top.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}")
     sub.add_parser("run", help="train one run", add_help=False)
     sub.add_parser("sweep", help="run a grid of runs", add_help=False)
     sub.add_parser("tables", help="tables and figures from results/ (bench/tables.py)", add_help=False)
     sub.add_parser("floors", help="precision floors (bench/floors.py)", add_help=False)
+    sub.add_parser("compare", help="two benchmark JSONs or results folders side by side, regressions flagged "
+                                   "(bench/compare.py)", add_help=False)
     if not argv or argv[0] not in SUBCOMMANDS:
         top.parse_args(argv or ["--help"])
         return 2

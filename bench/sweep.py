@@ -114,6 +114,7 @@ def _run_one(config_json: str, results_dir: str, force: bool, threads: Optional[
     A run that raises has written its failed record (bench.train.run); here it becomes an outcome."""
     import torch
 
+    from .matrix_free import first_line
     from .train import run, traceback_tail
 
     with _log_to(log_path):
@@ -123,7 +124,8 @@ def _run_one(config_json: str, results_dir: str, force: bool, threads: Optional[
         try:
             result = run(cfg, results_dir, force=force, progress=False)
         except Exception as err:
-            return {"status": "failed", "message": f"{type(err).__name__}: {err}", "error": traceback_tail(err)}
+            return {"status": "failed", "message": f"{type(err).__name__}: {first_line(err)}",
+                    "error": traceback_tail(err)}
         return {"status": result.status, "eval_mse": result.eval_mse, "message": result.message,
                 "wall_time_s": result.wall_time_s}
 
@@ -388,7 +390,7 @@ class SweepProgress:
         if self.echo:
             mse = "—" if o.eval_mse is None else f"{o.eval_mse:.3e}"
             wall = "" if o.wall_time_s is None else f"{o.wall_time_s:.1f} s"
-            why = f"  {o.message}" if o.status != "ok" and o.message else ""
+            why = f"  {o.message.splitlines()[0]}" if o.status != "ok" and o.message else ""
             width = len(str(self.n_todo))
             self.tqdm.write(f"[{self.n_done:>{width}}/{self.n_todo}] {o.status:<11} mse {mse:<9}  {wall:>9}  "
                             f"{o.config_hash}  {o.label}{why}", file=sys.stdout)
@@ -513,7 +515,9 @@ def _preflight_all(todo: list[RunConfig]) -> None:
 def _lost(job: _Job, err: Exception, results_dir: str, stopping: bool) -> dict:
     """The outcome of a run whose worker gave none. While the sweep stops, a worker ended by the
     stop is an interrupted run; otherwise the run failed, and its record says so."""
-    message = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else 'no detail'}"
+    from .matrix_free import first_line
+
+    message = f"{type(err).__name__}: {first_line(err)}"
     if stopping:
         return {"status": "interrupted", "message": f"stopped before it reported ({message})"}
     record_failure(job.cfg, results_dir, message, traceback_text=str(err),
