@@ -157,6 +157,7 @@ class _Backend:
 
     limit: Optional[int] = None  # runs in flight at once; None: start all, the scheduler queues them
     logs_own_output = True  # workers run outside this process: _run_one writes a log file
+    catches_stop = True  # the driver turns SIGINT/SIGTERM into stop() (_StopFlag)
 
     def start(self, jobs: list[_Job]) -> None:
         raise NotImplementedError
@@ -179,6 +180,7 @@ class _InProcess(_Backend):
 
     limit = 1
     logs_own_output = False
+    catches_stop = False  # the run's own handler checkpoints it; between runs Ctrl-C stops at once
 
     def start(self, jobs):
         for job in jobs:
@@ -234,8 +236,14 @@ class _Processes(_Backend):
 
     def stop(self, jobs):
         for job in jobs:
-            if job.handle[0].is_alive():
-                os.kill(job.handle[0].pid, signal.SIGTERM)
+            _terminate(job.handle[0].pid)
+
+
+def _terminate(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:  # it ended meanwhile; its outcome is on its way
+        pass
 
 
 @contextlib.contextmanager
@@ -337,7 +345,7 @@ class _Submitit(_Backend):
     def stop(self, jobs):
         for job in jobs:
             if self.cluster == "local":  # the job's controller forwards SIGTERM to the run (cancel sends SIGINT,
-                os.kill(int(job.handle.job_id), signal.SIGTERM)  # then SIGKILL a second later)
+                _terminate(int(job.handle.job_id))  # then SIGKILL a second later)
             else:
                 job.handle.cancel(check=False)  # scancel: SIGTERM to the run, SIGKILL after KillWait
 
@@ -349,8 +357,8 @@ class _StopFlag(contextlib.AbstractContextManager):
     """SIGINT/SIGTERM to the driver: stop starting runs and stop the ones in flight; a second one
     raises KeyboardInterrupt. (A run training in this process installs its own handler meanwhile.)"""
 
-    def __init__(self):
-        self.requested = False
+    def __init__(self, install: bool = True):
+        self.requested, self.install = False, install
         self._old: dict = {}
 
     def _handler(self, signum, frame):
@@ -359,7 +367,7 @@ class _StopFlag(contextlib.AbstractContextManager):
         self.requested = True
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
+        if self.install and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handler)
         return self
@@ -464,7 +472,7 @@ def run_sweep(configs: Iterable[RunConfig], results_dir: str | Path = "results",
 
         redirect = logging_redirect_tqdm()  # warnings of runs in this process go above the bar
     try:
-        with _StopFlag() as stop, redirect:
+        with _StopFlag(install=backend is not None and backend.catches_stop) as stop, redirect:
             stopping = False
             while pending or running:
                 if stop.requested and not stopping:

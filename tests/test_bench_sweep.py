@@ -52,11 +52,13 @@ def test_ray_sweep(grid_module, tmp_path, monkeypatch):
     except Exception as err:  # no shared memory, no ports, ...
         pytest.skip(f"a local Ray instance cannot start here: {err}")
     try:
-        configs = resolve_grid(f"{grid_module}:lr_grid")
-        outcomes = run_sweep(configs, tmp_path, executor="ray")
-        assert [o.status for o in outcomes] == ["ok", "ok"], [o.error for o in outcomes]
-        assert all(load_result(c, tmp_path).eval_mse == o.eval_mse for c, o in zip(configs, outcomes))
-        assert [o.status for o in run_sweep(configs, tmp_path, executor="ray")] == ["skipped", "skipped"]
+        configs = resolve_grid(f"{grid_module}:lr_grid") + resolve_grid(f"{grid_module}:GRID")[:1]
+        unsavable(configs[2], tmp_path)  # a run that raises on its worker: recorded, the others go on
+        outcomes = run_sweep(configs, tmp_path, executor="ray", force=True)
+        assert [o.status for o in outcomes] == ["ok", "ok", "failed"], [o.error for o in outcomes]
+        assert all(load_result(c, tmp_path).eval_mse == o.eval_mse for c, o in zip(configs[:2], outcomes))
+        assert load_result(configs[2], tmp_path).message.startswith("IsADirectoryError")
+        assert [o.status for o in run_sweep(configs, tmp_path, executor="ray")] == ["skipped", "skipped", "ok"]
     finally:
         ray.shutdown()
 
