@@ -1,4 +1,4 @@
-"""Command line: python -m bench run | sweep | tables | floors  (each has --help).
+"""Command line: python -m bench run | sweep | tables | floors | compare  (each has --help).
 
     python -m bench run --task multiply --model baseconv --model-param depth=2 \\
         --optimizer adam --optim-param eps=1e-16 --lr 1e-3 --schedule step \\
@@ -8,9 +8,12 @@
     python -m bench sweep bench.grids:primitives_paper --workers 2
     python -m bench sweep mygrids:lr_grid --executor ray
     python -m bench sweep bench.grids:primitives_ci --model mymixer:MyMixer   # your own mixer, every run
+    python -m bench sweep mygrids:lr_grid --executor submitit --slurm-partition gpu --gpus-per-run 1
+    python -m bench compare old.json new.json                 # two benchmark JSONs or two results folders
 
-Exit status: 0 finished (ok or diverged: both are results), 2 invalid input,
-130 interrupted (checkpointed; rerun the same command to resume).
+Exit status: 0 finished (ok or diverged: both are results), 1 a run failed (run, sweep: its record
+says why) or a regression was flagged (compare), 2 invalid input, 130 interrupted (checkpointed;
+rerun the same command to resume).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-SUBCOMMANDS = ("run", "sweep", "tables", "floors")
+SUBCOMMANDS = ("run", "sweep", "tables", "floors", "compare")
 
 
 def parse_value(text: str) -> Any:
@@ -187,16 +190,28 @@ def cmd_run(argv: list[str]) -> int:
 
 def sweep_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench sweep",
-                                description="Run a grid (a Python list of RunConfig), skipping finished runs.",
+                                description="Run a grid (a Python list of RunConfig), skipping finished runs. "
+                                            "Exit status: 0 every run finished (ok or diverged), 1 a run failed "
+                                            "(its record says why), 2 invalid input, 130 interrupted (rerun to resume).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("grid", help="MODULE:NAME, a list of RunConfig or a function returning one "
                                 "(e.g. bench.grids:primitives_paper)")
-    p.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="local process pool, or Ray (RAY_ADDRESS, else a local Ray instance)")
-    p.add_argument("--workers", type=int, default=1, help="local processes at once")
-    p.add_argument("--threads-per-run", type=int, help="torch threads per run (default: cores / workers)")
-    p.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray: CPUs reserved per run")
-    p.add_argument("--gpus-per-run", type=float, default=0.0, help="Ray: GPUs reserved per run")
+    p.add_argument("--executor", choices=("local", "ray", "submitit"), default="local",
+                   help="local processes; Ray (RAY_ADDRESS, else a local Ray instance); submitit: a Slurm job "
+                        "array where sbatch is on PATH, else submitit's local processes")
+    p.add_argument("--workers", type=int, help="runs at once: local processes, submitit's local jobs, or the Slurm "
+                                               "array's parallelism when not given: 1 on this machine, no limit on Slurm")
+    p.add_argument("--threads-per-run", type=int, help="torch threads per run (when not given: cores / workers locally, "
+                                                       "else --cpus-per-run)")
+    p.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray / Slurm: CPUs reserved per run")
+    p.add_argument("--gpus-per-run", type=float, default=0.0, help="Ray / Slurm: GPUs reserved per run")
+    g = p.add_argument_group("Slurm (--executor submitit with sbatch on PATH)")
+    g.add_argument("--slurm-partition", help="partition of the job array (default: the cluster's)")
+    g.add_argument("--slurm-time-min", type=int, default=240,
+                   help="time limit of each run's job in minutes (at the limit Slurm's SIGTERM checkpoints the run; "
+                        "a rerun resumes it)")
+    g.add_argument("--slurm-param", action="append", metavar="K=V",
+                   help="another submitit slurm parameter, e.g. account=myproj, qos=high, mem_gb=16 (repeatable)")
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder")
     p.add_argument("--force", action="store_true", help="retrain finished runs too")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether they are done; train nothing")
@@ -204,6 +219,8 @@ def sweep_parser() -> argparse.ArgumentParser:
                                    "package.module:Class; the backbone's parameters are kept, the replaced mixer's "
                                    "dropped, and runs that become identical merged")
     p.add_argument("--model-param", action="append", metavar="K=V", help="with --model: a parameter of it (repeatable)")
+    p.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                   help="the sweep's tqdm bar on stderr (auto: when stderr is a terminal)")
     return p
 
 
@@ -211,7 +228,7 @@ def cmd_sweep(argv: list[str]) -> int:
     args = sweep_parser().parse_args(argv)
     from .config import RunConfigError, unique_configs
     from .records import ResultsDirError, is_finished
-    from .sweep import resolve_grid, run_sweep, with_model
+    from .sweep import SlurmOptions, resolve_grid, run_sweep, with_model
 
     if args.model_param and not args.model:
         print("error: --model-param needs --model", file=sys.stderr)
@@ -235,24 +252,34 @@ def cmd_sweep(argv: list[str]) -> int:
             print(f"{c.hash}  {'done' if is_finished(c, args.results) else 'todo':<4}  {c.label()}  "
                   f"{json.dumps(c.model.params, sort_keys=True)}")
         return 0
+    slurm = SlurmOptions(partition=args.slurm_partition, time_min=args.slurm_time_min,
+                         params=parse_params(args.slurm_param, "--slurm-param"))
     try:
         outcomes = run_sweep(configs, args.results, workers=args.workers, executor=args.executor, force=args.force,
                              threads_per_run=args.threads_per_run, cpus_per_run=args.cpus_per_run,
-                             gpus_per_run=args.gpus_per_run, echo=True)
-    except (ResultsDirError, RunConfigError) as err:
+                             gpus_per_run=args.gpus_per_run, slurm=slurm, echo=True,
+                             progress={"auto": None, "on": True, "off": False}[args.progress])
+    except (ResultsDirError, RunConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
-        if o.error:
-            print(f"--- {o.config_hash} {o.label} failed:\n{o.error}", file=sys.stderr)
+    failed = [o for o in outcomes if o.status == "failed"]
+    for o in failed:
+        print(f"--- {o.config_hash} {o.label} failed: {o.message}\n{o.error or ''}".rstrip(), file=sys.stderr)
     print("sweep: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    return 1 if counts.get("error") else 0
+    if counts.get("interrupted") or counts.get("not started"):
+        return 130
+    if failed:
+        print(f"sweep: {len(failed)} failed (records with status 'failed' under {args.results}/runs; a rerun "
+              "trains them again)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def dispatch(module_name: str, argv: list[str]) -> int:
-    """tables / floors live in bench.tables / bench.floors with a main(argv) each."""
+    """tables / floors / compare live in bench.<name> with a main(argv) each."""
     try:
         module = importlib.import_module(f"bench.{module_name}")
     except ModuleNotFoundError as err:
@@ -270,11 +297,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     # warnings of the harness (a bad file set aside, a run another process holds): one line each
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
     top = argparse.ArgumentParser(prog="python -m bench", description="precision-bench harness.")
-    sub = top.add_subparsers(dest="command", metavar="{run,sweep,tables,floors}")
+    sub = top.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}")
     sub.add_parser("run", help="train one run", add_help=False)
     sub.add_parser("sweep", help="run a grid of runs", add_help=False)
     sub.add_parser("tables", help="tables and figures from results/ (bench/tables.py)", add_help=False)
     sub.add_parser("floors", help="precision floors (bench/floors.py)", add_help=False)
+    sub.add_parser("compare", help="two benchmark JSONs or results folders side by side, regressions flagged "
+                                   "(bench/compare.py)", add_help=False)
     if not argv or argv[0] not in SUBCOMMANDS:
         top.parse_args(argv or ["--help"])
         return 2

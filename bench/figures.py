@@ -76,7 +76,8 @@ def training_curves_figure(records: list[tuple[str, RunResult]], title: str):
         pts = [(p.step, p.eval_mse) for p in r.curve if p.eval_mse is not None and p.eval_mse > 0]
         if pts:
             ax.plot(*zip(*pts), label=label, color=MIXER_COLOURS.get(r.config.model.name))
-    ax.axhline(records[0][1].floor if records else 1e-14, color="black", linestyle=":", linewidth=1,
+    floor = next((r.floor for _, r in records if r.floor is not None), 1e-14)  # a failed run may have none
+    ax.axhline(floor, color="black", linestyle=":", linewidth=1,
                label="float32 floor")
     ax.set(yscale="log", xlabel="step", ylabel="eval MSE", title=title)
     ax.legend(fontsize=7)

@@ -100,7 +100,7 @@ def run_row(cfg: RunConfig, record: Optional[RunResult]) -> dict:
         "cg_rel_residual": math.nan, "damping": math.nan, "eval_trend": math.nan,
     }
     if record is not None:
-        row.update(status=record.status, floor=record.floor,
+        row.update(status=record.status, floor=math.nan if record.floor is None else record.floor,
                    eval_mse=math.nan if record.eval_mse is None else record.eval_mse,
                    best_eval_mse=math.nan if record.best_eval_mse is None else record.best_eval_mse,
                    rel=math.nan if record.eval_rel is None else record.eval_rel,
@@ -141,7 +141,9 @@ def mse_cell(row) -> str:
 def done_note(df: pd.DataFrame) -> str:
     n_done = int((df["status"].isin(["ok", "diverged"])).sum())
     n_div = int((df["status"] == "diverged").sum())
-    return f"{n_done} of {len(df)} runs finished ({n_div} diverged)."
+    n_failed = int((df["status"] == "failed").sum())
+    failed = f"; {n_failed} failed, see their records' message" if n_failed else ""
+    return f"{n_done} of {len(df)} runs finished ({n_div} diverged{failed})."
 
 
 def learned_step_runs(df: pd.DataFrame) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """Run records and checkpoints on disk, written so they are never half-written.
 
-    results/runs/<hash>.json          RunResult of a run (status ok | diverged | interrupted)
+    results/runs/<hash>.json          RunResult of a run (status ok | diverged | interrupted | failed)
     results/checkpoints/<hash>.pt     training state every `checkpoint_every` steps; after the
                                       run it holds the final weights (load_model reads them)
     results/locks/<hash>.lock         held by the process training the run (bench.train.run)
@@ -34,8 +34,10 @@ from .config import RunConfig, describe_validation_error
 
 log = logging.getLogger("bench")
 
-Status = Literal["ok", "diverged", "interrupted"]
+Status = Literal["ok", "diverged", "interrupted", "failed"]
 FINISHED = ("ok", "diverged")  # statuses that are never retrained unless forced
+# "failed": the run raised (a bug, out of memory, a killed worker); its record says why, and the
+# next sweep trains it again (from its last checkpoint, if it wrote one)
 CHECKPOINT_FORMAT = 1
 
 
@@ -71,7 +73,8 @@ class CurvePoint(BaseModel):
 class RunResult(BaseModel):
     """What a run produced. Metrics are on the held-out eval set, in float64 against the
     exact targets; `floor` is task.floor(dtype), the MSE of rounding the targets to dtype.
-    A diverged run has eval_* = None (never a number) and says why in `message`."""
+    A diverged run has eval_* = None (never a number) and says why in `message`; so does a
+    failed one (the exception in `message`, the last frames of its traceback in `traceback`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -88,7 +91,7 @@ class RunResult(BaseModel):
     best_eval_mse: Optional[float] = None
     best_step: Optional[int] = None
     train_loss: Optional[float] = None
-    floor: float
+    floor: Optional[float]  # None only for a failed run whose task could not be built
     final_lr: Optional[float] = None
 
     curve: list[CurvePoint]
@@ -104,6 +107,7 @@ class RunResult(BaseModel):
     environment: dict[str, Any]
     started_at: str
     finished_at: str
+    traceback: Optional[str] = None  # a failed run: where it raised
 
     @field_validator("eval_mse", "eval_rel", "eval_rel_l2", "best_eval_mse", "train_loss", "final_lr",
                      "steps_per_s", mode="before")
@@ -241,6 +245,34 @@ def write_result(result: RunResult, results_dir: str | Path) -> Path:
     path = record_path(result.config_hash, results_dir)
     atomic_write_text(path, result.model_dump_json(indent=1) + "\n")
     return path
+
+
+def record_failure(cfg: RunConfig, results_dir: str | Path, error: BaseException | str, *,
+                   traceback_text: Optional[str] = None, started_at: Optional[str] = None,
+                   wall_time_s: float = 0.0, partial: Optional[dict[str, Any]] = None) -> Optional[RunResult]:
+    """Write the record of a run that raised (or whose worker died): status "failed", the error in
+    `message`. `partial` holds what the run had reached (steps_done, curve, param_count,
+    train_time_s, ...). A finished record is never replaced by a failed one (a forced retrain that
+    fails keeps the earlier result); then nothing is written and None is returned."""
+    try:
+        existing = load_result(cfg, results_dir)
+    except BadFileError:
+        existing = None
+    if existing is not None and existing.finished:
+        log.warning(f"run {cfg.hash} ({cfg.label()}) failed again; its finished record is kept")
+        return None
+    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    try:
+        floor = cfg.build_task().floor(cfg.torch_dtype)
+    except Exception:  # the failure may be in building the task itself
+        floor = None
+    stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    fields = {"steps_done": 0, "curve": [], "param_count": 0, "train_time_s": 0.0, **(partial or {})}
+    result = RunResult(config=cfg, config_hash=cfg.hash, status="failed", message=message, floor=floor,
+                       wall_time_s=wall_time_s, environment=environment(cfg.device),
+                       started_at=started_at or stamp, finished_at=stamp, traceback=traceback_text, **fields)
+    write_result(result, results_dir)
+    return result
 
 
 def read_record(path: str | Path) -> RunResult:

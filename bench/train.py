@@ -9,7 +9,9 @@ Eval: a fixed held-out set of eval_size samples from the "eval" stream, scored i
 against the exact targets at step 0, every eval_every steps and at the end.
 Divergence: a non-finite eval MSE, non-finite weights, or max_consecutive_skips skipped
 steps in a row ends the run with status "diverged" (its metrics are None, never numbers).
-Interrupts: SIGINT/SIGTERM are honoured between steps: the state is checkpointed, the
+Failures: an exception (a bug, out of memory) writes a record with status "failed" and the
+error, then propagates; the next run() of the config trains it again from its last checkpoint.
+Interrupts: SIGINT/SIGTERM/SIGUSR2 are honoured between steps: the state is checkpointed, the
 record says "interrupted", and the next run() of the config resumes bit-identically.
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
@@ -67,6 +70,7 @@ from .records import (
     environment,
     load_checkpoint,
     load_result,
+    record_failure,
     run_lock,
     set_aside,
     write_result,
@@ -147,8 +151,11 @@ class Diverged(Exception):
 
 
 class InterruptFlag(contextlib.AbstractContextManager):
-    """Turn SIGINT/SIGTERM into a flag the loop checks between steps (main thread only;
-    elsewhere signals keep their default behaviour)."""
+    """Turn SIGINT/SIGTERM (and SIGUSR2, Slurm's warning before a job's time limit under submitit)
+    into a flag the loop checks between steps (main thread only; elsewhere signals keep their
+    default behaviour)."""
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR2") if hasattr(signal, name))
 
     def __init__(self):
         self.requested = False
@@ -159,7 +166,7 @@ class InterruptFlag(contextlib.AbstractContextManager):
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in self.SIGNALS:
                 try:
                     self._old[sig] = signal.signal(sig, self._handler)
                 except (ValueError, OSError):
@@ -513,6 +520,13 @@ class Trainer:
         write_result(result, self.results_dir)
         return result
 
+    def partial(self) -> dict:
+        """What a run that raised had reached, for its failed record (bench.records.record_failure)."""
+        s = self.state
+        return {"steps_done": s.step, "curve": s.curve, "param_count": self.param_count,
+                "skipped_steps": s.skipped_total, "train_time_s": s.train_time_s, "resumed_at": s.resumed_at,
+                "switched_at": s.switched_at}
+
     def result(self) -> RunResult:
         ok = self.state.status != "diverged"
         metrics = self.evaluate() if ok else {}
@@ -565,17 +579,29 @@ def run(cfg: RunConfig, results_dir: str | Path = "results", *, force: bool = Fa
             existing = _readable(load_result, cfg, results_dir)
             if existing is not None and existing.finished:
                 return existing
-        preflight(cfg)
-        trainer = Trainer(cfg, results_dir, progress=progress)
-        state = None if force else _readable(load_checkpoint, cfg, results_dir)
-        if state is not None:
-            if state.get("result") and state.get("status") in FINISHED:
-                # finished, but its record was lost: rewrite the record from the checkpoint
-                result = RunResult.model_validate_json(state["result"])
-                write_result(result, results_dir)
-                return result
-            trainer.load_state_dict(state)
-        return trainer.train()
+        started_at, t0, trainer = now(), time.perf_counter(), None
+        try:
+            preflight(cfg)
+            trainer = Trainer(cfg, results_dir, progress=progress)
+            state = None if force else _readable(load_checkpoint, cfg, results_dir)
+            if state is not None:
+                if state.get("result") and state.get("status") in FINISHED:
+                    # finished, but its record was lost: rewrite the record from the checkpoint
+                    result = RunResult.model_validate_json(state["result"])
+                    write_result(result, results_dir)
+                    return result
+                trainer.load_state_dict(state)
+            return trainer.train()
+        except Exception as err:
+            # a sweep goes on past a failed run, so the failure must be on disk, not only in a traceback
+            record_failure(cfg, results_dir, err, traceback_text=traceback_tail(err), started_at=started_at,
+                           wall_time_s=time.perf_counter() - t0, partial=None if trainer is None else trainer.partial())
+            raise
+
+
+def traceback_tail(err: BaseException, frames: int = 8) -> str:
+    """The last frames of err's traceback: where it raised, short enough for a record."""
+    return "".join(traceback.format_exception(type(err), err, err.__traceback__, limit=-frames))
 
 
 def _readable(load, cfg: RunConfig, results_dir):

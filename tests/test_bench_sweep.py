@@ -1,12 +1,14 @@
-"""Sweeps: grids from MODULE:NAME, a local process pool and Ray; finished runs skipped."""
+"""Sweeps: grids from MODULE:NAME, local processes, Ray and submitit; finished runs skipped, failed
+runs recorded and retried, one line per finished run, SIGTERM stops a multi-worker sweep."""
 from __future__ import annotations
 
 import sys
 import textwrap
+from typing import Optional
 
 import pytest
 
-from bench.records import load_result
+from bench.records import checkpoint_path, is_finished, load_result
 from bench.sweep import REPO_ROOT, resolve_grid, run_sweep
 
 GRID_MODULE = textwrap.dedent('''
@@ -41,17 +43,6 @@ def test_resolve_grid_list_and_function(grid_module):
         resolve_grid(f"{grid_module}:nope")
 
 
-def test_process_pool_sweep_then_everything_is_skipped(grid_module, tmp_path):
-    configs = resolve_grid(f"{grid_module}:GRID")
-    results = tmp_path / "results"
-    outcomes = run_sweep(configs, results, workers=2)
-    assert [o.status for o in outcomes] == ["ok", "ok"]  # deduplicated by hash
-    for c in configs:
-        assert load_result(c, results).status == "ok"
-    again = run_sweep(configs, results, workers=2)
-    assert [o.status for o in again] == ["skipped", "skipped"]
-
-
 def test_ray_sweep(grid_module, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -61,11 +52,13 @@ def test_ray_sweep(grid_module, tmp_path, monkeypatch):
     except Exception as err:  # no shared memory, no ports, ...
         pytest.skip(f"a local Ray instance cannot start here: {err}")
     try:
-        configs = resolve_grid(f"{grid_module}:lr_grid")
-        outcomes = run_sweep(configs, tmp_path, executor="ray")
-        assert [o.status for o in outcomes] == ["ok", "ok"], [o.error for o in outcomes]
-        assert all(load_result(c, tmp_path).eval_mse == o.eval_mse for c, o in zip(configs, outcomes))
-        assert [o.status for o in run_sweep(configs, tmp_path, executor="ray")] == ["skipped", "skipped"]
+        configs = resolve_grid(f"{grid_module}:lr_grid") + resolve_grid(f"{grid_module}:GRID")[:1]
+        unsavable(configs[2], tmp_path)  # a run that raises on its worker: recorded, the others go on
+        outcomes = run_sweep(configs, tmp_path, executor="ray", force=True)
+        assert [o.status for o in outcomes] == ["ok", "ok", "failed"], [o.error for o in outcomes]
+        assert all(load_result(c, tmp_path).eval_mse == o.eval_mse for c, o in zip(configs[:2], outcomes))
+        assert load_result(configs[2], tmp_path).message.startswith("IsADirectoryError")
+        assert [o.status for o in run_sweep(configs, tmp_path, executor="ray")] == ["skipped", "skipped", "ok"]
     finally:
         ray.shutdown()
 
@@ -77,11 +70,169 @@ def test_an_interrupted_run_stops_a_local_sweep(grid_module, tmp_path, monkeypat
 
     calls = []
 
-    def interrupted(config_json, results_dir, force, threads):
+    def interrupted(config_json, results_dir, force, threads, log_path=None):
         calls.append(config_json)
         return {"status": "interrupted", "eval_mse": None}
 
     monkeypatch.setattr(sweep, "_run_one", interrupted)
     outcomes = run_sweep(resolve_grid(f"{grid_module}:GRID"), tmp_path / "results", workers=1)
     assert len(calls) == 1
-    assert [o.status for o in outcomes] == ["interrupted", "skipped"]
+    assert [o.status for o in outcomes] == ["interrupted", "not started"]
+
+
+# ---- failed runs, progress lines, submitit, SIGTERM ------------------------------------------
+
+
+def fail_at_step(monkeypatch, step: int, seed: Optional[int] = None):
+    """Make Trainer.step_once raise before `step` (only for runs of `seed`, if given): a run that
+    raises, in this process."""
+    from bench.train import Trainer
+
+    original = Trainer.step_once
+
+    def step_once(self):
+        if self.state.step + 1 == step and (seed is None or self.cfg.seed == seed):
+            raise RuntimeError("boom in the optimizer")
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "step_once", step_once)
+
+
+def unsavable(cfg, results):
+    """A folder where the run's checkpoint goes: the run trains, then cannot save, and raises
+    (IsADirectoryError) in whatever process trains it. Needs force=True (a run not forced sets
+    the unreadable checkpoint aside and trains)."""
+    path = checkpoint_path(cfg, results)
+    path.mkdir(parents=True)
+    (path / "keep").write_text("")
+
+
+def test_a_run_that_raises_writes_a_failed_record_and_is_trained_again(grid_module, tmp_path, monkeypatch,
+                                                                        one_thread):
+    from bench.frames import done_note, grid_frame, records_by_hash
+    from bench.train import run
+
+    cfg = resolve_grid(f"{grid_module}:GRID")[0]
+    with monkeypatch.context() as m:
+        fail_at_step(m, 3)
+        with pytest.raises(RuntimeError, match="boom"):
+            run(cfg, tmp_path, progress=False)
+    failed = load_result(cfg, tmp_path)
+    assert failed.status == "failed" and failed.message == "RuntimeError: boom in the optimizer"
+    assert failed.steps_done == 2 and failed.eval_mse is None and failed.curve[0].step == 0
+    assert "step_once" in failed.traceback and failed.floor > 0
+    assert not is_finished(cfg, tmp_path)
+    df = grid_frame([cfg], records_by_hash(tmp_path))  # tables show it as failed, not a number
+    assert list(df["status"]) == ["failed"] and "1 failed" in done_note(df)
+
+    again = run(cfg, tmp_path, progress=False)  # a failed run is not finished: trained again
+    assert again.status == "ok" and again.steps_done == 4
+    fail_at_step(monkeypatch, 1)
+    with pytest.raises(RuntimeError):
+        run(cfg, tmp_path, force=True, progress=False)
+    assert load_result(cfg, tmp_path).finished_at == again.finished_at  # a finished record is never replaced
+
+
+def test_a_failed_run_does_not_stop_a_sweep_and_the_exit_status_says_so(grid_module, tmp_path, monkeypatch,
+                                                                         capsys, one_thread):
+    from bench.cli import main
+
+    fail_at_step(monkeypatch, 2, seed=0)
+    results = tmp_path / "results"
+    code = main(["sweep", f"{grid_module}:GRID", "--results", str(results), "--progress", "off"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "sweep: 2 runs: 0 done already (skipped), 2 to train locally, 1 at a time" in out
+    lines = [line for line in out.splitlines() if line.startswith("[")]
+    assert len(lines) == 2
+    assert lines[0].startswith("[1/2] failed") and lines[0].endswith("RuntimeError: boom in the optimizer")
+    assert lines[1].startswith("[2/2] ok          mse ") and " s  " in lines[1] and "seed1" in lines[1]
+    assert "sweep: 1 failed, 1 ok" in out and "Traceback" in err and "boom in the optimizer" in err
+    configs = resolve_grid(f"{grid_module}:GRID")
+    assert [load_result(c, results).status for c in configs[:2]] == ["failed", "ok"]
+
+    monkeypatch.undo()
+    assert main(["sweep", f"{grid_module}:GRID", "--results", str(results), "--progress", "off"]) == 0
+    out, _ = capsys.readouterr()
+    assert "2 runs: 1 done already (skipped), 1 to train" in out and "[1/1] ok" in out
+
+
+def test_local_processes_a_failed_run_then_its_retry(grid_module, tmp_path):
+    configs = resolve_grid(f"{grid_module}:GRID")
+    results = tmp_path / "results"
+    unsavable(configs[1], results)
+    outcomes = run_sweep(configs, results, workers=2, force=True)
+    assert [o.status for o in outcomes] == ["ok", "failed"], [o.error for o in outcomes]
+    record = load_result(configs[1], results)
+    assert record.status == "failed" and record.message.startswith("IsADirectoryError")
+    assert record.steps_done == 4 and outcomes[1].message == record.message
+    assert (results / "logs" / f"{configs[0].hash}.log").exists()
+    again = run_sweep(configs, results, workers=2)  # the unreadable checkpoint is set aside, the run trains
+    assert [o.status for o in again] == ["skipped", "ok"]
+
+
+def test_submitit_local_executor_sweep(grid_module, tmp_path, capsys):
+    pytest.importorskip("submitit")
+    configs = resolve_grid(f"{grid_module}:lr_grid") + resolve_grid(f"{grid_module}:GRID")[:1]
+    results = tmp_path / "results"
+    unsavable(configs[1], results)
+    outcomes = run_sweep(configs, results, executor="submitit", cluster="local", workers=2, force=True, echo=True)
+    assert [o.status for o in outcomes] == ["ok", "failed", "ok"], [o.error for o in outcomes]
+    assert [load_result(c, results).status for c in configs] == ["ok", "failed", "ok"]
+    assert load_result(configs[1], results).message.startswith("IsADirectoryError")
+    assert outcomes[0].eval_mse == load_result(configs[0], results).eval_mse
+    out = capsys.readouterr().out
+    assert "3 to train as submitit local jobs" in out
+    assert sorted(line.split()[1] for line in out.splitlines() if line.startswith("[")) == ["failed", "ok", "ok"]
+    assert list((results / "logs" / "submitit").glob("*_log.out"))  # each job's log
+
+
+def test_sigterm_stops_a_multi_worker_sweep_with_checkpoints(grid_module, tmp_path):
+    import os
+    import signal
+    import threading
+    import time
+
+    from bench.config import make_run_config
+
+    base = resolve_grid(f"{grid_module}:GRID")[0].model_dump()
+    configs = [make_run_config(**{**base, "seed": s, "steps": 100_000, "checkpoint_every": 1}) for s in range(3)]
+    results = tmp_path / "results"
+    started = [checkpoint_path(c, results) for c in configs[:2]]
+
+    def terminate_once_training():
+        deadline = time.monotonic() + 240
+        while not all(p.exists() for p in started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=terminate_once_training, daemon=True).start()
+    outcomes = run_sweep(configs, results, workers=2)
+    assert [o.status for o in outcomes] == ["interrupted", "interrupted", "not started"], [o.message for o in outcomes]
+    for c in configs[:2]:
+        record = load_result(c, results)
+        assert record.status == "interrupted" and 0 < record.steps_done < 100_000
+    assert load_result(configs[2], results) is None
+
+
+def test_submitit_asks_slurm_for_what_the_flags_say(tmp_path, monkeypatch):
+    """With sbatch on PATH the submitit executor is Slurm's, and its batch script carries the
+    partition, time limit, CPUs, GPUs and extra parameters (nothing is submitted here)."""
+    pytest.importorskip("submitit")
+    import os
+
+    from bench.sweep import SlurmOptions, _Submitit
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("sbatch", "srun"):
+        (bin_dir / name).write_text("#!/bin/sh\nexit 1\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    backend = _Submitit(tmp_path / "logs", None, 4, 2, 1, SlurmOptions("gpu", 30, {"account": "proj"}))
+    assert backend.cluster == "slurm" and backend.limit is None  # Slurm queues the array itself
+    script = backend.executor._executor._make_submission_file_text("python -m x", "uid")
+    for line in ("--partition=gpu", "--time=30", "--cpus-per-task=2", "--gpus-per-node=1", "--account=proj",
+                 "--signal=USR2@90"):
+        assert f"#SBATCH {line}\n" in script
+    assert backend.executor._executor.parameters["array_parallelism"] == 4
