@@ -365,6 +365,9 @@ class RunConfig(_Frozen):
     # a budget in seconds of training (optimizer steps, summed over resumes): the run stops at the
     # first step past it, status "ok", and its message says where it stopped. None: steps decide
     time_limit_s: Optional[PositiveFloat] = None
+    # torch.compile the model for the first-order training step ("default"; "reduce-overhead" adds
+    # CUDA graphs). Eval and full-batch optimizers run the plain model. None: off (not hashed)
+    compile: Optional[Literal["default", "reduce-overhead"]] = None
 
     # the model's full config, defaults filled in (not hashed: see the module docstring)
     _resolved_model: Any = PrivateAttr(default=None)
@@ -427,6 +430,8 @@ class RunConfig(_Frozen):
             del data["polish"], data["polish_patience"]
         if data["time_limit_s"] is None:  # nor do runs without a time limit
             del data["time_limit_s"]
+        if data["compile"] is None:  # nor uncompiled ones (a compiled step may round differently)
+            del data["compile"]
         for key in ("optimizer", "polish"):
             opt = data.get(key)
             if opt is not None and opt["name"] in ("levenberg_marquardt", "gauss_newton"):

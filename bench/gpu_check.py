@@ -22,7 +22,8 @@ Sections, each stopped at its share of the budget (cases past it are listed as s
     crossover      fastest of triton / triton_fft / fft forward+backward at each L (fp32)
     training_step  ms/step of our MULTIPLY step at the paper's config (bench.paper_reference.
                    ours_at_paper_config) and of the paper's step structure (PaperTrainer),
-                   interleaved rounds, medians
+                   interleaved rounds, medians; then ours with RunConfig.compile="reduce-overhead"
+                   (torch.compile with CUDA graphs; skipped in --tiny, where compiling takes minutes)
     budget_slice   as many of the paper's 1M steps as fit (at most 20,000) of MULTIPLY, then the
                    eval metrics and the projected time of the full budget
     targets        Triton FFT forward >= 3x torch's rfft conv (fp32, L = 1K-4K); >= 50% of HBM
@@ -62,7 +63,7 @@ PEAKS = (
 BACKENDS = ("direct", "fft", "triton", "triton_fft", "triton_fft:tf32x3", "conv1d")
 CROSSOVER_BACKENDS = ("triton", "triton_fft", "fft")
 MODES = ("fwd", "fwdbwd")
-SHARES = {"kernels": 0.55, "training_step": 0.12, "budget_slice": 0.28}  # of the budget; the rest is slack
+SHARES = {"kernels": 0.5, "training_step": 0.2, "budget_slice": 0.25}  # of the budget; the rest is slack
 SLICE_MAX_STEPS = 20_000
 PAPER_STEPS = 1_000_000
 
@@ -233,7 +234,33 @@ def crossover(kernel_records: list[dict], device_name: str, tiny: bool) -> dict:
             "winners": [{"L": L, "backend": b} for L, b in winners], "segments": {"float32": segments}}
 
 
-def training_section(sizes: Sizes, device: str, deadline: Deadline, end_s: float, workdir: Path) -> dict:
+def compiled_step(cfg, rounds: int, device: str, deadline: Deadline, end_s: float, workdir: Path) -> dict:
+    """ms/step of our step with RunConfig.compile set (the first two steps compile and are not timed)."""
+    from .train import Trainer
+
+    trainer = Trainer(cfg, workdir, progress=False)
+    t0 = time.perf_counter()
+    try:
+        for _ in range(2):
+            trainer.step_once()
+        _sync(device)
+    except Exception as error:  # a failed compile is a result
+        return {"mode": cfg.compile, "error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"}
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(rounds):
+        if deadline.elapsed() > end_s and times:
+            break
+        t0 = time.perf_counter()
+        trainer.step_once()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return {"mode": cfg.compile, "compile_s": compile_s, "rounds": len(times),
+            "ms_per_step": 1e3 * statistics.median(times), "config_hash": cfg.hash}
+
+
+def training_section(sizes: Sizes, device: str, deadline: Deadline, end_s: float, workdir: Path,
+                     compile_mode: str | None = None) -> dict:
     from kernels import select_backend
 
     from .paper_reference import PaperTrainer, ours_at_paper_config
@@ -256,8 +283,15 @@ def training_section(sizes: Sizes, device: str, deadline: Deadline, end_s: float
             _sync(device)
             out.append(time.perf_counter() - t0)
     ours_ms, theirs_ms = 1e3 * statistics.median(ours_s), 1e3 * statistics.median(theirs_s)
+    compiled = None
+    if compile_mode is not None and deadline.elapsed() < end_s:
+        compiled = compiled_step(ours_at_paper_config(sizes.train_batch, device, "auto", compile=compile_mode),
+                                 sizes.train_rounds, device, deadline, end_s, workdir / "compiled")
+        if "ms_per_step" in compiled:
+            compiled["speedup_over_paper"] = theirs_ms / compiled["ms_per_step"]
+            compiled["speedup_over_uncompiled"] = ours_ms / compiled["ms_per_step"]
     return {"batch_size": sizes.train_batch, "rounds": len(ours_s), "ours_ms_per_step": ours_ms,
-            "paper_ms_per_step": theirs_ms, "speedup": theirs_ms / ours_ms,
+            "paper_ms_per_step": theirs_ms, "speedup": theirs_ms / ours_ms, "compiled": compiled,
             "ours_conv_backend": select_backend(probe, torch.zeros(64, 40, device=device)),
             "ours_param_count": ours.param_count, "paper_param_count": sum(p.numel() for p in theirs.model.parameters()),
             "config_hash": cfg.hash, "elapsed_s": deadline.elapsed()}
@@ -396,7 +430,7 @@ def run_check(out: Path, *, tiny: bool, budget_s: float, install_crossover: bool
         share = SHARES["kernels"] + SHARES["training_step"]
         try:
             sections["training_step"] = training_section(sizes, device, deadline, deadline.section_end(share),
-                                                         Path(workdir))
+                                                         Path(workdir), None if tiny else "reduce-overhead")
         except Exception as error:
             sections["training_step"] = {"error": f"{type(error).__name__}: {error}"}
         save()

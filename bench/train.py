@@ -265,6 +265,8 @@ class Trainer:
         self.model = cfg.build_model(self.task).to(device=self.device, dtype=self.dtype)
         self.model.train()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # the first-order step's forward (compiled on first use if cfg.compile; same weights)
+        self.step_model = self.model if cfg.compile is None else torch.compile(self.model, mode=cfg.compile)
         self.param_count = sum(p.numel() for p in self.params)
         self.optimizer = make_optimizer(cfg.optimizer, self.model)
         self.schedule = make_schedule(cfg.schedule, cfg.optimizer.lr)
@@ -381,7 +383,7 @@ class Trainer:
         if batch.inputs.device != self.device:  # mps: drawn on the host
             batch = batch.to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.task.loss(self.model(batch.inputs), batch)
+        loss = self.task.loss(self.step_model(batch.inputs), batch)
         loss.backward()
         loss_value = loss.item()
         norm = total_grad_norm(self.params)
