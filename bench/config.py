@@ -432,6 +432,8 @@ class RunConfig(_Frozen):
             del data["time_limit_s"]
         if data["compile"] is None:  # nor uncompiled ones (a compiled step may round differently)
             del data["compile"]
+        if data["device"].startswith("cuda"):  # which GPU is not what the run computes: a run made
+            data["device"] = "cuda"            # on cuda:0 resumes from its checkpoint on cuda:1
         for key in ("optimizer", "polish"):
             opt = data.get(key)
             if opt is not None and opt["name"] in ("levenberg_marquardt", "gauss_newton"):

@@ -353,3 +353,32 @@ def test_compiled_step_follows_the_plain_one(tmp_path):
         trainer = Trainer(tiny(compile=compile_mode, steps=3), tmp_path / str(compile_mode), progress=False)
         losses.append([trainer.step_once().loss for _ in range(3)])
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_a_gpu_run_is_one_run_on_any_gpu_index(tmp_path):
+    # the checkpoint (and record) of a run made on cuda:0 is found from cuda:1 or another machine's
+    # "cuda"; CPU configs keep the hashes their records have (test_configs_without_polish_...)
+    cuda0, cuda1, cuda = tiny(device="cuda:0"), tiny(device="cuda:1"), tiny(device="cuda")
+    assert cuda0.hash == cuda1.hash == cuda.hash != tiny().hash
+    assert checkpoint_path(cuda0, tmp_path) == checkpoint_path(cuda1, tmp_path)
+    assert cuda1.device == "cuda:1"  # the config keeps where it runs
+
+
+def test_checkpoint_tensors_load_without_the_saving_device(tmp_path):
+    # a checkpoint is read with map_location="cpu" and its generator states are host tensors,
+    # so a machine without the saving device reads it; the run resumes to the same weights
+    cfg = tiny(steps=6, checkpoint_every=3)
+    run(cfg, tmp_path / "straight", progress=False)
+    from bench.train import Trainer
+
+    first = Trainer(cfg, tmp_path / "resumed", progress=False)
+    for _ in range(3):
+        first.step_once()
+    first.save_checkpoint()
+    state = load_checkpoint(cfg, tmp_path / "resumed")
+    tensors = [v for v in state.values() if isinstance(v, torch.Tensor)]
+    tensors += [t for v in state.values() if isinstance(v, dict) for t in v.values() if isinstance(t, torch.Tensor)]
+    assert tensors and all(t.device.type == "cpu" for t in tensors)
+    resumed = run(cfg, tmp_path / "resumed", progress=False)
+    assert resumed.steps_done == 6 and resumed.resumed_at == [3]
+    assert_same_weights(cfg, tmp_path / "straight", tmp_path / "resumed")
