@@ -392,7 +392,7 @@ def plot(kernel_records: list[dict], path: Path, title: str) -> None:
 
 
 def run_check(out: Path, *, tiny: bool, budget_s: float, install_crossover: bool) -> dict:
-    from kernels.fftconv.dispatch import CROSSOVER_DIR, device_slug
+    from kernels.fftconv.dispatch import CROSSOVER_DIR, device_slug, load_crossover
 
     device = "cpu" if tiny else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
@@ -425,6 +425,7 @@ def run_check(out: Path, *, tiny: bool, budget_s: float, install_crossover: bool
         installed = CROSSOVER_DIR / cross_path.name
         atomic_write(installed, lambda f: json.dump(cross, f, indent=1))
         cross["installed_as"] = str(installed)
+        load_crossover.cache_clear()  # the training step's `auto` then follows what was just measured
     save()
     with tempfile.TemporaryDirectory() as workdir:
         share = SHARES["kernels"] + SHARES["training_step"]
