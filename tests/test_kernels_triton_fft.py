@@ -178,6 +178,12 @@ def test_complex_integer_and_half_dtypes_are_refused(no_launch, dtype):
         triton_fft.causal_conv_triton_fft(u, k)
 
 
+def test_mixed_dtypes_are_refused(no_launch):
+    u, k = torch.zeros(1, 4, 2, device=DEVICE), torch.zeros(2, 4, dtype=torch.float64, device=DEVICE)
+    with pytest.raises(TypeError, match="same dtype"):
+        triton_fft.causal_conv_triton_fft(u, k)
+
+
 def test_unknown_precision_is_refused(no_launch):
     u, k, _ = draw(1, 4, 2, torch.float32)
     with pytest.raises(ValueError, match="known: ieee, tf32x3"):

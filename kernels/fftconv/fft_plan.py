@@ -50,6 +50,8 @@ def check_inputs(u: torch.Tensor, k: torch.Tensor) -> None:
     for name, value in (("u", u), ("k", k)):
         if value.dtype not in FFT_DTYPES:
             raise TypeError(f"causal_conv: the triton_fft backend supports float32 and float64, got {name} {value.dtype}")
+    if u.dtype != k.dtype:
+        raise TypeError(f"causal_conv: u and k must have the same dtype, got u {u.dtype} and k {k.dtype}")
     seq_len = u.shape[1]
     n = fft_size(seq_len)
     if n > MAX_FFT_SIZE[u.dtype]:
