@@ -368,6 +368,9 @@ class RunConfig(_Frozen):
     # a budget in seconds of training (optimizer steps, summed over resumes): the run stops at the
     # first step past it, status "ok", and its message says where it stopped. None: steps decide
     time_limit_s: Optional[PositiveFloat] = None
+    # torch.compile the model for the first-order training step ("default"; "reduce-overhead" adds
+    # CUDA graphs). Eval and full-batch optimizers run the plain model. None: off (not hashed)
+    compile: Optional[Literal["default", "reduce-overhead"]] = None
 
     # the model's full config, defaults filled in (not hashed: see the module docstring)
     _resolved_model: Any = PrivateAttr(default=None)
@@ -436,6 +439,10 @@ class RunConfig(_Frozen):
             del data["polish"], data["polish_patience"]
         if data["time_limit_s"] is None:  # nor do runs without a time limit
             del data["time_limit_s"]
+        if data["compile"] is None:  # nor uncompiled ones (a compiled step may round differently)
+            del data["compile"]
+        if data["device"].startswith("cuda"):  # which GPU is not what the run computes: a run made
+            data["device"] = "cuda"            # on cuda:0 resumes from its checkpoint on cuda:1
         for key in ("optimizer", "polish"):
             opt = data.get(key)
             if opt is not None and opt["name"] in ("levenberg_marquardt", "gauss_newton"):

@@ -1,13 +1,16 @@
 """Measure each conv backend's error floor against the float64 oracle, over the sequence length.
 
     python -m bench.kernel_error_floor [--out results/kernels] [--max-len 4096] [--triton-max-len 256]
+                                       [--triton-fft-max-len 4096]
 
 For every backend, dtype (fp32, fp64) and L, draws Gaussian u (B, L, D) and k (D, L) in the
 dtype (so they are exact in float64 too), runs forward and backward with a Gaussian grad_y,
 and records the relative L2 error of y, grad_u and grad_k against the float64 oracle on the
 same inputs (median over seeds). "rounded oracle" is the exact result rounded once to the
-dtype: the floor no backend can beat. The Triton backend runs in the interpreter on CPU,
-so only up to --triton-max-len; direct stops at 2048 (its D*L*L Toeplitz). Writes
+dtype: the floor no backend can beat. The Triton backends run in the interpreter on CPU
+(the Toeplitz one only up to --triton-max-len, it is slow there), where tl.dot is numpy's fp32
+matmul: a GPU's tensor cores accumulate in another order, so the GPU's triton_fft floor may
+differ (bench.gpu_check measures it there). direct stops at 2048 (its D*L*L Toeplitz). Writes
 error_floor_<device>.json and .png (atomically).
 """
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .records import atomic_write
+from .records import atomic_write, cpu_name
 
 LENGTHS = (1, 2, 4, 8, 16, 20, 21, 32, 39, 40, 64, 128, 256, 257, 512, 1024, 2048, 4096)
 DIRECT_MAX_LEN = 2048
@@ -55,20 +58,26 @@ def measure(backend: str, dtype: torch.dtype, seq_len: int, seed: int, device: s
     return {name: _rel_l2(a, b) for name, a, b in zip(QUANTITIES, got, exact)}
 
 
-def backends_for(seq_len: int, device: str, triton_max_len: int) -> list[str]:
+def backends_for(seq_len: int, device: str, triton_max_len: int, triton_fft_max_len: int,
+                 dtype: torch.dtype = torch.float32) -> list[str]:
+    from kernels.fftconv import fft_plan
+
     names = ["rounded oracle", "fft"]
     if seq_len <= DIRECT_MAX_LEN:
         names.append("direct")
-    if device == "cuda" or (seq_len <= triton_max_len and os.environ.get("TRITON_INTERPRET") == "1"):
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    if device == "cuda" or (seq_len <= triton_max_len and interpreted):
         names.append("triton")
+    if (device == "cuda" or (seq_len <= triton_fft_max_len and interpreted)) and seq_len <= fft_plan.max_len(dtype):
+        names.append("triton_fft")
     return names
 
 
-def run(max_len: int, triton_max_len: int, device: str) -> list[dict]:
+def run(max_len: int, triton_max_len: int, device: str, triton_fft_max_len: int = 4096) -> list[dict]:
     records = []
     for dtype in (torch.float32, torch.float64):
         for seq_len in (L for L in LENGTHS if L <= max_len):
-            for backend in backends_for(seq_len, device, triton_max_len):
+            for backend in backends_for(seq_len, device, triton_max_len, triton_fft_max_len, dtype):
                 per_seed = [measure(backend, dtype, seq_len, seed, device) for seed in SEEDS]
                 row = {"backend": backend, "dtype": str(dtype).removeprefix("torch."), "L": seq_len}
                 row.update({q: statistics.median(m[q] for m in per_seed) for q in QUANTITIES})
@@ -78,14 +87,20 @@ def run(max_len: int, triton_max_len: int, device: str) -> list[dict]:
     return records
 
 
+RATIOS = (("fft", "direct"), ("triton_fft", "fft"), ("triton_fft", "direct"))
+
+
 def summary(records: list[dict]) -> dict[str, float]:
-    """fft/direct error ratio (forward, fp32 and fp64), median over the lengths both ran."""
+    """Forward error ratios (fft/direct, triton_fft/fft, triton_fft/direct; fp32 and fp64), median
+    over the lengths both ran with a nonzero denominator."""
     out = {}
     for dtype in ("float32", "float64"):
         by = {(r["backend"], r["L"]): r["y"] for r in records if r["dtype"] == dtype}
-        ratios = [by[("fft", L)] / by[("direct", L)] for (b, L) in by if b == "direct" and by[("direct", L)] > 0]
-        if ratios:
-            out[f"fft_over_direct_y_{dtype}_median"] = statistics.median(ratios)
+        for top, bottom in RATIOS:
+            ratios = [by[(top, L)] / by[(bottom, L)] for (b, L) in by
+                      if b == bottom and (top, L) in by and by[(bottom, L)] > 0]
+            if ratios:
+                out[f"{top}_over_{bottom}_y_{dtype}_median"] = statistics.median(ratios)
     return out
 
 
@@ -96,7 +111,7 @@ def plot(records: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    styles = {"rounded oracle": "k:", "direct": "C0-o", "fft": "C1-s", "triton": "C2-^"}
+    styles = {"rounded oracle": "k:", "direct": "C0-o", "fft": "C1-s", "triton": "C2-^", "triton_fft": "C3-v"}
     for ax, dtype in zip(axes, ("float32", "float64")):
         for backend, style in styles.items():
             rows = [r for r in records if r["dtype"] == dtype and r["backend"] == backend and r["y"] > 0]
@@ -119,7 +134,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/kernels"),
                         help="folder for error_floor_<device>.json and .png")
     parser.add_argument("--max-len", type=int, default=4096)
-    parser.add_argument("--triton-max-len", type=int, default=256, help="longest L for Triton in the interpreter")
+    parser.add_argument("--triton-max-len", type=int, default=256,
+                        help="longest L for the Triton Toeplitz kernel in the interpreter")
+    parser.add_argument("--triton-fft-max-len", type=int, default=4096,
+                        help="longest L for the Triton FFT kernel in the interpreter")
     args = parser.parse_args()
     if args.out.suffix or args.out.is_file():
         parser.error(f"--out is the folder the files go in (they are named error_floor_<device>.json/.png), "
@@ -127,10 +145,12 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before the Triton module is first imported
-    records = run(args.max_len, args.triton_max_len, device)
+    records = run(args.max_len, args.triton_max_len, device, args.triton_fft_max_len)
     result = {
         "device": device,
+        "device_name": torch.cuda.get_device_name() if device == "cuda" else cpu_name(),
         "machine": platform.processor() or platform.machine(),
+        "triton_interpreter": os.environ.get("TRITON_INTERPRET") == "1",
         "torch": torch.__version__,
         "shape": {"B": BATCH, "D": CHANNELS, "seeds": list(SEEDS), "statistic": "median"},
         "command": "python -m bench.kernel_error_floor",

@@ -5,7 +5,8 @@ primitives (MULTIPLY: 40 tokens x 20 dims, batch 1024, width 64, 2 layers, MLP x
 Adam with eps 1e-16, float32). This module rebuilds the *structure* of one of their
 training steps so its cost can be timed next to ours on the same machine
 (bench/test_bench_training.py::test_speed_vs_paper). It is written from scratch for
-timing only; nothing else in the suite uses it.
+timing only; nothing else in the suite uses it. `ours_at_paper_config` is the run config of our
+step at the same config, the one both timings (the benchmark and bench.gpu_check) compare with.
 
 Model (per their description):
     x = read_in(u) + pos_emb[:L]                      nn.Linear(20, 64), nn.Embedding(L, 64)
@@ -31,6 +32,23 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+# Our BaseConv at the paper's primitive config: 2 layers, width 64, MLP x4 with ReLU, the conv
+# bias and the learnable branch mix their block has; Adam with eps 1e-16, LR 1e-3.
+PAPER_BASECONV_PARAMS = {"width": 64, "depth": 2, "activation": "relu", "mlp_factor": 4, "conv_bias": True,
+                         "branch_mix": True}
+
+
+def ours_at_paper_config(batch_size: int, device: str, conv_backend: str = "auto", **fields):
+    """The RunConfig of our MULTIPLY step at the paper's config (fields: further RunConfig fields)."""
+    from .config import make_run_config
+
+    fields.setdefault("steps", 10**9)
+    fields.setdefault("eval_size", batch_size)
+    return make_run_config(task={"name": "multiply"},
+                           model={"name": "baseconv", "params": {**PAPER_BASECONV_PARAMS, "conv_backend": conv_backend}},
+                           optimizer={"name": "adam", "lr": 1e-3, "eps": 1e-16}, batch_size=batch_size, device=device,
+                           **fields)
 
 
 class ShortConv(nn.Module):

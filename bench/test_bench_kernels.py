@@ -22,32 +22,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-import kernels
+from bench.kernel_cases import draw, relative_errors, run_backend, traffic_bytes
 from bench.train import synchronize
-from kernels.fftconv.reference import causal_conv_reference
 
-BACKENDS = ("direct", "fft", "triton", "conv1d")
+BACKENDS = ("direct", "fft", "triton", "triton_fft", "conv1d")
 PAPER = [("paper", L, D) for D in (64, 256) for L in (20, 21, 39, 40)]
 SCALING = [("scaling", L, 768) for L in (256, 1024, 4096)]
 SMALL = [("small", L, 64) for L in (64, 256, 1024)]
 SHAPES = PAPER + SCALING + SMALL
-ERROR_SLICE = (2, 16)  # batch rows and channels the error is measured on
-
-
-def conv1d_causal(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """The same causal conv through cuDNN/oneDNN: depthwise nn.Conv1d with a sequence-long kernel."""
-    seq_len, channels = u.shape[1], u.shape[2]
-    weight = k[:, :seq_len].flip(-1).unsqueeze(1)  # conv1d correlates, so the filter is reversed
-    y = F.conv1d(u.transpose(1, 2), weight, padding=seq_len - 1, groups=channels)[..., :seq_len]
-    return y.transpose(1, 2)
-
-
-def run_backend(backend: str):
-    if backend == "conv1d":
-        return conv1d_causal
-    return lambda u, k: kernels.causal_conv(u, k, backend=backend)
 
 
 def batch_for(suite: str, profile: str, device: str) -> int:
@@ -61,7 +44,7 @@ def batch_for(suite: str, profile: str, device: str) -> int:
 
 
 def skip_reason(backend: str, suite: str, seq_len: int, channels: int, profile: str, device: str) -> str | None:
-    if backend == "triton" and device != "cuda":
+    if backend in ("triton", "triton_fft") and device != "cuda":
         return "triton is timed on a CUDA GPU only (on CPU it runs in the interpreter, for correctness tests)"
     if suite == "scaling" and device != "cuda":
         return "GPU-only shape: B x D = 64 x 768 at L up to 4096 takes minutes per round on CPU"
@@ -72,36 +55,6 @@ def skip_reason(backend: str, suite: str, seq_len: int, channels: int, profile: 
         if toeplitz_bytes > 0.4 * torch.cuda.get_device_properties(0).total_memory:
             return f"direct needs D*L*L Toeplitz matrices ({toeplitz_bytes / 2**30:.0f} GiB) at L={seq_len}"
     return None
-
-
-def draw(batch: int, seq_len: int, channels: int, device: str):
-    g = torch.Generator().manual_seed(seq_len * 1000 + channels)
-    u = torch.randn(batch, seq_len, channels, generator=g).to(device)
-    k = torch.randn(channels, seq_len, generator=g).to(device)
-    grad_y = torch.randn(batch, seq_len, channels, generator=g).to(device)
-    return u, k, grad_y
-
-
-def relative_errors(fn, u, k, grad_y, with_grads: bool) -> dict[str, float]:
-    rows, chans = ERROR_SLICE
-    u_s = u[:rows, :, :chans].detach().clone().requires_grad_()
-    k_s = k[:chans].detach().clone().requires_grad_()
-    g_s = grad_y[:rows, :, :chans]
-    u64 = u_s.detach().double().requires_grad_()
-    k64 = k_s.detach().double().requires_grad_()
-    y64 = causal_conv_reference(u64, k64)
-    y = fn(u_s, k_s)
-
-    def rel(a, b):
-        return float((a.detach().double() - b).norm() / b.norm())
-
-    out = {"rel_l2_y": rel(y, y64.detach())}
-    if with_grads:
-        got = torch.autograd.grad(y, (u_s, k_s), g_s)
-        exact = torch.autograd.grad(y64, (u64, k64), g_s.double())
-        out["rel_l2_grad_u"] = rel(got[0], exact[0])
-        out["rel_l2_grad_k"] = rel(got[1], exact[1])
-    return out
 
 
 def rounds_for(step, profile: str, device: str) -> int:
@@ -142,9 +95,7 @@ def bench_case(benchmark, backend, suite, seq_len, channels, profile, device, wi
     step()  # warm-up: compilation, allocator, caches
     benchmark.pedantic(step, rounds=rounds_for(step, profile, device), iterations=1)
 
-    itemsize = u.element_size()
-    n_seq, n_filter = batch * seq_len * channels, channels * seq_len
-    traffic = (2 * n_seq + n_filter) + ((3 * n_seq + 2 * n_filter) if with_grads else 0)
+    traffic = traffic_bytes(batch, seq_len, channels, u.element_size(), with_grads)
     seconds = benchmark.stats.stats.median
     info = {"suite": suite, "backend": backend, "B": batch, "L": seq_len, "D": channels, "dtype": "float32",
             "device": device, "threads": torch.get_num_threads(), "wall_ms_median": seconds * 1e3}
@@ -153,7 +104,7 @@ def bench_case(benchmark, backend, suite, seq_len, channels, profile, device, wi
 
         seconds = triton.testing.do_bench(step, warmup=10, rep=50, return_mode="median") / 1e3
         info["device_ms_median"] = seconds * 1e3
-    info["gb_per_s"] = traffic * itemsize / seconds / 1e9
+    info["gb_per_s"] = traffic / seconds / 1e9
     info.update(relative_errors(fn, u, k, grad_y, with_grads))
     benchmark.extra_info.update(info)
 

@@ -17,7 +17,7 @@ import torch
 
 import architectures
 from bench.config import make_run_config
-from bench.paper_reference import PaperTrainer
+from bench.paper_reference import PaperTrainer, ours_at_paper_config
 from bench.time_to_precision import train_until
 from bench.train import Trainer, synchronize
 
@@ -83,10 +83,8 @@ def test_speed_vs_paper(benchmark, profile, device, tmp_path, conv_backend):
     round's setup) and then one step of ours, so both see the same machine load; the ratio
     of medians is in extra_info["speedup"] (ours steps/s over theirs)."""
     batch = PAPER_BATCH[profile]
-    params = {"conv_backend": conv_backend, "activation": "relu", "mlp_factor": 4, "conv_bias": True,
-              "branch_mix": True}
-    cfg, ours = make_trainer(tmp_path, "baseconv", params, batch, 64, device,
-                             optimizer={"name": "adam", "lr": 1e-3, "eps": 1e-16})
+    cfg = ours_at_paper_config(batch, device, conv_backend)
+    ours = Trainer(cfg, tmp_path, progress=False)
     theirs = PaperTrainer(batch_size=batch, device=device)
     paper_times: list[float] = []
 

@@ -272,12 +272,17 @@ class Trainer:
         self.model = cfg.build_model(self.task).to(device=self.device, dtype=self.dtype)
         self.model.train()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # the first-order step's forward (compiled on first use if cfg.compile; same weights)
+        self.step_model = self.model if cfg.compile is None else torch.compile(self.model, mode=cfg.compile)
         self.param_count = sum(p.numel() for p in self.params)
         self.optimizer = make_optimizer(cfg.optimizer, self.model)
         self.schedule = make_schedule(cfg.schedule, cfg.optimizer.lr)
         self.filter = EMAFilter(cfg.ema_lambda, cfg.ema_decay)
         self.full_batch = cfg.optimizer.name in FULL_BATCH_OPTIMIZERS
-        self.train_gen = stream_generator(cfg.seed, "train")
+        # Training batches are drawn where the run trains: on a GPU by a CUDA generator (no host
+        # draw and copy per step; the draws differ from a CPU run's), on the CPU as always.
+        self.data_device = self.device if self.device.type == "cuda" else torch.device("cpu")
+        self.train_gen = stream_generator(cfg.seed, "train", device=self.data_device)
         self.probe_gen = probe_generator(cfg.seed)
         self.eval_batch = self.task.sample(cfg.eval_size, generator=stream_generator(cfg.seed, "eval"),
                                            dtype=self.dtype)
@@ -333,7 +338,7 @@ class Trainer:
         if self.full_batch:
             gen = self.train_gen
             if draw_state is not None:
-                gen = torch.Generator().set_state(draw_state)
+                gen = torch.Generator(device=self.data_device).set_state(draw_state)
             self.state.polish_draw_state = gen.get_state()
             self.train_set = self.task.sample(optimizer.train_size, generator=gen, dtype=self.dtype).to(self.device)
             self.preflight_optimizer("polish")
@@ -382,10 +387,10 @@ class Trainer:
             self._probe_signal()
         set_lr(self.optimizer, self.schedule.lr_at(self.state.step))
         batch = self.task.sample(cfg.batch_size, generator=self.train_gen, dtype=self.dtype)
-        if self.device.type != "cpu":
+        if batch.inputs.device != self.device:  # mps: drawn on the host
             batch = batch.to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.task.loss(self.model(batch.inputs), batch)
+        loss = self.task.loss(self.step_model(batch.inputs), batch)
         loss.backward()
         loss_value = loss.item()
         norm = total_grad_norm(self.params)

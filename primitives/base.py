@@ -3,6 +3,7 @@
 A task is a typed, validated config (pydantic) that knows how to draw a batch:
 
     task.sample(batch_size, generator=g, dtype=torch.float32) -> Batch
+    (on the generator's device: a CUDA generator draws the batch on the GPU)
 
 Precision contract (DESIGN.md, "Targets are exact"):
   1. inputs are drawn in float64 and rounded *once* to the training dtype, so the
@@ -147,7 +148,11 @@ class Task(BaseModel):
         if not isinstance(generator, torch.Generator):
             raise TaskConfigError("sample() needs an explicit torch.Generator (generator=...)")
         dtype = check_float_dtype(dtype)
-        inputs, targets, mask = self._sample_exact(batch_size, generator, dtype)
+        if generator.device.type == "cpu":
+            inputs, targets, mask = self._sample_exact(batch_size, generator, dtype)
+        else:  # a generator on a GPU: every tensor of the draw is made there (no host draw, no copy)
+            with torch.device(generator.device):
+                inputs, targets, mask = self._sample_exact(batch_size, generator, dtype)
         assert inputs.dtype == torch.float64 and targets.dtype == torch.float64
         targets = targets * mask.view(1, -1, 1).to(targets.dtype)
         return Batch(inputs.to(dtype), targets.to(dtype), mask.clone(), targets)

@@ -236,3 +236,35 @@ def test_submitit_asks_slurm_for_what_the_flags_say(tmp_path, monkeypatch):
                  "--signal=USR2@90"):
         assert f"#SBATCH {line}\n" in script
     assert backend.executor._executor.parameters["array_parallelism"] == 4
+
+
+def test_fractional_gpus_per_run_reach_ray(grid_module, tmp_path, monkeypatch):
+    # `--gpus-per-run 0.25` packs four runs on one GPU: the fraction must reach ray.remote as is
+    ray = pytest.importorskip("ray")
+    from bench.cli import cmd_sweep
+
+    seen = {}
+
+    class Ref:  # an object ref: hashable, holding the run's outcome
+        def __init__(self, value):
+            self.value = value
+
+    def fake_remote(**options):
+        seen.update(options)
+
+        def wrap(fn):
+            class Task:
+                @staticmethod
+                def remote(*args):
+                    return Ref(fn(*args))
+            return Task
+        return wrap
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "remote", fake_remote)
+    monkeypatch.setattr(ray, "wait", lambda refs, num_returns, timeout=None: (refs[:num_returns], refs[num_returns:]))
+    monkeypatch.setattr(ray, "get", lambda ref: ref.value)
+    assert cmd_sweep([f"{grid_module}:lr_grid", "--executor", "ray", "--gpus-per-run", "0.25",
+                      "--cpus-per-run", "0.5", "--results", str(tmp_path)]) == 0
+    assert seen == {"num_cpus": 0.5, "num_gpus": 0.25}
+    assert all(load_result(c, tmp_path).status == "ok" for c in resolve_grid(f"{grid_module}:lr_grid"))

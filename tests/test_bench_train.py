@@ -304,3 +304,81 @@ def test_probe_stream_is_the_one_adaptive_runs_were_recorded_with():
         digest = hashlib.sha256(f"precision-bench/probe/{seed}".encode()).digest()
         before = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
         assert torch.equal(torch.randn(8, generator=probe_generator(seed)), torch.randn(8, generator=before))
+
+
+# --- an opt-in compiled step ------------------------------------------------------------------
+
+
+def test_compile_is_hashed_only_when_set():
+    plain = tiny()
+    assert "compile" not in plain.canonical_json()  # every earlier record keeps its name
+    compiled = tiny(compile="reduce-overhead")
+    assert compiled.hash != plain.hash and '"compile":"reduce-overhead"' in compiled.canonical_json()
+    with pytest.raises(RunConfigError, match="compile"):
+        tiny(compile="max-speed")
+
+
+def test_compiled_step_runs_the_compiled_model(tmp_path, monkeypatch):
+    # torch.compile's CPU code generation takes minutes on the CI machine: stand in for it with
+    # a wrapper that records its mode and its calls, and check the step goes through it
+    from bench.train import Trainer
+
+    calls = []
+
+    def fake_compile(model, mode):
+        def compiled(x):
+            calls.append(mode)
+            return model(x)
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    trainer = Trainer(tiny(compile="default", steps=3), tmp_path, progress=False)
+    for _ in range(3):
+        trainer.step_once()
+    trainer.evaluate()  # eval runs the plain model
+    assert calls == ["default"] * 3
+    plain = Trainer(tiny(steps=3), tmp_path / "plain", progress=False)
+    for _ in range(3):
+        plain.step_once()
+    assert all(torch.equal(a, b) for a, b in zip(trainer.model.state_dict().values(), plain.model.state_dict().values()))
+
+
+@pytest.mark.skipif(not os.environ.get("PB_SLOW_TESTS"),
+                    reason="torch.compile's CPU code generation takes ~2 minutes here; set PB_SLOW_TESTS=1")
+def test_compiled_step_follows_the_plain_one(tmp_path):
+    from bench.train import Trainer
+
+    losses = []
+    for compile_mode in (None, "default"):
+        trainer = Trainer(tiny(compile=compile_mode, steps=3), tmp_path / str(compile_mode), progress=False)
+        losses.append([trainer.step_once().loss for _ in range(3)])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_a_gpu_run_is_one_run_on_any_gpu_index(tmp_path):
+    # the checkpoint (and record) of a run made on cuda:0 is found from cuda:1 or another machine's
+    # "cuda"; CPU configs keep the hashes their records have (test_configs_without_polish_...)
+    cuda0, cuda1, cuda = tiny(device="cuda:0"), tiny(device="cuda:1"), tiny(device="cuda")
+    assert cuda0.hash == cuda1.hash == cuda.hash != tiny().hash
+    assert checkpoint_path(cuda0, tmp_path) == checkpoint_path(cuda1, tmp_path)
+    assert cuda1.device == "cuda:1"  # the config keeps where it runs
+
+
+def test_checkpoint_tensors_load_without_the_saving_device(tmp_path):
+    # a checkpoint is read with map_location="cpu" and its generator states are host tensors,
+    # so a machine without the saving device reads it; the run resumes to the same weights
+    cfg = tiny(steps=6, checkpoint_every=3)
+    run(cfg, tmp_path / "straight", progress=False)
+    from bench.train import Trainer
+
+    first = Trainer(cfg, tmp_path / "resumed", progress=False)
+    for _ in range(3):
+        first.step_once()
+    first.save_checkpoint()
+    state = load_checkpoint(cfg, tmp_path / "resumed")
+    tensors = [v for v in state.values() if isinstance(v, torch.Tensor)]
+    tensors += [t for v in state.values() if isinstance(v, dict) for t in v.values() if isinstance(t, torch.Tensor)]
+    assert tensors and all(t.device.type == "cpu" for t in tensors)
+    resumed = run(cfg, tmp_path / "resumed", progress=False)
+    assert resumed.steps_done == 6 and resumed.resumed_at == [3]
+    assert_same_weights(cfg, tmp_path / "straight", tmp_path / "resumed")

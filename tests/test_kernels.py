@@ -268,7 +268,7 @@ def _ok_k():
 @pytest.mark.parametrize(
     "u,k,backend,error,match",
     [
-        (_ok_u(), _ok_k(), "cufft", ValueError, "known backends: auto, direct, fft, triton, reference"),
+        (_ok_u(), _ok_k(), "cufft", ValueError, "known backends: auto, direct, fft, triton, triton_fft, reference"),
         ([[1.0]], _ok_k(), "auto", TypeError, "u must be a torch.Tensor"),
         (torch.zeros(5, 3), _ok_k(), "auto", ValueError, r"u must have shape \(B, L, D\)"),
         (_ok_u(), torch.zeros(3, 8, 1), "auto", ValueError, r"k must have shape \(D, L_k\)"),
@@ -289,7 +289,8 @@ def test_bad_input_raises_clear_error(u, k, backend, error, match):
         kernels.causal_conv(u, k, backend=backend)
 
 
-def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
+@pytest.mark.parametrize("backend", ["triton", "triton_fft"])
+def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch, backend):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
-        kernels.causal_conv(_ok_u(), _ok_k(), backend="triton")
+    with pytest.raises(ValueError, match=f"the {backend} backend needs CUDA.*TRITON_INTERPRET=1"):
+        kernels.causal_conv(_ok_u(), _ok_k(), backend=backend)

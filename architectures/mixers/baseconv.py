@@ -31,7 +31,7 @@ from .filters import ExplicitFilter, ImplicitFilter
 
 class BaseConvConfig(ModelConfig):
     conv_kind: Literal["short", "long", "implicit"] = "short"
-    conv_backend: Literal["auto", "direct", "fft", "triton"] = "auto"
+    conv_backend: Literal["auto", "direct", "fft", "triton", "triton_fft"] = "auto"
     conv_bias: bool = False
     branch_mix: bool = False
     filter_emb_dim: int = 3  # implicit only: positional features (time + cos/sin pairs)

@@ -19,7 +19,7 @@ import kernels
 
 from ..initialization import fill_normal, fill_uniform
 
-CONV_BACKENDS = ("auto", "direct", "fft", "triton")
+CONV_BACKENDS = ("auto", "direct", "fft", "triton", "triton_fft")
 
 
 def depthwise_conv(

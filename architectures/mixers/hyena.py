@@ -29,7 +29,7 @@ class HyenaConfig(ModelConfig):
     short_kernel: int = 3
     filter_emb_dim: int = 5
     filter_hidden: int = 32
-    conv_backend: Literal["auto", "direct", "fft", "triton"] = "auto"
+    conv_backend: Literal["auto", "direct", "fft", "triton", "triton_fft"] = "auto"
 
     @model_validator(mode="after")
     def _check_hyena(self):

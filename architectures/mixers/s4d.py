@@ -36,7 +36,7 @@ class S4DConfig(ModelConfig):
     state_dim: int = 64  # N real states = N/2 complex conjugate modes
     dt_min: float = 1e-3
     dt_max: float = 1e-1
-    conv_backend: Literal["auto", "direct", "fft", "triton"] = "auto"
+    conv_backend: Literal["auto", "direct", "fft", "triton", "triton_fft"] = "auto"
 
     @model_validator(mode="after")
     def _check_ssm(self):

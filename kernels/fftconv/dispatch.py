@@ -8,21 +8,27 @@ of u's dtype):
     direct     Toeplitz bmm in torch (direct.py)              exact products, fastest on CPU at short L
     fft        rfft/irfft with n = 2L in torch (fft.py)       the paper's algorithm, fastest at long L
     triton     blocked Toeplitz tl.dot kernels (triton_toeplitz.py), CUDA, or CPU under TRITON_INTERPRET=1
+    triton_fft Monarch FFT as tl.dot kernels (triton_fft.py), L <= 8192 (fp32) / 4096 (fp64), same devices
     reference  the float64 shift-and-add oracle (reference.py), cast back to u's dtype
     auto       `select_backend` below
 """
 from __future__ import annotations
 
+import functools
+import json
 import os
+import re
+from pathlib import Path
 from typing import Callable
 
 import torch
 
+from . import fft_plan
 from .direct import causal_conv_direct, causal_conv_direct_channels_first
 from .fft import causal_conv_fft
 from .reference import causal_conv_reference
 
-BACKENDS = ("auto", "direct", "fft", "triton", "reference")
+BACKENDS = ("auto", "direct", "fft", "triton", "triton_fft", "reference")
 TRITON_DTYPES = (torch.float32, torch.float64)
 
 # On CPU the direct backend (B*L^2*D flops in one bmm) beats the FFT (B*D*L log L, but ~10
@@ -34,9 +40,16 @@ TRITON_DTYPES = (torch.float32, torch.float64)
 # the two are within timing noise; up to L=64 direct is also the more precise one in fp32
 # (error 1.4-2.5x below fft, error_floor_cpu.json), so the tie at 64 goes to direct.
 CPU_DIRECT_MAX_LEN = 64
-# On CUDA: the Triton kernel up to this length, the FFT above it (to be confirmed by the GPU
-# benchmark in bench/test_bench_kernels.py; not yet measured).
+# On CUDA without a measured crossover file (below): the Triton Toeplitz kernel up to this
+# length, torch's FFT above it. A guess, not a measurement; `python -m bench.gpu_check` measures
+# the crossover on a GPU and writes the file that replaces it.
 CUDA_TRITON_MAX_LEN = 256
+# results/kernels/crossover_<device>.json, <device> = device_slug(torch.cuda.get_device_name()):
+#   {"device_name": "NVIDIA H200", "segments": {"float32": [{"max_len": 128, "backend": "triton"},
+#                                                           {"max_len": 4096, "backend": "triton_fft"}], ...}}
+# auto takes the first segment whose max_len >= L, and "fft" past the last one.
+CROSSOVER_DIR = Path(__file__).resolve().parents[2] / "results" / "kernels"
+CUDA_CHOICES = ("triton", "triton_fft", "fft", "direct")
 
 
 def _reference_backend(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -49,10 +62,17 @@ def _triton_backend(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return causal_conv_triton(u, k)
 
 
+def _triton_fft_backend(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    from .triton_fft import causal_conv_triton_fft  # imported lazily: triton is optional on CPU
+
+    return causal_conv_triton_fft(u, k)
+
+
 _IMPLEMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "direct": causal_conv_direct,
     "fft": causal_conv_fft,
     "triton": _triton_backend,
+    "triton_fft": _triton_fft_backend,
     "reference": _reference_backend,
 }
 
@@ -88,23 +108,61 @@ def _check_inputs(u: object, k: object, backend: object) -> None:
         raise TypeError(f"causal_conv: u and k must have the same dtype, got u {u.dtype} and k {k.dtype}")
     if u.device != k.device:
         raise ValueError(f"causal_conv: u and k must be on the same device, got u on {u.device} and k on {k.device}")
-    if backend == "triton":
+    if backend in ("triton", "triton_fft"):
         if u.dtype not in TRITON_DTYPES:
-            raise TypeError(f"causal_conv: the triton backend supports float32 and float64, got {u.dtype}")
+            raise TypeError(f"causal_conv: the {backend} backend supports float32 and float64, got {u.dtype}")
         if u.device.type != "cuda" and not triton_interpreter_enabled():
             raise ValueError(
-                f"causal_conv: the triton backend needs CUDA tensors (got {u.device}); "
+                f"causal_conv: the {backend} backend needs CUDA tensors (got {u.device}); "
                 "CPU tensors run only in the Triton interpreter (set TRITON_INTERPRET=1 before importing triton)"
             )
+    if backend == "triton_fft" and u.numel():
+        fft_plan.check_inputs(u, k)
+
+
+def device_slug(device_name: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'nvidia_h100_80gb_hbm3': the crossover file's name part."""
+    return re.sub(r"[^a-z0-9]+", "_", device_name.lower()).strip("_")
+
+
+@functools.lru_cache(maxsize=16)
+def load_crossover(device_name: str, directory: Path = CROSSOVER_DIR) -> dict[str, list[dict]] | None:
+    """The measured segments for this GPU (dtype name -> [{max_len, backend}]), or None if unmeasured."""
+    path = Path(directory) / f"crossover_{device_slug(device_name)}.json"
+    if not path.is_file():
+        return None
+    segments = json.loads(path.read_text())["segments"]
+    for dtype_name, rows in segments.items():
+        lengths = [row["max_len"] for row in rows]
+        if lengths != sorted(lengths) or any(row["backend"] not in CUDA_CHOICES for row in rows):
+            raise ValueError(f"{path}: segments for {dtype_name} must have increasing max_len and backends "
+                             f"in {CUDA_CHOICES}, got {rows}")
+    return segments
+
+
+def cuda_backend(seq_len: int, dtype: torch.dtype, device_name: str, directory: Path = CROSSOVER_DIR) -> str:
+    """auto on CUDA: the measured crossover for this device if its file exists, else today's guess."""
+    segments = load_crossover(device_name, Path(directory))
+    if dtype not in TRITON_DTYPES:
+        return "fft"
+    if segments is None or str(dtype).removeprefix("torch.") not in segments:
+        return "triton" if seq_len <= CUDA_TRITON_MAX_LEN else "fft"
+    for row in segments[str(dtype).removeprefix("torch.")]:
+        if seq_len <= row["max_len"]:
+            if row["backend"] == "triton_fft" and fft_plan.fft_size(seq_len) > fft_plan.MAX_FFT_SIZE[dtype]:
+                return "fft"
+            return row["backend"]
+    return "fft"
 
 
 def select_backend(u: torch.Tensor, k: torch.Tensor) -> str:
     """The backend "auto" runs for these inputs, u (B, L, D) (never triton on CPU)."""
     seq_len = u.shape[1]
     if u.device.type == "cuda":
-        if u.dtype in TRITON_DTYPES and seq_len <= CUDA_TRITON_MAX_LEN:
-            return "triton"
-        return "fft"
+        backend = cuda_backend(seq_len, u.dtype, torch.cuda.get_device_name(u.device))
+        if backend == "triton_fft" and not fft_plan.layout(u):
+            return "fft"  # a strided u the FFT kernels refuse
+        return backend
     return "direct" if seq_len <= CPU_DIRECT_MAX_LEN else "fft"
 
 
