@@ -107,3 +107,12 @@ def test_harness_end_to_end_on_a_tiny_size_with_the_grid_trained_a_few_steps(tmp
                                         "floors.md", "collocation.md", "ode_ood.png"}
     md = (tmp_path / "ode" / "comparison.md").read_text()
     assert "Transformer (softmax attention, end to end)" in md and "not trained" in md
+
+
+def test_gd_in_exact_arithmetic_is_float64_gd():
+    task = make_task("ode_operator", n_points=6, n_examples=10)
+    p = ode.draw(task, 8, 0, torch.float64)
+    eta = ode.step_size(p.A)
+    x = ode.gd_final(ode.true_gd_step, p.A, p.b, torch.full((8,), eta, dtype=torch.float64), 300)[300]
+    assert torch.allclose(ode.gd_exact_arithmetic(p.A, p.b, eta, 300), x, rtol=1e-11, atol=1e-13)
+    assert not torch.allclose(ode.gd_exact_arithmetic(p.A, p.b, eta, 299), x, rtol=1e-6, atol=0)
