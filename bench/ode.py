@@ -61,6 +61,7 @@ from primitives import make_task, stream_generator
 from primitives.least_squares import gd_tokens
 
 from .config import RunConfig, describe_validation_error
+from .grids import ODE_TASK
 from .frames import fmt_mse
 from .records import atomic_write_text, checkpoint_path, environment, load_model, load_result
 
@@ -94,8 +95,8 @@ class ODEComparisonConfig(BaseModel):
     construction_steps: int = Field(200, ge=1, description="iterations of the one-step GD constructions")
     construction_settings: str = Field("in_distribution", pattern="^(in_distribution|all)$")
     eqn_class: int = Field(1, ge=0, le=2)
-    n_points: int = Field(20, ge=2)
-    n_examples: int = Field(26, ge=3)
+    n_points: int = Field(ODE_TASK["n_points"], ge=2)  # the prompt size grid 9 trains at
+    n_examples: int = Field(ODE_TASK["n_examples"], ge=3)
     seed: int = Field(0, ge=0)
     grid: Optional[str] = DEFAULT_GRID
     retrain: bool = False
