@@ -331,9 +331,10 @@ def run(cfg: ODEComparisonConfig, results_dir: Path = Path("results"), log=print
     batched(p32, true_gd_step, "float32", "gd", "GD (float32)", cfg.gd_steps, keep)
     log(f"ode: GD float32, {cfg.gd_steps} steps on {len(keys)} settings: {time.time() - t0:.0f} s")
     for t in sorted({*keep, cfg.gd_steps, 10 * cfg.gd_steps}):
+        label = "GD (float64, exact arithmetic)" + (", 10x the steps" if t > cfg.gd_steps else "")
         for k, p in p64.items():
             x = gd_exact_arithmetic(p.A, p.b, eta[k], t)
-            add("gd", "GD (float64, exact arithmetic)", "float64", t, k, (predict(p.query, x) - p.target) ** 2)
+            add("gd", label, "float64", t, k, (predict(p.query, x) - p.target) ** 2)
 
     # (e) constructions: the one-step GD models iterated, and the Newton-Schulz construction's map
     from architectures.constructions import baseconv_gd_step, gd_iterate, linear_attention_gd_step
@@ -469,8 +470,8 @@ def least_squares_ratio(tables: Path = Path("results/tables")) -> dict:
     except FileNotFoundError as err:
         return {"missing": str(err)}
     attention = ls[ls["model"] == "attention"]
-    values = [float(v) for v in attention.drop(columns=["model", "paper"], errors="ignore").iloc[0]
-              if isinstance(v, str) and v[0].isdigit()] if len(attention) else []
+    values = (pd.to_numeric(attention.drop(columns=["model", "paper"], errors="ignore").iloc[0], errors="coerce")
+              .dropna().tolist() if len(attention) else [])
     column = "level (median MSE, last 20 iterations)"
     learned = levels[(levels["method"] == "learned") & ~levels["curve"].str.startswith("attention")]
     if not values or learned.empty:
