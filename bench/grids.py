@@ -30,6 +30,8 @@ Grids (`GRIDS`; the module also exposes `<grid>_<budget>` for `bench sweep`):
                       Levenberg-Marquardt, float32 and float64 (how far below the fp32 floor)
   to_the_limit        (8) the paper's own models (40k-100k weights) on read, linear, multiply and the
                       GD step, trained by the matrix-free Levenberg-Marquardt under a time cap
+  ode                 (9) the ODE operator in context: a softmax Transformer end to end on ode_operator,
+                      BaseConv and linear attention on the prompt-sized GD step (applied by bench.ode)
 """
 from __future__ import annotations
 
@@ -497,6 +499,38 @@ def to_the_limit(budget: str | Budget = "ci") -> list[RunConfig]:
     return runs
 
 
+# ---- (9) the ODE operator in context -------------------------------------------------
+
+# The prompt size of bench.ode: 25 solved examples and a query (n_examples 26), c at 20 points, so the
+# in-context least-squares problem has 25 equations in 22 unknowns (c (20), u0, 1): the size of the
+# paper's notebook for least squares and GD, and of its explicit-gradient model (gd_step D=22, N=25).
+ODE_TASK = {"n_points": 20, "n_examples": 26}
+ODE_GD_TASK = {"D": 22, "N": 25}
+
+
+@cached
+def ode(budget: str | Budget = "ci") -> list[RunConfig]:
+    """(9) The rows of bench.ode that need training: (a) a softmax Transformer trained end to end on
+    ode_operator (`ODE_TASK`), and (b) BaseConv and linear attention trained on gd_step at the prompt's
+    least-squares size (`ODE_GD_TASK`: the explicit gradient of Gaussian problems, as the paper trains it),
+    which bench.ode applies iteratively as GD to each prompt's problem.
+
+    paper: the paper's recipes: the Transformer with 12 layers, width 256, 8 heads, MLP x4, LR 1e-4, batch
+    64; the GD steps with 4 layers, width 256, no MLP, LR 1e-3 (the budget's 1M steps). ci: the ci budget
+    (depth 2, 300 steps) for the Transformer, grid 3's GD-step recipe (depth 3, 1500 steps) for the steps.
+    """
+    b = get_budget(budget)
+    _no_smoke("ode", b)
+    if b.name == "paper":
+        runs = [b.run("ode_operator", "attention", task_params=ODE_TASK, depth=12, lr=1e-4, batch_size=64,
+                      model_params={"width": 256, "heads": 8, "mlp_factor": 4})]
+        return runs + [b.run("gd_step", m, task_params=ODE_GD_TASK, depth=4, lr=1e-3,
+                             model_params={"width": 256, "mlp": False}) for m in ("baseconv", "linear_attention")]
+    gd = gd_budget(b)
+    return ([b.run("ode_operator", "attention", task_params=ODE_TASK, depth=2)]
+            + [gd.run("gd_step", m, task_params=ODE_GD_TASK, depth=GD_DEPTH) for m in ("baseconv", "linear_attention")])
+
+
 # ---- registry ------------------------------------------------------------------------
 
 
@@ -509,6 +543,7 @@ GRIDS: dict[str, Callable[[str | Budget], list[RunConfig]]] = {
     "added_mixers": added_mixers,
     "second_order": second_order,
     "to_the_limit": to_the_limit,
+    "ode": ode,
 }
 
 
@@ -518,7 +553,7 @@ def grid_budgets(name: str) -> tuple[str, ...]:
 
 # The order `all_<budget>` runs the grids in: what the headline tables and figures need first.
 RUN_ORDER = ("gd_step", "primitives", "gd_k_least_squares", "added_mixers", "attention_multiply", "dtype_optimizer",
-             "second_order", "to_the_limit")
+             "second_order", "to_the_limit", "ode")
 
 
 def all_grids(budget: str | Budget = "ci") -> list[RunConfig]:

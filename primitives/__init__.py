@@ -5,6 +5,7 @@ Tasks (make_task(name, **params); each class docstring gives its token layout):
   least_squares, gd_step, gd_k, newton_step,
   newton_schulz                                 least-squares algorithms (algorithm_steps)
   icl_regression                                in-context regression    (icl)
+  ode_operator                                  a linear ODE in context  (ode)
 Float64 reference algorithms (gradient, gd_iterates, newton_step, newton_schulz_step, ...)
 live in `primitives.algorithms`; the least-squares problem sampler in `primitives.least_squares`.
 
@@ -14,7 +15,7 @@ live in `primitives.algorithms`; the least-squares problem sampler in `primitive
 """
 from .base import Batch, Task, TaskConfigError, check_float_dtype, stream_generator
 from .registry import TASKS, make_task, register
-from . import elementwise, linear_maps, algorithm_steps, icl  # noqa: F401  (register the tasks)
+from . import elementwise, linear_maps, algorithm_steps, icl, ode  # noqa: F401  (register the tasks)
 from . import algorithms
 from .least_squares import LeastSquaresProblem, sample_least_squares
 

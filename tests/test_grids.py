@@ -55,7 +55,7 @@ def test_ci_budget_is_small():
 
 def test_registry_and_sweep_names():
     assert set(grids.GRIDS) == {"primitives", "attention_multiply", "gd_step", "gd_k_least_squares",
-                                "dtype_optimizer", "added_mixers", "second_order", "to_the_limit"}
+                                "dtype_optimizer", "added_mixers", "second_order", "to_the_limit", "ode"}
     for name in grids.GRIDS:
         for budget in grids.grid_budgets(name):
             assert callable(getattr(grids, f"{name}_{budget}"))
@@ -190,3 +190,20 @@ def test_to_the_limit_grid_is_the_papers_models_under_a_time_cap():
     paper = [c for c in grids.to_the_limit("paper") if c.task.name == "gd_step" and c.model.name == "linear_attention"]
     assert paper[0].model.params["width"] == 256 and paper[0].model.params["heads"] == 16
 
+
+
+def test_ode_grid_trains_the_transformer_end_to_end_and_the_prompt_sized_gd_step():
+    for budget in ("ci", "paper"):
+        configs = grids.ode(budget)
+        assert [(task(c), model(c)) for c in configs] == [
+            ("ode_operator", "attention"), ("gd_step", "baseconv"), ("gd_step", "linear_attention")]
+        ode_task = primitives.make_task("ode_operator", **configs[0].task.params)
+        # the least-squares problem of a prompt (n_examples - 1 equations in n_points + 2 unknowns) is the
+        # gd_step problem the steps are trained on: 25 equations, 22 unknowns
+        assert (ode_task.n_examples - 1, ode_task.n_points + 2) == (25, 22)
+        assert all(c.task.params == {"D": 22, "N": 25} for c in configs[1:])
+    paper = grids.ode("paper")[0]
+    assert (paper.model.params["depth"], paper.model.params["width"], paper.model.params["heads"]) == (12, 256, 8)
+    assert (paper.optimizer.lr, paper.batch_size) == (1e-4, 64)
+    with pytest.raises(ValueError, match="only 'primitives' has a smoke budget"):
+        grids.ode("smoke")

@@ -18,6 +18,7 @@ SMALL = {  # small instances so the whole file runs in a few seconds
     "newton_step": dict(D=3, N=6),
     "newton_schulz": dict(D=3, N=6),
     "icl_regression": dict(D=2, N=5),
+    "ode_operator": dict(n_points=5, n_examples=4),
 }
 EXPECTED_TASKS = set(SMALL)
 
@@ -61,7 +62,7 @@ def test_same_seed_same_bits_and_streams_disjoint(name):
     for other in (other_seed, evaluation):
         # no (nonzero) input value is shared between the streams: the data are disjoint
         shared = set(a.inputs[a.inputs != 0].tolist()) & set(other.inputs[other.inputs != 0].tolist())
-        assert not shared
+        assert not shared - {1.0}  # 1.0: ode_operator's constant feature, in every token by design
 
 
 def test_stream_generators_are_distinct_and_validated():
@@ -90,7 +91,8 @@ def test_float32_inputs_are_the_float64_draw_rounded_once(name):
     assert torch.equal(f64.inputs.to(torch.float32), f32.inputs)
 
 
-@pytest.mark.parametrize("name", ["multiply", "square", "linear", "gd_step", "least_squares", "newton_schulz", "icl_regression"])
+@pytest.mark.parametrize("name", ["multiply", "square", "linear", "gd_step", "least_squares", "newton_schulz", "icl_regression",
+                                  "ode_operator"])
 def test_floor_float32_is_rounding_scale_and_float64_zero(name):
     task = make_task(name, **SMALL[name])
     f32, f64 = task.floor(torch.float32, n=256), task.floor(torch.float64, n=256)
@@ -154,6 +156,15 @@ BAD = [
     ("linear", dict(width=3, matrix=[[1.0]]), r"matrix must have width = 3 rows, got 1"),
     ("icl_regression", dict(N=4), r"score_from must be in \[0, N - 1\] = \[0, 3\], got 5"),
     ("gd_step", dict(bogus=1), r"bogus: unknown parameter \(parameters: seed, D, N, kappa"),
+    ("ode_operator", dict(eqn_class=3), r"eqn_class must be 0 \(every term\), 1 \(no a2 term\) or 2 \(no a1 term\), got 3"),
+    ("ode_operator", dict(operator_scale=-1.0), r"operator_scale must be a finite number >= 0, got -1.0"),
+    ("ode_operator", dict(u0_scale=-0.5), r"u0_scale must be a finite number >= 0, got -0.5"),
+    ("ode_operator", dict(gp_length=0.0), r"gp_length must be a finite number > 0, got 0.0"),
+    ("ode_operator", dict(gp_length=float("inf")), r"gp_length must be a finite number > 0, got inf"),
+    ("ode_operator", dict(n_points=1), r"n_points \(D, the points c is given at\) must be an integer >= 2, got 1"),
+    ("ode_operator", dict(n_examples=1), r"n_examples must be an integer >= 2 .*got 1"),
+    ("ode_operator", dict(query_time=1.5), r"query_time must be in \[-1, 1\] .*got 1.5"),
+    ("ode_operator", dict(eqn_class="one"), r"eqn_class: Input should be a valid integer"),
     ("gd_step", dict(D="five"), r"D: Input should be a valid integer"),
 ]
 
