@@ -597,6 +597,8 @@ def run(cfg: RunConfig, results_dir: str | Path = "results", *, force: bool = Fa
                     return result
                 trainer.load_state_dict(state)
             return trainer.train()
+        except RunConfigError:
+            raise  # a config this machine cannot train (preflight, the optimizer's checks) is bad input: no record
         except Exception as err:
             # a sweep goes on past a failed run, so the failure must be on disk, not only in a traceback
             record_failure(cfg, results_dir, err, traceback_text=traceback_tail(err), started_at=started_at,
