@@ -1,4 +1,7 @@
-"""Command line: python -m bench run | sweep | tables | floors  (each has --help).
+"""Command line: python -m bench main | run | sweep | tables | report | floors  (each has --help).
+
+    python -m bench main                                      # the main job: minutes, then the report
+    python -m bench report --results results                  # results/report.html and report.md
 
     python -m bench run --task multiply --model baseconv --model-param depth=2 \\
         --optimizer adam --optim-param eps=1e-16 --lr 1e-3 --schedule step \\
@@ -21,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-SUBCOMMANDS = ("run", "sweep", "tables", "floors")
+SUBCOMMANDS = ("main", "run", "sweep", "tables", "report", "floors")
 
 
 def parse_value(text: str) -> Any:
@@ -233,7 +236,7 @@ def cmd_sweep(argv: list[str]) -> int:
 
 
 def dispatch(module_name: str, argv: list[str]) -> int:
-    """tables / floors live in bench.tables / bench.floors with a main(argv) each."""
+    """main / tables / report / floors live in bench.<name> with a main(argv) each."""
     try:
         module = importlib.import_module(f"bench.{module_name}")
     except ModuleNotFoundError as err:
@@ -251,10 +254,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     # warnings of the harness (a bad file set aside, a run another process holds): one line each
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
     top = argparse.ArgumentParser(prog="python -m bench", description="precision-bench harness.")
-    sub = top.add_subparsers(dest="command", metavar="{run,sweep,tables,floors}")
+    sub = top.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}")
+    sub.add_parser("main", help="the main job: the suite's question in minutes, then the report (bench/main.py)",
+                   add_help=False)
     sub.add_parser("run", help="train one run", add_help=False)
     sub.add_parser("sweep", help="run a grid of runs", add_help=False)
     sub.add_parser("tables", help="tables and figures from results/ (bench/tables.py)", add_help=False)
+    sub.add_parser("report", help="one self-contained HTML page and a Markdown twin of a results folder "
+                   "(bench/report.py)", add_help=False)
     sub.add_parser("floors", help="precision floors (bench/floors.py)", add_help=False)
     if not argv or argv[0] not in SUBCOMMANDS:
         top.parse_args(argv or ["--help"])
