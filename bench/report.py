@@ -78,6 +78,17 @@ GRIDS_OF = {
     "ood": ("gd_step", "dtype_optimizer", "second_order"),
     "paper_comparison": ("gd_k_least_squares", "gd_step", "dtype_optimizer", "second_order"),
 }
+# Which of those grids' runs a table shows, where it shows only some.
+RUNS_OF = {
+    "headline": lambda c: c.dtype == "float32" and "kappa" not in c.task.params,  # grid 6's kappa runs: own table
+    "added_mixers": lambda c: c.task.name in ("read", "linear", "multiply"),
+    "least_squares_depth": lambda c: c.task.name == "least_squares", "gd_k": lambda c: c.task.name == "gd_k",
+    "dtype": lambda c: c.dtype == "float64", "optimizer": lambda c: c.optimizer.name == "lbfgs",
+    "conditioning": lambda c: c.task.name == "gd_step", "gd_iteration": lambda c: c.task.name == "gd_step",
+    "ood": lambda c: c.task.name == "gd_step" and c.dtype == "float32",
+    "to_the_limit_gd_iteration": lambda c: c.task.name == "gd_step",
+    "to_the_limit_ood": lambda c: c.task.name == "gd_step" and c.dtype == "float32",
+}
 # extra_info entries of a benchmark JSON that are not one number or word
 BENCHMARK_SKIP = {"config", "curve", "load_avg", "polish", "optimizer_diagnostics", "seconds_to", "message",
                   "config_hash", "case_id", "switched_at"}
@@ -93,6 +104,10 @@ class Section:
     paper: list[str] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
     source: str = ""
+    kind: str = "other"  # records: the budget line is read from the run records
+
+
+BUDGET_FROM = {"records": " (from the run records)"}
 
 
 # ---- what the folder holds ----------------------------------------------------------
@@ -101,6 +116,7 @@ class Section:
 def table_configs(profile: str) -> dict[str, list]:
     """Per table name, the run configs its numbers come from (for the budget line)."""
     from . import grids as G
+    from .config import unique_configs
 
     if profile == "quick":
         runs = G.quick()
@@ -108,7 +124,8 @@ def table_configs(profile: str) -> dict[str, list]:
     if profile not in ("ci", "paper"):
         return {}
     grid = {name: G.GRIDS[name](profile) for name in G.GRIDS if profile in G.grid_budgets(name)}
-    return {table: [c for g in grids for c in grid.get(g, [])] for table, grids in GRIDS_OF.items()}
+    return {table: unique_configs(c for g in grids for c in grid.get(g, []) if RUNS_OF.get(table, lambda _: True)(c))
+            for table, grids in GRIDS_OF.items()}
 
 
 def detect_profile(records: dict[str, RunResult]) -> str:
@@ -178,6 +195,7 @@ def table_sections(results: Path, records: dict[str, RunResult], profile: str,
     sections = []
     for name in names:
         title, notes, body = parse_table_md((tables / f"{name}.md").read_text())
+        kind = "records" if name in configs else "other"
         if name in configs:
             budget = records_budget(configs[name], records, profile)
         else:
@@ -186,7 +204,7 @@ def table_sections(results: Path, records: dict[str, RunResult], profile: str,
                  (PAPER_FIGURES[k] for k in PAPER_OF.get(name, ()))]
         figures = [results / "figures" / f"{f}.png" for f in FIGURES_OF.get(name, ())]
         sections.append(Section(name, title or name, body, notes, budget, paper,
-                                [f for f in figures if f.exists()], f"tables/{name}.md"))
+                                [f for f in figures if f.exists()], f"tables/{name}.md", kind))
     return sections
 
 
@@ -334,8 +352,8 @@ font-size:.88em;margin:.6em 0} .notes{font-size:.88em;color:#333}
 table{border-collapse:collapse;font-size:.8em;font-variant-numeric:tabular-nums}
 th,td{border:1px solid #d0d7de;padding:.25em .5em;text-align:left;vertical-align:top}
 th{background:#f6f8fa} tr:nth-child(even) td{background:#fbfcfd}
-figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top} figure img{max-width:100%;
-border:1px solid #eee} figcaption{font-size:.8em;color:#57606a}
+figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top;max-width:100%}
+.figures-2 figure{max-width:48%} figure img{max-width:100%;border:1px solid #eee} figcaption{font-size:.8em;color:#57606a}
 code{background:#f6f8fa;padding:0 .25em;border-radius:3px;font-size:.9em}
 nav ol{columns:3;font-size:.88em} .env td:first-child{font-weight:600;white-space:nowrap}
 """
@@ -376,14 +394,16 @@ def render_html(title: str, intro: list[str], env: tuple[list, list], sections: 
         if s.notes:
             out.append('<div class="notes">' + "".join(md_to_html(n) for n in s.notes) + "</div>")
         if s.budget:
-            out.append(f'<div class="budget"><b>Budget:</b> {md_to_html(s.budget)[3:-4]}</div>')
+            out.append(f'<div class="budget"><b>Budget{BUDGET_FROM.get(s.kind, "")}:</b> {md_to_html(s.budget)[3:-4]}</div>')
         if s.paper:
             out.append('<div class="paper"><b>The paper (Liu et al., ICLR 2025) beside ours:</b><ul>'
                        + "".join(f"<li>{html.escape(p)}</li>" for p in s.paper) + "</ul>"
                        + f"<small>Paper budget: {html.escape(PAPER_BUDGET)}.</small></div>")
         if s.body_md:
             out.append(wrap_tables(md_to_html(s.body_md)))
-        out += [image_tag(f) for f in s.figures]
+        if s.figures:
+            out.append(f'<div class="figures-{min(len(s.figures), 2)}">' + "".join(image_tag(f) for f in s.figures)
+                       + "</div>")
         out.append(f'<p class="meta">From <code>{html.escape(s.source)}</code>.</p></section>')
     if data:
         out.append('<h2 id="data">Data files</h2><ul>' + "".join(f"<li><code>{html.escape(d)}</code></li>"
@@ -402,7 +422,7 @@ def render_markdown(title: str, intro: list[str], env: tuple[list, list], sectio
         lines += ["", f"## {s.title}", ""]
         lines += [f"{n}  " for n in s.notes]
         if s.budget:
-            lines += ["", f"**Budget:** {s.budget}"]
+            lines += ["", f"**Budget{BUDGET_FROM.get(s.kind, '')}:** {s.budget}"]
         if s.paper:
             lines += ["", "**The paper (Liu et al., ICLR 2025) beside ours:**", ""] + [f"- {p}" for p in s.paper]
             lines += [f"- paper budget: {PAPER_BUDGET}"]
