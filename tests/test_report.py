@@ -203,6 +203,10 @@ def test_main_job_says_what_runs_and_where_everything_went(tiny_main_job, tmp_pa
     assert load_result(tiny_main_job[0], results).finished_at == first
     sections = [a.get("id") for a in parse((results / "report.html").read_text()).of("section")]
     assert sections[:4] == ["headline", "runs", "gd_iteration", "kernel_error_floor"]
+    assert "kernels_error_floor_cpu" not in sections  # the kernel floor once, with its figure
+    page = (results / "report.html").read_text()
+    kernel = page[page.index('id="kernel_error_floor"'):]
+    assert "error_floor_cpu.png" in kernel[:kernel.index("</section>")]
     assert "profile quick; 3 of 3 runs recorded" in (results / "report.html").read_text()
 
 
