@@ -27,9 +27,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -37,6 +39,7 @@ from typing import Callable, Optional
 PYTEST_PROFILES = ("smoke", "ci", "paper")
 PROFILES = ("quick",) + PYTEST_PROFILES
 KERNEL_MAX_LEN, KERNEL_TRITON_MAX_LEN = 512, 64  # the interpreter's cost grows fast with L
+REPO_ROOT = Path(__file__).resolve().parent.parent
 CONSTRUCTION_ARGS: list[str] = []  # bench.construction_report's defaults: the committed table's command
 ITERATIONS = 150  # GD iterations of the learned step (as bench.tables' gd_iteration)
 
@@ -155,16 +158,20 @@ def constructions_case(job: Job) -> str:
 
 
 def kernel_case(job: Job) -> str:
-    from . import kernel_error_floor
-
     out = job.results / "kernels"
     existing = sorted(out.glob("error_floor_*.json"))
-    if existing and not job.force:
-        result = json.loads(existing[0].read_text())
-    else:
-        with job.quiet():
-            result = kernel_error_floor.main(["--out", str(out), "--max-len", str(KERNEL_MAX_LEN),
-                                              "--triton-max-len", str(KERNEL_TRITON_MAX_LEN)])
+    if not existing or job.force:
+        # its own process: the Triton interpreter must be switched on before triton is first imported,
+        # and this one may have imported it already (TRITON_INTERPRET=1 is set there on a CPU machine)
+        cmd = [sys.executable, "-m", "bench.kernel_error_floor", "--out", str(out), "--max-len", str(KERNEL_MAX_LEN),
+               "--triton-max-len", str(KERNEL_TRITON_MAX_LEN)]
+        job.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(job.log_file, "a") as log:
+            subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True, cwd=REPO_ROOT,
+                           env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                               p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)})
+        existing = sorted(out.glob("error_floor_*.json"))
+    result = json.loads(existing[0].read_text())
     job.done["kernels"] = result
     length, errors = kernel_errors(result)
     return f"float32 forward at L={length}: " + ", ".join(f"{b} {fmt(v)}" for b, v in errors.items())
@@ -191,7 +198,9 @@ def tables_case(job: Job) -> str:
     from .kernel_error_floor import floor_table
     import pandas as pd
 
-    kernels = job.done["kernels"]
+    kernels = job.done.get("kernels")
+    if kernels is None:
+        return f"{len(out.written)} files under {job.tables} and {job.figures} (no kernel error floor)"
     out.table("kernel_error_floor", pd.DataFrame(floor_table(kernels["records"])),
               "Causal conv kernels: relative L2 error of the forward pass against the float64 oracle",
               [f"Median of {len(kernels['shape']['seeds'])} seeds, B={kernels['shape']['B']}, "
@@ -209,8 +218,8 @@ def report_case(job: Job) -> str:
 
 
 CASES = [
-    Case("multiply, bare one-layer BaseConv: L-BFGS, then Levenberg-Marquardt", train_case(0)),
-    Case("multiply, bare one-layer softmax attention: the same recipe and time", train_case(1)),
+    Case("multiply, bare one-layer BaseConv: L-BFGS, then 12 Levenberg-Marquardt steps", train_case(0)),
+    Case("multiply, bare one-layer softmax attention: the same recipe", train_case(1)),
     Case("the GD step learned by the bare linear attention (Levenberg-Marquardt)", train_case(2)),
     Case("the learned GD step applied iteratively, next to true GD", iterate_case),
     Case("the exact constructions (bench.construction_report)", constructions_case),
@@ -326,13 +335,23 @@ def run_quick(results: Path, force: bool = False, echo: Callable[[str], None] = 
     # One thread: the recorded trajectories were measured so (L-BFGS takes another path with two).
     torch.set_num_threads(1)
     job = Job(Path(results), force=force, log_file=Path(results) / "main.log")
+    job.results.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for i, case in enumerate(CASES, 1):
         remaining = len(CASES) - i
         echo(f"[{i}/{len(CASES)}] {case.title}  ({remaining} more after this; {time.perf_counter() - start:.0f} s "
              "so far)")
         t0 = time.perf_counter()
-        summary = case.do(job)
+        try:
+            summary = case.do(job)
+        except Interrupted:
+            raise
+        except Exception as err:  # the other cases still run; the traceback goes to the log
+            job.done.setdefault("failed", []).append(case.title)
+            with open(job.log_file, "a") as log:
+                log.write(f"--- case {i} failed: {case.title}\n{traceback.format_exc()}")
+            summary = f"FAILED: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} " \
+                      f"(traceback in {job.log_file})"
         echo(f"      {time.perf_counter() - t0:.0f} s: {summary}")
     job.done["seconds"] = time.perf_counter() - start
     return job
@@ -345,7 +364,7 @@ def print_summary(job: Job, echo: Callable[[str], None] = print) -> None:
     echo("")
     echo(tabulate(head.values.tolist(), headers=list(head.columns), tablefmt="simple", disable_numparse=True,
                   maxcolwidths=[34, 40, 22, 30, 8]))
-    html, md = job.done["report"]
+    html, md = job.done.get("report", (job.results / "report.html", job.results / "report.md"))
     r = job.results
     echo("")
     echo(f"main job (profile quick) done in {job.done['seconds'] / 60:.1f} minutes. Where everything went:")
@@ -403,4 +422,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"interrupted ({why}); run the same command again to resume", file=sys.stderr)
         return 130
     print_summary(job)
-    return 0
+    failed = job.done.get("failed", [])
+    if failed:
+        print(f"{len(failed)} case(s) failed: {'; '.join(failed)} (see {job.log_file})", file=sys.stderr)
+    return 1 if failed else 0
