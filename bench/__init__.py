@@ -3,7 +3,7 @@
     from bench import RunConfig, run
     result = run(RunConfig(task={"name": "multiply"}, model={"name": "baseconv"}, steps=100))
 
-Command line: `python -m bench run|sweep|tables|floors --help`.
+Command line: `python -m bench main|run|sweep|tables|report|floors --help`.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""python -m bench run | sweep | tables | floors (see bench/cli.py)."""
+"""python -m bench main | run | sweep | tables | report | floors (see bench/cli.py)."""
 import sys
 
 from bench.cli import main

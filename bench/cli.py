@@ -1,4 +1,7 @@
-"""Command line: python -m bench run | sweep | tables | floors | compare  (each has --help).
+"""Command line: python -m bench main | run | sweep | tables | report | floors | compare  (each has --help).
+
+    python -m bench main                                      # the main job: minutes, then the report
+    python -m bench report --results results                  # results/report.html and report.md
 
     python -m bench run --task multiply --model baseconv --model-param depth=2 \\
         --optimizer adam --optim-param eps=1e-16 --lr 1e-3 --schedule step \\
@@ -25,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-SUBCOMMANDS = ("run", "sweep", "tables", "floors", "compare")
+SUBCOMMANDS = ("main", "run", "sweep", "tables", "report", "floors", "compare")
 
 
 def parse_value(text: str) -> Any:
@@ -279,7 +282,7 @@ def cmd_sweep(argv: list[str]) -> int:
 
 
 def dispatch(module_name: str, argv: list[str]) -> int:
-    """tables / floors / compare live in bench.<name> with a main(argv) each."""
+    """main / tables / report / floors / compare live in bench.<name> with a main(argv) each."""
     try:
         module = importlib.import_module(f"bench.{module_name}")
     except ModuleNotFoundError as err:
@@ -298,9 +301,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
     top = argparse.ArgumentParser(prog="python -m bench", description="precision-bench harness.")
     sub = top.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}")
+    sub.add_parser("main", help="the main job: the suite's question in minutes, then the report (bench/main.py)",
+                   add_help=False)
     sub.add_parser("run", help="train one run", add_help=False)
     sub.add_parser("sweep", help="run a grid of runs", add_help=False)
     sub.add_parser("tables", help="tables and figures from results/ (bench/tables.py)", add_help=False)
+    sub.add_parser("report", help="one self-contained HTML page and a Markdown twin of a results folder "
+                   "(bench/report.py)", add_help=False)
     sub.add_parser("floors", help="precision floors (bench/floors.py)", add_help=False)
     sub.add_parser("compare", help="two benchmark JSONs or results folders side by side, regressions flagged "
                                    "(bench/compare.py)", add_help=False)

@@ -402,21 +402,54 @@ def second_order(budget: str | Budget = "ci") -> list[RunConfig]:
     adam_budget = b if b.name == "paper" else gd_budget(b).scaled(10)
     second = dict(schedule={"name": "constant"}, model_params=exact_gd_step_model())
     runs = [adam_budget.run("gd_step", "linear_attention", model_params=exact_gd_step_model())]
-    # multiply with the bare one-layer models of grid 1's expressivity pair: L-BFGS, then
-    # Levenberg-Marquardt on 16 fresh problems once L-BFGS stalls
-    polished = dict(schedule={"name": "constant"}, steps=112 * scale, eval_every=4,
-                    model_params={**exact_multiply_model(), "width": 32},
-                    optimizer={"name": "lbfgs", "lr": 1.0, "max_iter": 20, "train_size": 512},
-                    polish={"name": "levenberg_marquardt", "train_size": 16, "max_params": 6000})
-    runs += [b.run("multiply", model, depth=1, **polished) for model in ("baseconv", "attention")]
+    runs += [polished_multiply(b, model, steps=112 * scale) for model in ("baseconv", "attention")]
     for dtype, lm_steps in (("float32", 60), ("float64", 80)):
         steps = 150 * scale
         runs.append(b.run("gd_step", "linear_attention", steps=steps, dtype=dtype, eval_every=max(1, steps // 30),
                           optimizer={"name": "lbfgs", "lr": 1.0, "max_iter": 20, "train_size": size}, **second))
-        steps = lm_steps * scale
-        runs.append(b.run("gd_step", "linear_attention", steps=steps, dtype=dtype, eval_every=max(1, steps // 30),
-                          optimizer={"name": "levenberg_marquardt", "train_size": size}, **second))
+        runs.append(lm_gd_step(b, dtype, lm_steps * scale, size))
     return runs
+
+
+def polished_multiply(b: Budget, model: str, steps: int, **fields) -> RunConfig:
+    """multiply with the bare one-layer model of grid 1's expressivity pair (width 32): L-BFGS on
+    512 problems, then Levenberg-Marquardt on 16 fresh problems once L-BFGS stalls (grid 7)."""
+    return b.run("multiply", model, depth=1, schedule={"name": "constant"}, steps=steps, eval_every=4,
+                 model_params={**exact_multiply_model(), "width": 32},
+                 optimizer={"name": "lbfgs", "lr": 1.0, "max_iter": 20, "train_size": 512},
+                 polish={"name": "levenberg_marquardt", "train_size": 16, "max_params": 6000}, **fields)
+
+
+def lm_gd_step(b: Budget, dtype: str, steps: int, size: int) -> RunConfig:
+    """The GD step learned by `exact_gd_step_model` from a random start with dense Levenberg-Marquardt
+    on `size` problems (grid 7)."""
+    return b.run("gd_step", "linear_attention", steps=steps, dtype=dtype, eval_every=max(1, steps // 30),
+                 optimizer={"name": "levenberg_marquardt", "train_size": size}, schedule={"name": "constant"},
+                 model_params=exact_gd_step_model())
+
+
+# ---- the main job: the suite's question in minutes ---------------------------------
+
+# Steps of the main job's bare multiply runs: L-BFGS stalls, and Levenberg-Marquardt takes over, at
+# step 76 for BaseConv and at step 32 for softmax attention (grid 7's records de4997bfe75a96d2 and
+# 66407166c37501b7, one torch thread); each then gets 12 Levenberg-Marquardt steps. BaseConv is at
+# 7.0e-14 after them; attention's eval MSE only rises from its L-BFGS plateau (0.94) under them.
+QUICK_MULTIPLY_STEPS = {"baseconv": 88, "attention": 44}
+
+
+def quick() -> list[RunConfig]:
+    """The runs of the main job (`python -m bench main`, profile quick): the suite's question
+    answered in minutes on one core, by the recipes of grid 7 that reach the float32 floor.
+
+    - multiply with the bare one-layer BaseConv and softmax attention (width 32): L-BFGS until it
+      stalls, then 12 Levenberg-Marquardt steps (QUICK_MULTIPLY_STEPS; grid 7 runs the same recipe
+      for 112 steps, about 17 minutes a model);
+    - the GD step learned by the bare linear attention that can express it, by Levenberg-Marquardt
+      (grid 7's float32 run itself: 60 steps on 1,024 problems, about 4 minutes); the main job applies
+      it iteratively next to true GD.
+    """
+    polished = [polished_multiply(CI, model, steps=steps) for model, steps in QUICK_MULTIPLY_STEPS.items()]
+    return polished + [lm_gd_step(CI, "float32", 60, 1024)]
 
 
 # ---- (8) to the limit: the paper's own models, second order ------------------------

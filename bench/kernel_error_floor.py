@@ -129,7 +129,23 @@ def plot(records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def floor_table(records: list[dict], lengths: tuple[int, ...] = (20, 40, 512)) -> list[dict]:
+    """Rows per backend: the forward (y) relative L2 error at the given lengths, float32, and at
+    L = 40 in float64 (the paper's lengths are 20-40); lengths a run did not reach are left out."""
+    columns = [("float32", L) for L in lengths] + [("float64", 40)]
+    by = {(r["backend"], r["dtype"], r["L"]): r["y"] for r in records}
+    present = [c for c in columns if any((b, *c) in by for b, _, _ in by)]
+    rows = []
+    for backend in dict.fromkeys(r["backend"] for r in records):
+        row = {"backend": backend}
+        for dtype, L in present:
+            value = by.get((backend, dtype, L))
+            row[f"{dtype}, L={L}"] = "—" if value is None else f"{value:.2e}"
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="Measure each conv backend's error floor against the float64 oracle.")
     parser.add_argument("--out", type=Path, default=Path("results/kernels"),
                         help="folder for error_floor_<device>.json and .png")
@@ -138,7 +154,7 @@ def main() -> None:
                         help="longest L for the Triton Toeplitz kernel in the interpreter")
     parser.add_argument("--triton-fft-max-len", type=int, default=4096,
                         help="longest L for the Triton FFT kernel in the interpreter")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.out.suffix or args.out.is_file():
         parser.error(f"--out is the folder the files go in (they are named error_floor_<device>.json/.png), "
                      f"got {args.out}")
@@ -146,6 +162,11 @@ def main() -> None:
     if device == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before the Triton module is first imported
     records = run(args.max_len, args.triton_max_len, device, args.triton_fft_max_len)
+    command = "python -m bench.kernel_error_floor" + "".join(
+        f" {flag} {value}" for flag, value, default in (("--max-len", args.max_len, 4096),
+                                                        ("--triton-max-len", args.triton_max_len, 256),
+                                                        ("--triton-fft-max-len", args.triton_fft_max_len, 4096))
+        if value != default)
     result = {
         "device": device,
         "device_name": torch.cuda.get_device_name() if device == "cuda" else cpu_name(),
@@ -153,7 +174,7 @@ def main() -> None:
         "triton_interpreter": os.environ.get("TRITON_INTERPRET") == "1",
         "torch": torch.__version__,
         "shape": {"B": BATCH, "D": CHANNELS, "seeds": list(SEEDS), "statistic": "median"},
-        "command": "python -m bench.kernel_error_floor",
+        "command": command,
         "summary": summary(records),
         "records": records,
     }
@@ -162,6 +183,7 @@ def main() -> None:
     plot(records, args.out / f"error_floor_{device}.png")
     print(json.dumps(result["summary"], indent=1))
     print(f"wrote {json_path} and {json_path.with_suffix('.png')}")
+    return result
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("command", ["run", "sweep", "tables", "floors"])
+@pytest.mark.parametrize("command", ["main", "run", "sweep", "tables", "report", "floors"])
 def test_help_of_every_subcommand(command):
     proc = subprocess.run([sys.executable, "-m", "bench", command, "--help"], cwd=REPO, capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
@@ -34,7 +34,7 @@ def test_top_level_help_lists_subcommands(capsys):
         main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    assert all(c in out for c in ("run", "sweep", "tables", "floors"))
+    assert all(c in out for c in ("main", "run", "sweep", "tables", "report", "floors"))
 
 
 def test_parse_value():

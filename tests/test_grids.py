@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
@@ -163,6 +164,22 @@ def test_second_order_grid_trains_one_exact_model_three_ways():
     params = architectures.build_model("linear_attention", primitives.make_task("gd_step"), **bare).num_parameters()
     assert all(5 * c.optimizer.train_size > params and c.optimizer.max_params >= params for c in lm)
     assert len({c.seed for c in configs}) == 1  # one random start
+
+
+def test_main_job_runs_are_grid_7s_recipes_with_12_lm_steps_each():
+    from bench.records import load_result
+
+    quick = grids.quick()
+    second = {(task(c), model(c), c.optimizer.name, c.dtype): c for c in grids.second_order("ci")}
+    pair, gd = quick[:2], quick[2]
+    assert gd.hash == second[("gd_step", "linear_attention", "levenberg_marquardt", "float32")].hash
+    for c in pair:
+        grid7 = second[("multiply", model(c), "lbfgs", "float32")]
+        assert c.model_dump(exclude={"steps"}) == grid7.model_dump(exclude={"steps"})
+        # L-BFGS stalled, and Levenberg-Marquardt took over, at this step in grid 7's committed record
+        switched = load_result(grid7, Path(__file__).resolve().parent.parent / "results").switched_at
+        assert c.steps - switched == 12, (model(c), switched)
+    assert [c.steps for c in pair] == [88, 44]
 
 
 def test_bad_budgets_are_named():

@@ -1,0 +1,428 @@
+"""The main job: the suite's question answered in minutes, then the report.
+
+    python -m bench main                          # profile quick (the default of `tox -e bench`)
+    python -m bench main --results DIR            # where it writes (default results/quick)
+    python -m bench main --profile ci             # pytest bench --profile ci (hours), then the report
+
+Profile quick, one case after another on one torch thread (each says what it is and how many
+remain):
+
+    1-2  multiply with the bare one-layer BaseConv and softmax attention: L-BFGS until it stalls,
+         then 12 Levenberg-Marquardt steps, which take BaseConv to the float32 floor (bench.grids.quick)
+    3    the GD step learned by the bare linear attention that can express it (Levenberg-Marquardt)
+    4    that learned step applied iteratively, next to true GD and the exact constructions
+         (bench.iterate)
+    5    the exact constructions (bench.construction_report)
+    6    the conv kernels' error floor against the float64 oracle, L <= 512 (bench.kernel_error_floor)
+    7    tables, figures and the report (bench.report)
+
+Finished runs are not trained again (their records are in DIR/runs), so an interrupted job resumes
+by running it again; --force recomputes everything. The job ends by printing the headline table
+and where each file went. Profiles smoke, ci and paper run the pytest-benchmark suite
+(`pytest bench --profile P --benchmark-json results/benchmarks/bench-P.json`, any other arguments
+passed on to pytest), tabulate its precision cases and write the report of the results folder.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+PYTEST_PROFILES = ("smoke", "ci", "paper")
+PROFILES = ("quick",) + PYTEST_PROFILES
+KERNEL_MAX_LEN, KERNEL_TRITON_MAX_LEN = 512, 64  # the interpreter's cost grows fast with L
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONSTRUCTION_ARGS: list[str] = []  # bench.construction_report's defaults: the committed table's command
+ITERATIONS = 150  # GD iterations of the learned step (as bench.tables' gd_iteration)
+
+
+@dataclass
+class Job:
+    """What the cases of the quick profile share: where to write, and what earlier cases produced."""
+
+    results: Path
+    force: bool = False
+    log_file: Optional[Path] = None
+    done: dict = field(default_factory=dict)
+
+    @property
+    def tables(self) -> Path:
+        return self.results / "tables"
+
+    @property
+    def figures(self) -> Path:
+        return self.results / "figures"
+
+    @contextlib.contextmanager
+    def quiet(self):
+        """A case's own prints go to the job's log file, not the terminal."""
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "a") as f, contextlib.redirect_stdout(f):
+            yield
+
+
+class Interrupted(Exception):
+    """A run of the job was interrupted (it checkpointed): the job stops, and running it again resumes."""
+
+
+@dataclass
+class Case:
+    title: str
+    do: Callable[[Job], str]  # returns a one-line summary of what it got
+
+
+def fmt(x) -> str:
+    from .frames import fmt_mse
+
+    return fmt_mse(x)
+
+
+# ---- the cases ------------------------------------------------------------------------
+
+
+def train_case(index: int) -> Callable[[Job], str]:
+    def do(job: Job) -> str:
+        from .grids import quick
+        from .train import run
+
+        cfg = quick()[index]
+        result = run(cfg, job.results, force=job.force)
+        job.done.setdefault("runs", {})[cfg.hash] = result
+        if result.status == "interrupted":  # Ctrl-C / SIGTERM: the run checkpointed; the next cases need it
+            raise Interrupted(result.message or "interrupted")
+        if result.status != "ok":
+            return f"{result.status}: {result.message}"
+        stop = f"; {result.message}" if result.message else ""
+        return (f"eval MSE {fmt(result.eval_mse)} ({result.eval_mse / result.floor:.3g}x the float32 floor), "
+                f"{result.steps_done} steps, {result.train_time_s:.0f} s of training{stop}")
+    return do
+
+
+def iterate_case(job: Job) -> str:
+    """The learned GD step (case 3's run) applied iteratively, next to true GD and the constructions."""
+    from .figures import gd_iteration_figure, training_curves_figure
+    from .frames import fmt_mse, learned_step_label
+    from .grids import quick
+    from .iterate import gd_iteration_curves, trained_model
+    from .records import load_result
+    from .tables import Output, iteration_levels
+
+    cfg = quick()[2]
+    result = load_result(cfg, job.results)
+    label = learned_step_label(cfg.model.name, cfg.optimizer.name)
+    curves = gd_iteration_curves([(label, trained_model(cfg, job.results))], steps=ITERATIONS)
+    levels = iteration_levels(curves, {label: f"{budget_of(cfg)} (gd_step eval MSE {fmt_mse(result.eval_mse)})"})
+    job.done["levels"] = levels
+    out = Output(job.tables, job.figures)
+    curves.to_csv(job.tables / "gd_iteration_curves.csv", index=False)
+    shown = levels.copy()
+    for column in ("level (median MSE, last 20 iterations)", "mean MSE, last 20"):
+        shown[column] = shown[column].map(fmt_mse)
+    out.table("gd_iteration", shown, "GD applied iteratively: where each curve levels off",
+              [f"{ITERATIONS} iterations, eta 0.5, 256 held-out problems D=5, N=20; error = per-problem mean squared "
+               "distance to the float64 least-squares solution; the learned step is case 3 of the main job."])
+    out.figure("gd_iteration", gd_iteration_figure(curves))
+    pair = [load_result(c, job.results) for c in quick()[:2]]
+    out.figure("training_curves_runs", training_curves_figure(
+        [(f"{r.config.model.name}, bare one layer", r) for r in pair if r is not None],
+        "multiply, L-BFGS then Levenberg-Marquardt: eval MSE during training"))
+    learned = levels[levels["method"] == "learned"].iloc[0]["level (median MSE, last 20 iterations)"]
+    true32 = levels[(levels["method"] == "true_gd") & (levels["dtype"] == "float32")].iloc[0]
+    return (f"learned step levels off at {fmt_mse(learned)}, true GD in float32 at "
+            f"{fmt_mse(true32['level (median MSE, last 20 iterations)'])}")
+
+
+def constructions_case(job: Job) -> str:
+    from . import construction_report
+
+    out = job.results / "constructions"
+    path = out / "constructions.json"
+    if path.exists() and not job.force:
+        result = json.loads(path.read_text())
+    else:
+        with job.quiet():
+            result = construction_report.main([*CONSTRUCTION_ARGS, "--out", str(out)])
+    job.done["constructions"] = result
+    multiply = next(r for r in result["primitives"] if r["task"]["name"] == "multiply")["float32"]
+    gd = next(r for r in result["least_squares"] if r["construction"] == "baseconv_gd_step")["float32"]
+    return (f"MULTIPLY in one BaseConv layer {'bit-exact' if multiply['bit_exact'] else fmt(multiply['mse'])}; "
+            f"BaseConv GD step iterated: {fmt(gd['final_median_mse'])}")
+
+
+def kernel_case(job: Job) -> str:
+    out = job.results / "kernels"
+    existing = sorted(out.glob("error_floor_*.json"))
+    if not existing or job.force:
+        # its own process: the Triton interpreter must be switched on before triton is first imported,
+        # and this one may have imported it already (TRITON_INTERPRET=1 is set there on a CPU machine)
+        cmd = [sys.executable, "-m", "bench.kernel_error_floor", "--out", str(out), "--max-len", str(KERNEL_MAX_LEN),
+               "--triton-max-len", str(KERNEL_TRITON_MAX_LEN), "--triton-fft-max-len", str(KERNEL_TRITON_MAX_LEN)]
+        job.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(job.log_file, "a") as log:
+            subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True, cwd=REPO_ROOT,
+                           env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                               p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)})
+        existing = sorted(out.glob("error_floor_*.json"))
+    result = json.loads(existing[0].read_text())
+    job.done["kernels"] = result
+    length, errors = kernel_errors(result)
+    return f"float32 forward at L={length}: " + ", ".join(f"{b} {fmt(v)}" for b, v in errors.items())
+
+
+def kernel_errors(result: dict, length: int = 40) -> tuple[int, dict]:
+    """Per backend the float32 forward error at L = `length` (the paper's length; else the longest run)."""
+    f32 = [r for r in result["records"] if r["dtype"] == "float32"]
+    if not any(r["L"] == length for r in f32):
+        length = max(r["L"] for r in f32)
+    return length, {r["backend"]: r["y"] for r in f32 if r["L"] == length}
+
+
+def tables_case(job: Job) -> str:
+    from .tables import Output
+
+    out = Output(job.tables, job.figures)
+    out.table("headline", headline_frame(job), "The suite's question, answered by the main job (profile quick)",
+              ["Ours: measured by this job on this machine. Reference: the float32 level the number is to be read "
+               "against. Paper: Liu et al. (ICLR 2025), at the paper's budget (batch 1024, 1M Adam steps, GPU)."])
+    out.table("runs", runs_frame(job), "The main job's training runs", [
+        "eval MSE on 1,024 held-out problems, float64 against exact targets; floor: the MSE of rounding the exact "
+        "targets to float32."])
+    from .kernel_error_floor import floor_table
+    import pandas as pd
+
+    kernels = job.done.get("kernels")
+    if kernels is None:
+        return f"{len(out.written)} files under {job.tables} and {job.figures} (no kernel error floor)"
+    out.table("kernel_error_floor", pd.DataFrame(floor_table(kernels["records"])),
+              "Causal conv kernels: relative L2 error of the forward pass against the float64 oracle",
+              [f"Median of {len(kernels['shape']['seeds'])} seeds, B={kernels['shape']['B']}, "
+               f"D={kernels['shape']['D']}; 'rounded oracle' is the exact result rounded once (no backend can do "
+               f"better); `{kernels['command']}`, {kernels['device']}."])
+    return f"{len(out.written)} files under {job.tables} and {job.figures}"
+
+
+def report_case(job: Job) -> str:
+    from .report import write_report
+
+    html, md = write_report(job.results, job.results, profile="quick")
+    job.done["report"] = (html, md)
+    return f"{html} and {md}"
+
+
+CASES = [
+    Case("multiply, bare one-layer BaseConv: L-BFGS, then 12 Levenberg-Marquardt steps", train_case(0)),
+    Case("multiply, bare one-layer softmax attention: the same recipe", train_case(1)),
+    Case("the GD step learned by the bare linear attention (Levenberg-Marquardt)", train_case(2)),
+    Case("the learned GD step applied iteratively, next to true GD", iterate_case),
+    Case("the exact constructions (bench.construction_report)", constructions_case),
+    Case(f"the conv kernels' error floor, L <= {KERNEL_MAX_LEN} (bench.kernel_error_floor)", kernel_case),
+    Case("tables and figures", tables_case),
+    Case("the report (bench.report)", report_case),
+]
+
+
+# ---- tables --------------------------------------------------------------------------
+
+
+def budget_of(cfg) -> str:
+    from .frames import budget_text
+
+    cap = f", at most {cfg.time_limit_s:g} s of training" if cfg.time_limit_s else ""
+    return budget_text(cfg) + cap
+
+
+def runs_frame(job: Job):
+    import pandas as pd
+
+    from .grids import quick
+
+    rows = []
+    for cfg in quick():
+        r = job.done.get("runs", {}).get(cfg.hash)
+        if r is None:
+            from .records import load_result
+
+            r = load_result(cfg, job.results)
+        ok = r is not None and r.status == "ok"
+        rows.append({
+            "task": cfg.task.name, "model": cfg.model.name, "weights": r.param_count if r else None,
+            "status": r.status if r else "missing", "eval MSE": fmt(r.eval_mse) if ok else "—",
+            "best eval MSE": fmt(r.best_eval_mse) if ok else "—", "float32 floor": fmt(r.floor) if r else "—",
+            "MSE / floor": f"{r.eval_mse / r.floor:.3g}" if ok and r.floor else "—",
+            "steps": r.steps_done if r else 0,
+            "switched to LM at step": r.switched_at if r and r.switched_at is not None else "—",
+            "train time (s)": round(r.train_time_s) if r else None, "budget": budget_of(cfg),
+            "config": cfg.hash,
+        })
+    return pd.DataFrame(rows)
+
+
+def headline_frame(job: Job):
+    """One row per question: our number, the float32 level to read it against, the paper's."""
+    import pandas as pd
+
+    from .frames import PAPER_FIGURES
+    from .grids import quick
+
+    runs = job.done.get("runs", {})
+    rows = []
+
+    def add(question, architecture, ours, reference, paper, budget):
+        rows.append({"question": question, "architecture": architecture, "ours": ours, "reference": reference,
+                     "paper": paper, "budget": budget})
+
+    for cfg in quick():
+        r = runs.get(cfg.hash)
+        if r is None:
+            continue
+        ours = fmt(r.eval_mse) if r.status == "ok" else r.status
+        if r.status == "ok" and r.best_eval_mse is not None and r.best_eval_mse < 0.5 * r.eval_mse:
+            ours += f" (best {fmt(r.best_eval_mse)})"
+        question = ("MULTIPLY trained to the floor" if cfg.task.name == "multiply"
+                    else "the GD step (gd_step) learned")
+        arch = f"{cfg.model.name}, bare ({r.param_count:,} weights)"
+        add(question, arch, ours, f"float32 floor {fmt(r.floor)}", "—", budget_of(cfg))
+    levels = job.done.get("levels")
+    if levels is not None:
+        column = "level (median MSE, last 20 iterations)"
+        f32 = levels[levels["dtype"] == "float32"]
+        for _, lv in f32.iterrows():
+            if lv["method"] == "learned":
+                true = f32[f32["method"] == "true_gd"][column].iloc[0]
+                add(f"the learned GD step applied {ITERATIONS} times", lv["curve"], fmt(lv[column]),
+                    f"true GD in float32 {fmt(true)}", f"~{PAPER_FIGURES['learned_gd_iterated'][0]:g}", lv["budget"])
+            elif lv["method"] == "true_gd":
+                add(f"true GD applied {ITERATIONS} times", "primitives.algorithms.gd_iterates", fmt(lv[column]),
+                    "—", f"~{PAPER_FIGURES['true_gd_float32'][0]:g}", "exact (no training)")
+            else:
+                add(f"an exact construction of the GD step applied {ITERATIONS} times", lv["curve"], fmt(lv[column]),
+                    f"true GD in float32 {fmt(f32[f32['method'] == 'true_gd'][column].iloc[0])}", "—",
+                    "hand-set weights (no training)")
+    cons = job.done.get("constructions")
+    if cons is not None:
+        for r in cons["primitives"]:
+            f = r["float32"]
+            ours = fmt(f["mse"]) + (" (bit-exact)" if f["bit_exact"] else "")
+            add(f"{r['task']['name'].upper()} by an exact construction", f"baseconv, {r['layers']} layer, "
+                f"width {r['width']}", ours, f"float32 floor {fmt(f['floor'])}", "—", "hand-set weights (no training)")
+    kernels = job.done.get("kernels")
+    if kernels is not None:
+        length, errors = kernel_errors(kernels)
+        oracle = errors.pop("rounded oracle", None)
+        for backend, value in errors.items():
+            add(f"kernel error floor: causal conv, float32, L={length} (relative L2)", f"{backend} backend", fmt(value),
+                f"exact result rounded once {fmt(oracle)}", "—", "no training")
+    return pd.DataFrame(rows)
+
+
+# ---- running it ----------------------------------------------------------------------
+
+
+def run_quick(results: Path, force: bool = False, echo: Callable[[str], None] = print) -> Job:
+    import torch
+
+    from .train import set_ieee_precision
+
+    set_ieee_precision()
+    # One thread: the recorded trajectories were measured so (L-BFGS takes another path with two).
+    torch.set_num_threads(1)
+    job = Job(Path(results), force=force, log_file=Path(results) / "main.log")
+    job.results.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    for i, case in enumerate(CASES, 1):
+        remaining = len(CASES) - i
+        echo(f"[{i}/{len(CASES)}] {case.title}  ({remaining} more after this; {time.perf_counter() - start:.0f} s "
+             "so far)")
+        t0 = time.perf_counter()
+        try:
+            summary = case.do(job)
+        except Interrupted:
+            raise
+        except Exception as err:  # the other cases still run; the traceback goes to the log
+            job.done.setdefault("failed", []).append(case.title)
+            with open(job.log_file, "a") as log:
+                log.write(f"--- case {i} failed: {case.title}\n{traceback.format_exc()}")
+            summary = f"FAILED: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} " \
+                      f"(traceback in {job.log_file})"
+        echo(f"      {time.perf_counter() - t0:.0f} s: {summary}")
+    job.done["seconds"] = time.perf_counter() - start
+    return job
+
+
+def print_summary(job: Job, echo: Callable[[str], None] = print) -> None:
+    from tabulate import tabulate
+
+    head = headline_frame(job).drop(columns=["budget"])
+    echo("")
+    echo(tabulate(head.values.tolist(), headers=list(head.columns), tablefmt="simple", disable_numparse=True,
+                  maxcolwidths=[34, 40, 22, 30, 8]))
+    html, md = job.done.get("report", (job.results / "report.html", job.results / "report.md"))
+    r = job.results
+    echo("")
+    echo(f"main job (profile quick) done in {job.done['seconds'] / 60:.1f} minutes. Where everything went:")
+    for path, what in ((html, "the report: every table and figure, the environment (open in a browser)"),
+                       (md, "the same report in Markdown"),
+                       (r / "tables", "tables (.md, .csv, .tex): headline, runs, gd_iteration, kernel_error_floor"),
+                       (r / "figures", "figures (.png)"),
+                       (r / "runs", "one record per training run (config, curve, metrics, environment)"),
+                       (r / "checkpoints", "the trained weights"),
+                       (r / "constructions", "the exact constructions (constructions.md, .json, gd_vs_newton.png)"),
+                       (r / "kernels", "the kernel error floor (error_floor_<device>.json, .png)"),
+                       (job.log_file, "what the cases printed")):
+        echo(f"  {str(path):<38} {what}")
+
+
+def run_pytest(profile: str, results: Path, pytest_args: list[str]) -> int:
+    """The pytest-benchmark suite at `profile`, its precision cases tabulated, then the report."""
+    bench_json = results / "benchmarks" / f"bench-{profile}.json"
+    bench_json.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pytest", "bench", "--profile", profile, "--benchmark-json", str(bench_json),
+           *pytest_args]
+    print("running: " + " ".join(cmd[1:]), flush=True)
+    code = subprocess.call(cmd)
+    if bench_json.exists():
+        from .tables import main as tables_main
+
+        tables_main(["--results", str(results), "--only", "benchmarks", "--benchmark-json", str(bench_json)])
+    from .report import write_report
+
+    html, md = write_report(results, results)
+    print(f"benchmark JSON: {bench_json}\nreport: {html} and {md}")
+    return code
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench main", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                epilog="Other arguments go to pytest (profiles smoke, ci, paper).")
+    p.add_argument("--profile", choices=PROFILES, default="quick",
+                   help="quick: the main job (minutes on one core); smoke | ci | paper: the pytest-benchmark suite")
+    p.add_argument("--results", type=Path, help="results folder (default: results/quick for quick, else results)")
+    p.add_argument("--force", action="store_true", help="quick: recompute every case, finished runs too")
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args, rest = parser().parse_known_args(argv)
+    if args.profile != "quick":
+        return run_pytest(args.profile, args.results or Path("results"), rest)
+    if rest:
+        parser().error(f"unrecognized arguments for profile quick: {' '.join(rest)}")
+    try:
+        job = run_quick(args.results or Path("results") / "quick", force=args.force)
+    except Interrupted as why:
+        print(f"interrupted ({why}); run the same command again to resume", file=sys.stderr)
+        return 130
+    print_summary(job)
+    failed = job.done.get("failed", [])
+    if failed:
+        print(f"{len(failed)} case(s) failed: {'; '.join(failed)} (see {job.log_file})", file=sys.stderr)
+    return 1 if failed else 0
