@@ -44,6 +44,18 @@ def sum_diagonals(m: torch.Tensor) -> torch.Tensor:
     return flat.view(n_ch, seq_len, seq_len + 1).sum(1)[:, :seq_len]
 
 
+def bilinear_jvp(conv, u, k, u_dot, k_dot, *args):
+    """The jvp of every conv Function here: conv is bilinear in (u, k), so
+    d conv = conv(du, k) + conv(u, dk) (a tangent that is None contributes nothing)."""
+    out = None
+    if u_dot is not None:
+        out = conv(u_dot, k, *args)
+    if k_dot is not None:
+        term = conv(u, k_dot, *args)
+        out = term if out is None else out + term
+    return out
+
+
 class _DirectCausalConv(torch.autograd.Function):
     """Channels-first direct conv: v (D, B, L) -> y (D, B, L), y[d, b] = T_d v[d, b]."""
 
@@ -64,15 +76,7 @@ class _DirectCausalConv(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, v_dot, k_dot):
-        # The conv is bilinear in (v, k): d conv = conv(dv, k) + conv(v, dk).
-        v, k = ctx.saved_tensors
-        out = None
-        if v_dot is not None:
-            out = _DirectCausalConv.apply(v_dot, k)
-        if k_dot is not None:
-            term = _DirectCausalConv.apply(v, k_dot)
-            out = term if out is None else out + term
-        return out
+        return bilinear_jvp(_DirectCausalConv.apply, *ctx.saved_tensors, v_dot, k_dot)
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):

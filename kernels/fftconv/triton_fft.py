@@ -46,6 +46,7 @@ import triton
 import triton.language as tl
 
 from . import fft_plan
+from .direct import bilinear_jvp
 
 PRECISIONS = ("ieee", "tf32x3")
 
@@ -317,15 +318,8 @@ class _TritonFFTConv(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, u_dot, k_dot, _precision_dot):
-        # bilinear in (u, k): d conv = conv(du, k) + conv(u, dk)
-        u, k = ctx.saved_tensors
-        out = None
-        if u_dot is not None:
-            out = _TritonFFTConv.apply(_dense(u_dot), k, ctx.precision)
-        if k_dot is not None:
-            term = _TritonFFTConv.apply(u, k_dot, ctx.precision)
-            out = term if out is None else out + term
-        return out
+        u_dot = None if u_dot is None else _dense(u_dot)
+        return bilinear_jvp(_TritonFFTConv.apply, *ctx.saved_tensors, u_dot, k_dot, ctx.precision)
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):

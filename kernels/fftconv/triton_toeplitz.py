@@ -38,6 +38,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .direct import bilinear_jvp
+
 PRECISIONS = ("ieee", "tf32x3")
 
 
@@ -245,15 +247,7 @@ class _TritonCausalConv(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, u_dot, k_dot, _precision_dot):
-        # bilinear in (u, k): d conv = conv(du, k) + conv(u, dk)
-        u, k = ctx.saved_tensors
-        out = None
-        if u_dot is not None:
-            out = _TritonCausalConv.apply(u_dot, k, ctx.precision)
-        if k_dot is not None:
-            term = _TritonCausalConv.apply(u, k_dot, ctx.precision)
-            out = term if out is None else out + term
-        return out
+        return bilinear_jvp(_TritonCausalConv.apply, *ctx.saved_tensors, u_dot, k_dot, ctx.precision)
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
