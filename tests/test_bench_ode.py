@@ -80,6 +80,9 @@ def test_bad_comparison_config_is_named(capsys):
     with pytest.raises(Exception, match="prompts"):
         ode.ODEComparisonConfig(prompts=0)
     assert ode.main(["--gd-steps", "0"]) == 2
+    with pytest.raises(Exception, match="learned_steps"):
+        ode.ODEComparisonConfig(learned_steps=0)
+    assert ode.ODEComparisonConfig(gd_steps=50).learned_iterations == 50
     assert "gd_steps: Input should be greater than or equal to 1, got 0" in capsys.readouterr().err
 
 
@@ -91,9 +94,12 @@ def test_harness_end_to_end_on_a_tiny_size_with_the_grid_trained_a_few_steps(tmp
     configs = [tiny(c) for c in grids.ode("ci")]
     for c in configs[:1] + configs[2:]:  # the BaseConv step is left untrained: its row says so
         assert train(c, tmp_path, progress=False).status == "ok"
-    cfg = ode.ODEComparisonConfig(prompts=4, gd_steps=3, construction_steps=2, grid=None)
+    cfg = ode.ODEComparisonConfig(prompts=4, gd_steps=3, learned_steps=2, construction_steps=2, grid=None)
     result = ode.run(cfg, tmp_path, configs=configs, log=lambda m: None)
     rows = ode.final_rows(result["rows"])
+    # GD runs gd_steps, the learned steps their own (cheaper) count
+    assert set(rows[rows["method"] == "gd"]["iterations"].dropna()) >= {3}
+    assert set(rows[rows["method"] == "learned_step"]["iterations"]) == {2}
     for method in ("transformer", "learned_step", "gd", "least_squares", "construction"):
         got = rows[rows["method"] == method]
         assert set(got["setting"]) == {s.key for s in ode.settings()} or method == "construction"
