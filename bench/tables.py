@@ -436,8 +436,10 @@ def to_the_limit(ctx: Context) -> None:
     d = lim.assign(layernorm=lim["prenorm"].map({True: "on", False: "off"}))
     rows = pd.DataFrame({
         "task": d["task"], "model": d["model"], "depth": d["depth"], "LayerNorm": d["layernorm"], "dtype": d["dtype"],
-        "params": d["hash"].map(lambda h: ctx.records[h].param_count if h in ctx.records else None),
-        "LM steps": d["steps_done"], "train time (s)": d["train_s"].round(0),
+        # integers or a dash: a column with a missing run would otherwise print as floats and nan
+        "params": d["hash"].map(lambda h: f"{ctx.records[h].param_count:,}" if h in ctx.records else "—"),
+        "LM steps": d["steps_done"],
+        "train time (s)": d["train_s"].map(lambda s: f"{s:.0f}" if s == s else "—"),
         "train MSE": d["train_mse"].map(fmt_mse), "eval MSE": d.apply(mse_cell, axis=1),
         "eval / floor": [fmt_mse(m / f) if f > 0 and m == m else "—" for m, f in zip(d["eval_mse"], d["floor"])],
         "CG residual": d["cg_rel_residual"].map(fmt_mse), "damping": d["damping"].map(fmt_mse),
