@@ -61,30 +61,33 @@ def _mm(a, b, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _load_signal(x_ptr, row, d0, seq_len, channels, stride_b, stride_l, stride_d,
-                 N1: tl.constexpr, N2: tl.constexpr, C: tl.constexpr):
-    """x[row, N2 n1 + n2, d0 + c] as an (N1, N2 * C) tile, zero past L and past D."""
+def _signal_offsets(row, d0, seq_len, channels, stride_b, stride_l, stride_d,
+                    N1: tl.constexpr, N2: tl.constexpr, C: tl.constexpr):
+    """Element offsets of [row, N2 n1 + n2, d0 + c] as an (N1, N2, C) block, and the mask of the
+    positions inside L and the channels inside D (one addressing for loads and stores)."""
     n1 = tl.arange(0, N1)[:, None, None]
     n2 = tl.arange(0, N2)[None, :, None]
     c = tl.arange(0, C)[None, None, :]
     pos = n1 * N2 + n2
     chan = d0 + c
-    x = tl.load(x_ptr + row * stride_b + pos.to(tl.int64) * stride_l + chan.to(tl.int64) * stride_d,
-                mask=(pos < seq_len) & (chan < channels), other=0.0)
-    return tl.reshape(x, (N1, N2 * C))
+    offsets = row * stride_b + pos.to(tl.int64) * stride_l + chan.to(tl.int64) * stride_d
+    return offsets, (pos < seq_len) & (chan < channels)
+
+
+@triton.jit
+def _load_signal(x_ptr, row, d0, seq_len, channels, stride_b, stride_l, stride_d,
+                 N1: tl.constexpr, N2: tl.constexpr, C: tl.constexpr):
+    """x[row, N2 n1 + n2, d0 + c] as an (N1, N2 * C) tile, zero past L and past D."""
+    offsets, mask = _signal_offsets(row, d0, seq_len, channels, stride_b, stride_l, stride_d, N1, N2, C)
+    return tl.reshape(tl.load(x_ptr + offsets, mask=mask, other=0.0), (N1, N2 * C))
 
 
 @triton.jit
 def _store_signal(out_ptr, y, row, d0, seq_len, channels, stride_b, stride_l, stride_d,
                   N1: tl.constexpr, N2: tl.constexpr, C: tl.constexpr):
     """Store the first L positions of an (N1, N2 * C) tile at out[row, N2 n1 + n2, d0 + c]."""
-    n1 = tl.arange(0, N1)[:, None, None]
-    n2 = tl.arange(0, N2)[None, :, None]
-    c = tl.arange(0, C)[None, None, :]
-    pos = n1 * N2 + n2
-    chan = d0 + c
-    tl.store(out_ptr + row * stride_b + pos.to(tl.int64) * stride_l + chan.to(tl.int64) * stride_d,
-             tl.reshape(y, (N1, N2, C)), mask=(pos < seq_len) & (chan < channels))
+    offsets, mask = _signal_offsets(row, d0, seq_len, channels, stride_b, stride_l, stride_d, N1, N2, C)
+    tl.store(out_ptr + offsets, tl.reshape(y, (N1, N2, C)), mask=mask)
 
 
 @triton.jit
