@@ -10,6 +10,8 @@ over the target: a crash leaves either the old file or the new one, never a mix.
 that cannot be read anyway (cut short by a full disk, edited by hand, written by an older
 version) raises BadFileError naming the file and the problem in one line; `set_aside`
 renames it to <name>.bad-<UTC time> beside itself (never deleted) so the run can be retrained.
+A record written by newer code (its `record_format` above RECORD_FORMAT) raises NewerRecordError
+instead: it is left where it is, never set aside or overwritten, and the message says to update.
 """
 from __future__ import annotations
 
@@ -39,6 +41,9 @@ FINISHED = ("ok", "diverged")  # statuses that are never retrained unless forced
 # "failed": the run raised (a bug, out of memory, a killed worker); its record says why, and the
 # next sweep trains it again (from its last checkpoint, if it wrote one)
 CHECKPOINT_FORMAT = 1
+# Raise it whenever RunResult (or RunConfig) gains a field: code older than a record then says
+# "update" instead of failing on the unknown field and retraining a finished run.
+RECORD_FORMAT = 2  # 1: records written before the field existed (they read as this format)
 
 
 def finite_or_none(x) -> Optional[float]:
@@ -78,6 +83,7 @@ class RunResult(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    record_format: int = RECORD_FORMAT
     config: RunConfig
     config_hash: str
     status: Status
@@ -207,6 +213,11 @@ class BadFileError(ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class NewerRecordError(BadFileError):
+    """A record written by newer code than this (its record_format is higher): the file is fine and
+    is kept as it is; this code cannot read it."""
+
+
 def set_aside(path: str | Path, why: str = "") -> Path:
     """Rename an unreadable file to <name>.bad-<UTC time> beside itself (kept for inspection, never
     deleted; no longer named *.json or *.pt, so nothing reads it again) and warn in one line."""
@@ -256,6 +267,9 @@ def record_failure(cfg: RunConfig, results_dir: str | Path, error: BaseException
     fails keeps the earlier result); then nothing is written and None is returned."""
     try:
         existing = load_result(cfg, results_dir)
+    except NewerRecordError as err:
+        log.warning(f"run {cfg.hash} ({cfg.label()}) failed; {err}: its record is kept")
+        return None
     except BadFileError:
         existing = None
     if existing is not None and existing.finished:
@@ -279,7 +293,16 @@ def read_record(path: str | Path) -> RunResult:
     """The RunResult in `path`; BadFileError (one line naming the file) if it cannot be read."""
     path = Path(path)
     try:
-        return RunResult.model_validate_json(path.read_bytes())
+        raw = path.read_bytes()
+        try:
+            found = json.loads(raw).get("record_format", 1)
+        except (ValueError, AttributeError):
+            found = None  # not a JSON object: the validation below says so
+        if isinstance(found, int) and found > RECORD_FORMAT:
+            raise NewerRecordError(path, f"written by newer code (record format {found}; this code reads up to "
+                                         f"{RECORD_FORMAT}): update this checkout (git pull) to read it; "
+                                         "the file is left as it is")
+        return RunResult.model_validate_json(raw)
     except ValidationError as err:
         raise BadFileError(path, f"not a readable run record ({describe_validation_error(err)})") from None
     except OSError as err:

@@ -58,7 +58,7 @@ def train_until(trainer: Trainer, target: float, budget_s: float, eval_every: in
                 seconds_to[f"{level:g}"] = round(train_s, 2)
         if mse is not None and mse <= target:
             return dict(reached=True, seconds_to_target=train_s, steps_to_target=trainer.state.step, best_mse=best,
-                        switched_at=switched_at, diverged=None, seconds_to=seconds_to, curve=curve[-20:])
+                        switched_at=switched_at, diverged=None, seconds_to=seconds_to, curve=curve)
     return dict(reached=False, seconds_to_target=None, steps_to_target=None, steps_run=trainer.state.step,
                 seconds_run=train_s, best_mse=best, switched_at=switched_at, diverged=diverged, seconds_to=seconds_to,
-                curve=curve[-20:])
+                curve=curve)

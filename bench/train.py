@@ -62,6 +62,7 @@ from .records import (
     FINISHED,
     BadFileError,
     CurvePoint,
+    NewerRecordError,
     RunResult,
     acquire,
     atomic_torch_save,
@@ -615,6 +616,8 @@ def _readable(load, cfg: RunConfig, results_dir):
     """load(cfg, results_dir), or None after setting an unreadable file aside."""
     try:
         return load(cfg, results_dir)
+    except NewerRecordError:
+        raise  # a sound file this code is too old for: never set aside (nor retrained over)
     except BadFileError as err:
         set_aside(err.path, str(err))
         return None

@@ -16,11 +16,15 @@ from bench import tables
 from bench.cli import main
 from bench.config import RunConfig, make_run_config
 from bench.records import (
+    RECORD_FORMAT,
     BadFileError,
+    NewerRecordError,
+    RunResult,
     checkpoint_path,
     load_checkpoint,
     load_results,
     read_record,
+    record_failure,
     record_path,
 )
 from bench.train import run
@@ -106,6 +110,33 @@ def test_truncated_record_is_set_aside_and_retrained_by_run(tmp_path, capsys, ca
     (aside,) = path.parent.glob(f"{path.name}.bad-*")
     assert len(aside.read_bytes()) == 100  # renamed, never deleted
     assert again["status"] == "ok" and numbers(read_record(path)) == numbers(original)  # retrained, same bits
+
+
+def test_a_record_from_newer_code_is_kept_and_named_never_retrained(tmp_path, capsys):
+    """Newer code writes a field this code does not know and raises record_format: this code says
+    so in one line and leaves the file alone (run, a failed-run record and tables alike)."""
+    cfg = tiny()
+    assert main(["run", *TINY_FLAGS, "--results", str(tmp_path)]) == 0
+    path = Path(json.loads(capsys.readouterr().out)["record"])
+    data = json.loads(path.read_text())
+    assert data["record_format"] == RECORD_FORMAT
+    data.update(record_format=RECORD_FORMAT + 1, status="interrupted", a_field_from_the_future=1)
+    path.write_text(json.dumps(data))
+    before = path.read_bytes()
+    with pytest.raises(NewerRecordError) as info:
+        run(cfg, tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and "newer code" in message and "git pull" in message
+    assert record_failure(cfg, tmp_path, RuntimeError("a worker died")) is None
+    skipped = []
+    assert load_results(tmp_path, on_bad=skipped.append) == [] and "newer code" in skipped[0]
+    assert path.read_bytes() == before and not list(path.parent.glob("*.bad-*"))  # untouched, not set aside
+
+
+def test_a_record_without_a_format_is_read_as_the_current_one():
+    data = json.loads(COMMITTED[0].read_text())
+    data.pop("record_format", None)
+    assert RunResult.model_validate(data).record_format == RECORD_FORMAT
 
 
 def test_tables_skip_a_truncated_record_and_name_it(tmp_path, capsys):
