@@ -351,11 +351,13 @@ class Trainer:
             self.optimizer.check(data.inputs, data.targets, data.mask, what=field)
 
     def maybe_switch(self) -> None:
-        """Switch to cfg.polish once the eval MSE has stalled (see `stalled`)."""
+        """Switch to cfg.polish once the eval MSE has stalled (see `stalled`), or at step
+        cfg.polish_after."""
         cfg = self.cfg
         if cfg.polish is None or self.state.switched_at is not None:
             return
-        if stalled([p.eval_mse for p in self.state.curve if p.eval_mse is not None], cfg.polish_patience):
+        due = cfg.polish_after is not None and self.state.step >= cfg.polish_after
+        if due or stalled([p.eval_mse for p in self.state.curve if p.eval_mse is not None], cfg.polish_patience):
             self.switch_optimizer(cfg.polish)
             self.state.switched_at = self.state.step
 

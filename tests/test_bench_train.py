@@ -262,6 +262,15 @@ def test_polish_takes_over_once_the_first_optimizer_stalls(tmp_path):
     assert none.switched_at is None and none.eval_mse > 0.95 * none.curve[0].eval_mse
 
 
+def test_polish_after_switches_at_that_step_without_a_stall(tmp_path):
+    learning = {**POLISHED, "optimizer": {"name": "adam", "lr": 1e-2}, "polish_patience": 50}
+    assert tiny(**learning).hash == tiny(**learning, polish_after=None).hash != tiny(**learning, polish_after=5).hash
+    result = run(tiny(**learning, polish_after=5), tmp_path, progress=False)
+    assert result.switched_at == 5 and result.final_lr == 1.0
+    with pytest.raises(RunConfigError, match="polish_after: there is no polish optimizer"):
+        tiny(polish_after=5)
+
+
 def test_polish_phase_resumes_bit_identically(tmp_path):
     import architectures
 
