@@ -368,6 +368,9 @@ class RunConfig(_Frozen):
     # switch to polish at this step at the latest, stalled or not (None: only on a stall). A first-order
     # warm start whose step-decay schedule keeps it from ever stalling within its budget needs it
     polish_after: Optional[Annotated[int, Field(ge=1)]] = None
+    # evaluate every this many steps once polish has taken over (None: eval_every): a second-order
+    # step can cost a thousand first-order ones
+    polish_eval_every: Optional[Annotated[int, Field(ge=1)]] = None
     # a budget in seconds of training (optimizer steps, summed over resumes): the run stops at the
     # first step past it, status "ok", and its message says where it stopped. None: steps decide
     time_limit_s: Optional[PositiveFloat] = None
@@ -411,9 +414,10 @@ class RunConfig(_Frozen):
             if self.ema_lambda or self.grad_clip is not None or self.skip_grad_norm is not None:
                 raise ValueError(f"ema_lambda, grad_clip and skip_grad_norm apply to first-order optimizers only, "
                                  f"not {name!r}; leave them unset")
-        if self.polish_after is not None and self.polish is None:
-            raise ValueError("polish_after: there is no polish optimizer to switch to; set polish or leave "
-                             "polish_after unset")
+        for key in ("polish_after", "polish_eval_every"):
+            if getattr(self, key) is not None and self.polish is None:
+                raise ValueError(f"{key}: there is no polish optimizer to switch to; set polish or leave "
+                                 f"{key} unset")
         return self
 
     @property
@@ -443,8 +447,9 @@ class RunConfig(_Frozen):
         data = self.model_dump(mode="json", exclude=set(OPERATIONAL_FIELDS))
         if data["polish"] is None:  # runs without a polish phase keep the hashes they always had
             del data["polish"], data["polish_patience"]
-        if data["polish_after"] is None:  # nor those that switch on a stall only
-            del data["polish_after"]
+        for key in ("polish_after", "polish_eval_every"):  # nor those that leave these unset
+            if data[key] is None:
+                del data[key]
         if data["time_limit_s"] is None:  # nor do runs without a time limit
             del data["time_limit_s"]
         if data["compile"] is None:  # nor uncompiled ones (a compiled step may round differently)

@@ -97,7 +97,7 @@ def run_row(cfg: RunConfig, record: Optional[RunResult]) -> dict:
         "status": "missing", "eval_mse": math.nan, "best_eval_mse": math.nan, "floor": math.nan,
         "rel": math.nan, "steps_per_s": math.nan, "wall_s": math.nan,
         "train_mse": math.nan, "steps_done": 0, "train_s": math.nan, "message": None,
-        "cg_rel_residual": math.nan, "damping": math.nan, "eval_trend": math.nan,
+        "cg_rel_residual": math.nan, "damping": math.nan, "eval_trend": math.nan, "switched_at": math.nan,
     }
     if record is not None:
         row.update(status=record.status, floor=math.nan if record.floor is None else record.floor,
@@ -107,7 +107,8 @@ def run_row(cfg: RunConfig, record: Optional[RunResult]) -> dict:
                    steps_per_s=math.nan if record.steps_per_s is None else record.steps_per_s,
                    wall_s=record.wall_time_s, steps_done=record.steps_done, train_s=record.train_time_s,
                    train_mse=math.nan if record.train_loss is None else record.train_loss, message=record.message,
-                   eval_trend=eval_trend(record))
+                   eval_trend=eval_trend(record),
+                   switched_at=math.nan if record.switched_at is None else record.switched_at)
         diagnostics = record.optimizer_diagnostics or {}
         for key in ("cg_rel_residual", "damping"):
             if diagnostics.get(key) is not None:

@@ -407,6 +407,12 @@ def limit_verdict(row) -> str:
     return "stalled"
 
 
+def first_optimizer(ctx: Context, run_hash: str) -> str:
+    """The first optimizer of a run, by name ("?" without its record)."""
+    record = ctx.records.get(run_hash)
+    return record.config.optimizer.name.replace("_", " ") if record is not None else "?"
+
+
 def to_the_limit(ctx: Context) -> None:
     """(8) the paper's models trained by the matrix-free Levenberg-Marquardt, next to grid 1's Adam
     cells, and per run what stopped it."""
@@ -438,7 +444,9 @@ def to_the_limit(ctx: Context) -> None:
         "task": d["task"], "model": d["model"], "depth": d["depth"], "LayerNorm": d["layernorm"], "dtype": d["dtype"],
         # integers or a dash: a column with a missing run would otherwise print as floats and nan
         "params": d["hash"].map(lambda h: f"{ctx.records[h].param_count:,}" if h in ctx.records else "—"),
-        "LM steps": d["steps_done"],
+        # a warm-started run: its first optimizer's steps, then the LM's
+        "warm start": [f"{first_optimizer(ctx, h)} x{int(w):,}" if w == w else "—" for h, w in zip(d["hash"], d["switched_at"])],
+        "LM steps": [int(n - w) if w == w else n for n, w in zip(d["steps_done"], d["switched_at"])],
         "train time (s)": d["train_s"].map(lambda s: f"{s:.0f}" if s == s else "—"),
         "train MSE": d["train_mse"].map(fmt_mse), "eval MSE": d.apply(mse_cell, axis=1),
         "eval / floor": [fmt_mse(m / f) if f > 0 and m == m else "—" for m, f in zip(d["eval_mse"], d["floor"])],
@@ -464,7 +472,8 @@ def to_the_limit(ctx: Context) -> None:
     for _, r in gd.iterrows():
         cfg = ctx.records[r["hash"]].config
         ctx.log(f"tables: loading the weights of {cfg.label()} ({r['hash']})")
-        label = f"{cfg.model.name} paper model, matrix-free LM, {cfg.dtype}"
+        how = "matrix-free LM" if cfg.polish is None else f"{cfg.optimizer.name}, then matrix-free LM"
+        label = f"{cfg.model.name} paper model, {how}, {cfg.dtype}"
         learned.append((label, trained_model(cfg, ctx.results_dir), cfg))
         labels[label] = r["budget"] + f" (gd_step eval MSE {fmt_mse(r['eval_mse'])})"
     curves = gd_iteration_curves([(lab, m) for lab, m, _ in learned], steps=ctx.iterations)

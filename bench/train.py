@@ -502,7 +502,9 @@ class Trainer:
                     if bar is not None:
                         bar.update(1)
                     out_of_time = cfg.time_limit_s is not None and self.state.train_time_s >= cfg.time_limit_s
-                    if self.state.step % eval_every == 0 or self.state.step == cfg.steps or out_of_time:
+                    every = (cfg.polish_eval_every if cfg.polish_eval_every and self.state.switched_at is not None
+                             else eval_every)
+                    if self.state.step % every == 0 or self.state.step == cfg.steps or out_of_time:
                         point = self.add_curve_point()
                         self.maybe_switch()
                         if bar is not None:

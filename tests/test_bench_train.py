@@ -263,10 +263,13 @@ def test_polish_takes_over_once_the_first_optimizer_stalls(tmp_path):
 
 
 def test_polish_after_switches_at_that_step_without_a_stall(tmp_path):
-    learning = {**POLISHED, "optimizer": {"name": "adam", "lr": 1e-2}, "polish_patience": 50}
+    learning = {**POLISHED, "optimizer": {"name": "adam", "lr": 1e-2}, "polish_patience": 50, "eval_every": 2}
     assert tiny(**learning).hash == tiny(**learning, polish_after=None).hash != tiny(**learning, polish_after=5).hash
-    result = run(tiny(**learning, polish_after=5), tmp_path, progress=False)
-    assert result.switched_at == 5 and result.final_lr == 1.0
+    result = run(tiny(**learning, polish_after=4), tmp_path, progress=False)
+    assert result.switched_at == 4 and result.final_lr == 1.0
+    assert [p.step for p in result.curve] == [0, 2, 4, 6, 8, 10, 12]
+    every = run(tiny(**learning, polish_after=4, polish_eval_every=1), tmp_path / "every", progress=False)
+    assert [p.step for p in every.curve] == [0, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12]
     with pytest.raises(RunConfigError, match="polish_after: there is no polish optimizer"):
         tiny(polish_after=5)
 

@@ -191,7 +191,10 @@ def test_bad_budgets_are_named():
 
 def test_to_the_limit_grid_is_the_papers_models_under_a_time_cap():
     configs = grids.to_the_limit("ci")
-    assert len(configs) == len({c.hash for c in configs}) == 40
+    assert len(configs) == len({c.hash for c in configs}) == 41
+    *configs, warm = configs  # the GD step warm-started by Adam comes last
+    assert (warm.task.name, warm.optimizer.name, warm.polish.solver, warm.polish_after) == ("gd_step", "adam", "cg", 96_000)
+    assert warm.polish.train_size == 16384 and warm.polish_eval_every == 1 and warm.steps > warm.polish_after
     prim = [c for c in configs if c.task.name in grids.PRIMITIVE_TASKS and c.dtype == "float32"]
     got = axes(prim, task, model, param("depth"), param("prenorm"))
     want = {(t, m, d, False) for t in grids.PRIMITIVE_TASKS for m in grids.PAPER_MIXERS for d in (1, 2, 4)}
@@ -201,7 +204,7 @@ def test_to_the_limit_grid_is_the_papers_models_under_a_time_cap():
         assert c.optimizer.name == "levenberg_marquardt" and c.optimizer.solver == "cg"
         assert c.time_limit_s is not None and c.steps >= 10_000
     assert all(c.model.params["width"] == 64 and c.model.params["mlp_factor"] == 4 for c in prim)
-    assert sum(c.time_limit_s for c in configs) <= 2 * 2 * 3600  # 2 hours of 2 cores
+    assert sum(c.time_limit_s for c in configs + [warm]) <= 2 * 2 * 3600  # 2 hours of 2 cores
     gd = {(c.model.name, c.dtype) for c in configs if c.task.name == "gd_step"}
     assert gd == {("baseconv", "float32"), ("linear_attention", "float32"), ("baseconv", "float64")}
     paper = [c for c in grids.to_the_limit("paper") if c.task.name == "gd_step" and c.model.name == "linear_attention"]

@@ -9,13 +9,10 @@ file. On a CUDA machine the same tests run the compiled kernels.
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
-
-if not torch.cuda.is_available():  # must precede the first import of the kernels' module
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from triton_interpreter import DEVICE, TOLERANCE, draw, rel_l2, skip_unless_runnable
 
 pytest.importorskip("triton")
 
@@ -23,25 +20,7 @@ import kernels  # noqa: E402
 from kernels.fftconv import dispatch, fft_plan, triton_fft  # noqa: E402
 from kernels.fftconv.reference import causal_conv_reference  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu" and not triton_fft.kernels_interpreted():
-    pytest.skip("triton kernels were imported without TRITON_INTERPRET=1 and there is no GPU", allow_module_level=True)
-
-# Measured here (interpreter): fp32 ~1.4e-7 at L=64 to ~2.4e-7 at L=1024, fp64 ~4e-16 to ~1e-15.
-TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-12}
-
-
-def rel_l2(approx: torch.Tensor, exact: torch.Tensor) -> float:
-    exact = exact.to(torch.float64).cpu()
-    return float((approx.detach().to(torch.float64).cpu() - exact).norm() / exact.norm().clamp_min(1e-300))
-
-
-def draw(batch, seq_len, channels, dtype, *, filter_len=None, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    u = torch.randn(batch, seq_len, channels, generator=g, dtype=torch.float64)
-    k = torch.randn(channels, filter_len or seq_len, generator=g, dtype=torch.float64)
-    grad_y = torch.randn(batch, seq_len, channels, generator=g, dtype=torch.float64)
-    return u.to(dtype), k.to(dtype), grad_y
+skip_unless_runnable(triton_fft.kernels_interpreted)
 
 
 def errors_against_oracle(u, k, grad_y, run, *, channels_first=False):

@@ -47,6 +47,7 @@ import triton.language as tl
 
 from . import fft_plan
 from .direct import bilinear_jvp
+from .triton_common import built_for_interpreter, padded_filter_grad
 
 PRECISIONS = ("ieee", "tf32x3")
 
@@ -334,16 +335,13 @@ class _TritonFFTConv(torch.autograd.Function):
             spec = filter_spectrum(k, u.shape[1], precision=ctx.precision)
             grad_u = conv_with_spectrum(grad_y, spec, conj=True, precision=ctx.precision)
         if ctx.needs_input_grad[1]:
-            grad_k = torch.zeros_like(k)
-            grad_k[:, : u.shape[1]] = filter_grad(grad_y, u, precision=ctx.precision)
+            grad_k = padded_filter_grad(filter_grad, grad_y, u, k, ctx.precision)
         return grad_u, grad_k, None
 
 
 def kernels_interpreted() -> bool:
     """Whether the kernels were built for the Triton interpreter (TRITON_INTERPRET=1 at import)."""
-    from triton.runtime.interpreter import InterpretedFunction
-
-    return isinstance(_conv_kernel, InterpretedFunction)
+    return built_for_interpreter(_conv_kernel)
 
 
 def causal_conv_triton_fft(u: torch.Tensor, k: torch.Tensor, *, precision: str = "ieee") -> torch.Tensor:

@@ -39,6 +39,7 @@ import triton
 import triton.language as tl
 
 from .direct import bilinear_jvp
+from .triton_common import built_for_interpreter, padded_filter_grad
 
 PRECISIONS = ("ieee", "tf32x3")
 
@@ -256,16 +257,13 @@ class _TritonCausalConv(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_u = toeplitz_matmul(grad_y, k, anti_causal=True, precision=ctx.precision)
         if ctx.needs_input_grad[1]:
-            grad_k = torch.zeros_like(k)
-            grad_k[:, : u.shape[1]] = filter_grad(grad_y, u, precision=ctx.precision)
+            grad_k = padded_filter_grad(filter_grad, grad_y, u, k, ctx.precision)
         return grad_u, grad_k, None
 
 
 def kernels_interpreted() -> bool:
     """Whether the kernels were built for the Triton interpreter (TRITON_INTERPRET=1 at import)."""
-    from triton.runtime.interpreter import InterpretedFunction
-
-    return isinstance(_toeplitz_matmul_kernel, InterpretedFunction)
+    return built_for_interpreter(_toeplitz_matmul_kernel)
 
 
 def causal_conv_triton(u: torch.Tensor, k: torch.Tensor, *, precision: str = "ieee") -> torch.Tensor:
