@@ -332,7 +332,12 @@ class Trainer:
         """Continue the model with `optimizer` at its own constant LR (the run's schedule was the
         first optimizer's). A full-batch optimizer gets a fresh training set of its train_size from
         the train stream (drawn from `draw_state` when rebuilding the phase on resume)."""
+        before = self.optimizer
         self.optimizer = make_optimizer(optimizer, self.model)
+        if isinstance(before, MatrixFreeLevenbergMarquardt) and isinstance(self.optimizer, MatrixFreeLevenbergMarquardt):
+            # the same solver on a larger set: its trust region carries over (from the config's
+            # damping it would spend its first steps walking down again)
+            self.optimizer.damping = before.damping
         self.schedule = make_schedule(ConstantSchedule(), optimizer.lr)
         self.full_batch = optimizer.name in FULL_BATCH_OPTIMIZERS
         self.train_set = None

@@ -231,3 +231,19 @@ def test_rho_is_one_where_the_quadratic_model_is_exact(monkeypatch, tmp_path, lr
 def test_cg_damping_cannot_be_zero_for_good():
     with pytest.raises(RunConfigError, match="needs damping > 0 or min_damping > 0"):
         make_run_config(task=SMALL_TASK, model=SMALL_BASECONV, optimizer={**CG, "damping": 0, "min_damping": 0})
+
+
+def test_a_polish_phase_on_a_larger_set_keeps_the_trust_region(tmp_path):
+    """The matrix-free LM switching to itself on more problems starts from the damping it had reached."""
+    small = {**CG, "train_size": 16}
+    cfg = make_run_config(task=SMALL_TASK, model=EXACT_BASECONV, optimizer=small, steps=10, eval_size=64,
+                          eval_every=1, polish={**CG, "train_size": 48}, polish_after=4, polish_patience=100)
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    for _ in range(4):
+        trainer.step_once()
+        trainer.add_curve_point()
+    reached = trainer.optimizer.damping
+    assert reached != LevenbergMarquardtConfig().damping  # four steps moved it
+    trainer.maybe_switch()
+    assert trainer.state.switched_at == 4 and trainer.train_set.inputs.shape[0] == 48
+    assert trainer.optimizer.damping == reached

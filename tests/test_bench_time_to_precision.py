@@ -2,6 +2,7 @@
 and switching to a polishing optimizer once the first one stalls."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -107,3 +108,23 @@ def test_time_to_precision_benchmark_runs_on_one_thread_whatever_the_session_say
     (case,) = json.loads(out.read_text())["benchmarks"]
     info = case["extra_info"]
     assert info["torch_threads"] == 1 and info["diverged"] is None and info["best_mse"] > 0 and info["steps_run"] >= 1
+
+
+def test_the_figure_and_table_of_benchmark_jsons(tmp_path, capsys):
+    from bench import time_to_precision as ttp
+
+    curve = [[1, 10.0, 1e-3], [2, 20.0, 1e-9], [3, 30.0, 1e-13]]
+    info = dict(curve=curve, seconds_to={"1e-08": 20.0, "1e-12": 30.0}, best_mse=1e-13, steps_to_target=3,
+                seconds_to_target=30.0, target_mse=1e-12, floor=6e-16, load_avg=[1.0, 1.0, 1.0])
+    for name in ("a", "b"):  # the same case measured twice
+        (tmp_path / f"{name}.json").write_text(json.dumps({"benchmarks": [
+            {"name": "test_time_to_precision_paper_model[cg_lm]", "extra_info": info},
+            {"name": "test_other", "extra_info": {}}]}))
+    out = tmp_path / "fig.png"
+    assert ttp.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| cg_lm (a) | 20 s | 30 s | 1.00e-13 | 3 | 30 | 1.0 | a.json |" in text and "cg_lm (b)" in text
+    assert out.stat().st_size > 10_000 and "test_other" not in text
+    with pytest.raises(SystemExit):
+        ttp.main([str(tmp_path / "missing.json")])
+    assert "no such file" in capsys.readouterr().err
