@@ -48,16 +48,22 @@ def fmt_mse(x) -> str:
 def budget_text(cfg: RunConfig) -> str:
     """What a run was trained with, in a few words."""
     opt = cfg.optimizer
+    # a time-capped run's step count is only a ceiling: its seconds are the budget
+    steps = (cfg.polish_after if cfg.polish_after is not None
+             else None if cfg.time_limit_s is not None else cfg.steps)
+    steps_text = "" if steps is None else f" {steps} steps"
     if opt.name == "lbfgs":
-        how = f"L-BFGS {cfg.steps} steps x {opt.max_iter} iters on {opt.train_size} samples"
+        how = f"L-BFGS{steps_text} x {opt.max_iter} iters on {opt.train_size} samples"
     elif opt.name in SECOND_ORDER:
-        how = f"{second_order_name(opt)} {cfg.steps} steps on {opt.train_size} samples"
+        how = f"{second_order_name(opt)}{steps_text} on {opt.train_size} samples"
     else:
-        how = f"{opt.name} {cfg.steps} steps x batch {cfg.batch_size}"
+        how = f"{opt.name}{steps_text} x batch {cfg.batch_size}"
     if cfg.polish is not None:
         polish = cfg.polish
         then = f"{second_order_name(polish)} on {polish.train_size} samples" if polish.name in SECOND_ORDER else polish.name
-        how += f", then {then} once stalled"
+        how += f", then {then}" + (" once stalled" if cfg.polish_after is None else "")
+    if cfg.time_limit_s is not None:
+        how += f", {cfg.time_limit_s / 60:g} min of training"
     return f"{how}, width {cfg.model.params.get('width', 64)}, {cfg.dtype}"
 
 
