@@ -211,11 +211,17 @@ def paper_model_recipes():
         # both: 512 problems for the first 40 steps (fast to ~1e-9), then 2,048 fresh ones
         "cg_lm_512_then_2048": dict(optimizer=matrix_free_lm(), eval_every=1, polish_after=40, polish_patience=1000,
                                     polish=matrix_free_lm(train_size=2048, curvature_size=256)),
+        # the same with CG capped at 200 products after the switch: is the solve what stops it near 4e-12?
+        "cg_lm_512_then_2048_cg200": dict(optimizer=matrix_free_lm(), eval_every=1, polish_after=40,
+                                          polish_patience=1000, polish=matrix_free_lm(train_size=2048,
+                                                                                      curvature_size=256,
+                                                                                      cg_max_iter=200)),
     }
 
 
 @pytest.mark.timeout(5 * 3600)  # pytest.ini's 15-minute limit would cut the 30-minute (ci) budget short
-@pytest.mark.parametrize("method", ["adam", "lbfgs", "dense_lm", "cg_lm", "cg_lm_2048", "cg_lm_512_then_2048"])
+@pytest.mark.parametrize("method", ["adam", "lbfgs", "dense_lm", "cg_lm", "cg_lm_2048", "cg_lm_512_then_2048",
+                                    "cg_lm_512_then_2048_cg200"])
 def test_time_to_precision_paper_model(benchmark, profile, device, tmp_path, method, one_cpu_thread):
     if profile == "smoke":
         pytest.skip("time to 1e-12 is a long run: use --profile ci or paper")
