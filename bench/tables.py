@@ -262,12 +262,16 @@ def headline(ctx: Context) -> None:
         lim = f["to_the_limit"]
         head_sources.append(lim.assign(task=lim["task"] + ", paper's model, second order (grid 8)",
                                        variant="backbone"))
+    warm = f["to_the_limit"].dropna(subset=["switched_at"]) if "to_the_limit" in f else pd.DataFrame()
+    note_grid8 = ("grid 8 (the paper's models trained by the matrix-free Levenberg-Marquardt under a time cap"
+                  + "".join(sorted({f"; {t}/{m} includes a run warm-started by {o}"
+                                    for t, m, o in zip(warm["task"], warm["model"], warm["optimizer"])}))
+                  + ") in rows of its own.")
     head = pd.concat(head_sources, ignore_index=True).drop_duplicates("hash")  # a run in two grids counts once
     head = head[head["dtype"] == "float32"]
     ctx.out.table("headline", headline_table(head), "Best precision reached per task and architecture (float32)",
                   [ctx.note, "Each cell: the lowest final eval MSE over every config of that task and architecture in "
-                   "grids 1, 3, 4, 6 and 7 (depths, prenorm, LRs, schedules, optimizers); grid 8 (the paper's models "
-                   "trained by the matrix-free Levenberg-Marquardt under a time cap) in rows of its own.",
+                   "grids 1, 3, 4, 6 and 7 (depths, prenorm, LRs, schedules, optimizers); " + note_grid8,
                    done_note(head)])
 
 
