@@ -43,7 +43,9 @@ FINISHED = ("ok", "diverged")  # statuses that are never retrained unless forced
 CHECKPOINT_FORMAT = 1
 # Raise it whenever RunResult (or RunConfig) gains a field: code older than a record then says
 # "update" instead of failing on the unknown field and retraining a finished run.
-RECORD_FORMAT = 2  # 1: records written before the field existed (they read as this format)
+# 1: records written before the field existed (they read as the current format); 2: record_format;
+# 3: CurvePoint.second_order
+RECORD_FORMAT = 3
 
 
 def finite_or_none(x) -> Optional[float]:
@@ -68,6 +70,9 @@ class CurvePoint(BaseModel):
     grad_norm_mean: Optional[float] = None
     grad_norm_max: Optional[float] = None
     skipped: int = 0
+    # a second-order optimizer's last step at this point (matrix-free LM: CG products and residual,
+    # damping, rho): where a run stalled, and why
+    second_order: Optional[dict[str, Any]] = None
 
     @field_validator("train_loss", "eval_mse", "eval_rel", "grad_norm_mean", "grad_norm_max", mode="before")
     @classmethod

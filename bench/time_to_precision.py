@@ -23,6 +23,11 @@ from pathlib import Path
 from .train import Diverged, Trainer, synchronize
 
 
+def diagnostics_of(trainer: Trainer):
+    """The second-order optimizer's last step (None for first-order ones)."""
+    return dict(getattr(trainer.optimizer, "last", None) or {}) or None
+
+
 def train_until(trainer: Trainer, target: float, budget_s: float, eval_every: int,
                 milestones: tuple[float, ...] = ()) -> dict:
     """Step until eval MSE <= target or `budget_s` seconds of training are spent.
@@ -37,6 +42,7 @@ def train_until(trainer: Trainer, target: float, budget_s: float, eval_every: in
     if target <= 0 or budget_s <= 0 or eval_every < 1:
         raise ValueError(f"need target > 0, budget_s > 0 and eval_every >= 1, got {target}, {budget_s}, {eval_every}")
     train_s, best, curve, switched_at, diverged = 0.0, None, [], None, None
+    history: list = []  # (step, the second-order optimizer's last step) at each eval
     seconds_to: dict[str, float | None] = {f"{m:g}": None for m in (*milestones, target)}
     while train_s < budget_s and diverged is None:
         if switched_at is None:
@@ -62,15 +68,18 @@ def train_until(trainer: Trainer, target: float, budget_s: float, eval_every: in
         if mse is not None:
             best = mse if best is None else min(best, mse)
         curve.append((trainer.state.step, round(train_s, 2), mse))
+        if diagnostics_of(trainer) is not None:
+            history.append((trainer.state.step, diagnostics_of(trainer)))
         for level in (*milestones, target):
             if mse is not None and seconds_to[f"{level:g}"] is None and mse <= level:
                 seconds_to[f"{level:g}"] = round(train_s, 2)
         if mse is not None and mse <= target:
             return dict(reached=True, seconds_to_target=train_s, steps_to_target=trainer.state.step, best_mse=best,
-                        switched_at=switched_at, diverged=None, seconds_to=seconds_to, curve=curve)
+                        switched_at=switched_at, diverged=None, seconds_to=seconds_to, curve=curve,
+                        optimizer_history=history)
     return dict(reached=False, seconds_to_target=None, steps_to_target=None, steps_run=trainer.state.step,
                 seconds_run=train_s, best_mse=best, switched_at=switched_at, diverged=diverged, seconds_to=seconds_to,
-                curve=curve)
+                curve=curve, optimizer_history=history)
 
 
 # ---- the figure and table of benchmark JSONs written by the cases above ------------------------

@@ -476,6 +476,7 @@ class Trainer:
             grad_norm_mean=iv.norm_sum / iv.norm_n if iv.norm_n else None,
             grad_norm_max=iv.norm_max if iv.norm_n else None,
             skipped=iv.skipped,
+            second_order=dict(getattr(self.optimizer, "last", None) or {}) or None,
         )
         self.state.curve.append(point)
         self.state.interval = Interval()

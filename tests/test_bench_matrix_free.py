@@ -88,6 +88,9 @@ def test_cg_lm_trains_the_small_baseconv_and_records_its_diagnostics(tmp_path):
     assert mses[0] > 1.0 and mses[-1] < 1e-6, mses
     d = result.optimizer_diagnostics
     assert d["accepted"] and d["cg_products"] >= 1 and d["damping"] > 0 and 0 <= d["cg_rel_residual"] < 1
+    # every eval point after the first keeps the step it followed: where a run stalled, and why
+    assert result.curve[0].second_order is None and result.curve[-1].second_order == d
+    assert all(p.second_order["cg_products"] >= 1 and p.second_order["damping"] > 0 for p in result.curve[1:])
 
 
 def test_cg_lm_resumes_bit_identically(tmp_path):
