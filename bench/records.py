@@ -299,19 +299,30 @@ def read_record(path: str | Path) -> RunResult:
     path = Path(path)
     try:
         raw = path.read_bytes()
-        try:
-            found = json.loads(raw).get("record_format", 1)
-        except (ValueError, AttributeError):
-            found = None  # not a JSON object: the validation below says so
-        if isinstance(found, int) and found > RECORD_FORMAT:
-            raise NewerRecordError(path, f"written by newer code (record format {found}; this code reads up to "
-                                         f"{RECORD_FORMAT}): update this checkout (git pull) to read it; "
-                                         "the file is left as it is")
-        return RunResult.model_validate_json(raw)
+        record = RunResult.model_validate_json(raw)
     except ValidationError as err:
+        _refuse_newer(path, _format_of(raw))  # newer code's fields are unknown here: say so, not "bad file"
         raise BadFileError(path, f"not a readable run record ({describe_validation_error(err)})") from None
     except OSError as err:
         raise BadFileError(path, f"cannot be read ({err.strerror or err})") from None
+    _refuse_newer(path, record.record_format)
+    return record
+
+
+def _format_of(raw: bytes) -> Optional[int]:
+    """The record_format of a record's JSON that did not validate (1 if absent, None if not JSON)."""
+    try:
+        found = json.loads(raw).get("record_format", 1)
+    except (ValueError, AttributeError):
+        return None
+    return found if isinstance(found, int) else None
+
+
+def _refuse_newer(path: Path, found: Optional[int]) -> None:
+    if found is not None and found > RECORD_FORMAT:
+        raise NewerRecordError(path, f"written by newer code (record format {found}; this code reads up to "
+                                     f"{RECORD_FORMAT}): update this checkout (git pull) to read it; "
+                                     "the file is left as it is")
 
 
 def load_result(cfg_or_hash: RunConfig | str, results_dir: str | Path = "results") -> Optional[RunResult]:

@@ -411,12 +411,6 @@ def limit_verdict(row) -> str:
     return "stalled"
 
 
-def first_optimizer(ctx: Context, run_hash: str) -> str:
-    """The first optimizer of a run, by name ("?" without its record)."""
-    record = ctx.records.get(run_hash)
-    return record.config.optimizer.name.replace("_", " ") if record is not None else "?"
-
-
 def to_the_limit(ctx: Context) -> None:
     """(8) the paper's models trained by the matrix-free Levenberg-Marquardt, next to grid 1's Adam
     cells, and per run what stopped it."""
@@ -449,7 +443,7 @@ def to_the_limit(ctx: Context) -> None:
         # integers or a dash: a column with a missing run would otherwise print as floats and nan
         "params": d["hash"].map(lambda h: f"{ctx.records[h].param_count:,}" if h in ctx.records else "—"),
         # a warm-started run: its first optimizer's steps, then the LM's
-        "warm start": [f"{first_optimizer(ctx, h)} x{int(w):,}" if w == w else "—" for h, w in zip(d["hash"], d["switched_at"])],
+        "warm start": [f"{o.replace('_', ' ')} x{int(w):,}" if w == w else "—" for o, w in zip(d["optimizer"], d["switched_at"])],
         "LM steps": [int(n - w) if w == w else n for n, w in zip(d["steps_done"], d["switched_at"])],
         "train time (s)": d["train_s"].map(lambda s: f"{s:.0f}" if s == s else "—"),
         "train MSE": d["train_mse"].map(fmt_mse), "eval MSE": d.apply(mse_cell, axis=1),

@@ -198,6 +198,10 @@ PAPER_MODEL_BUDGET_S = {"ci": 1800.0, "paper": 4 * 3600.0}
 def paper_model_recipes():
     from bench.grids import matrix_free_lm
 
+    def then_2048(**polish):  # 512 problems for the first 40 steps (fast to ~1e-9), then 2,048 fresh ones
+        return dict(optimizer=matrix_free_lm(), eval_every=1, polish_after=40, polish_patience=1000,
+                    polish=matrix_free_lm(train_size=2048, curvature_size=256, **polish))
+
     return {
         "adam": dict(optimizer={"name": "adam", "lr": 1e-3, "eps": 1e-16},
                      schedule={"name": "step", "gamma": 0.9, "every": 10_000}, batch_size=64, eval_every=500),
@@ -208,14 +212,9 @@ def paper_model_recipes():
         # the same on 2,048 training problems, curvature still on 256 of them a step: at 512 the run
         # fits its problems rather than the map below ~1e-11 (train 2.1e-12, eval 1.7x that)
         "cg_lm_2048": dict(optimizer=matrix_free_lm(train_size=2048, curvature_size=256), eval_every=1),
-        # both: 512 problems for the first 40 steps (fast to ~1e-9), then 2,048 fresh ones
-        "cg_lm_512_then_2048": dict(optimizer=matrix_free_lm(), eval_every=1, polish_after=40, polish_patience=1000,
-                                    polish=matrix_free_lm(train_size=2048, curvature_size=256)),
+        "cg_lm_512_then_2048": then_2048(),
         # the same with CG capped at 200 products after the switch: is the solve what stops it near 4e-12?
-        "cg_lm_512_then_2048_cg200": dict(optimizer=matrix_free_lm(), eval_every=1, polish_after=40,
-                                          polish_patience=1000, polish=matrix_free_lm(train_size=2048,
-                                                                                      curvature_size=256,
-                                                                                      cg_max_iter=200)),
+        "cg_lm_512_then_2048_cg200": then_2048(cg_max_iter=200),
     }
 
 

@@ -23,11 +23,6 @@ from pathlib import Path
 from .train import Diverged, Trainer, synchronize
 
 
-def diagnostics_of(trainer: Trainer):
-    """The second-order optimizer's last step (None for first-order ones)."""
-    return dict(getattr(trainer.optimizer, "last", None) or {}) or None
-
-
 def train_until(trainer: Trainer, target: float, budget_s: float, eval_every: int,
                 milestones: tuple[float, ...] = ()) -> dict:
     """Step until eval MSE <= target or `budget_s` seconds of training are spent.
@@ -68,8 +63,8 @@ def train_until(trainer: Trainer, target: float, budget_s: float, eval_every: in
         if mse is not None:
             best = mse if best is None else min(best, mse)
         curve.append((trainer.state.step, round(train_s, 2), mse))
-        if diagnostics_of(trainer) is not None:
-            history.append((trainer.state.step, diagnostics_of(trainer)))
+        if diverged is None and trainer.state.curve[-1].second_order is not None:
+            history.append((trainer.state.step, trainer.state.curve[-1].second_order))
         for level in (*milestones, target):
             if mse is not None and seconds_to[f"{level:g}"] is None and mse <= level:
                 seconds_to[f"{level:g}"] = round(train_s, 2)
