@@ -203,7 +203,9 @@ class LevenbergMarquardtConfig(_Frozen):
     started from the previous step (warm_start). D is the identity or, with scaling "marquardt",
     the Gauss-Newton diagonal (estimated with diag_probes random probes per step, averaged over
     steps); the preconditioner is (G_est + mu D)^-precondition_power, with G_est that diagonal or
-    ("kronecker") Shampoo-style Kronecker factors for every 2-D weight and the diagonal elsewhere. mu follows the ratio rho of
+    ("kronecker") Shampoo-style Kronecker factors for every 2-D weight and the diagonal elsewhere.
+    working_dtype "float64" computes everything on a float64 twin of a float32 model (weights
+    kept in float64 by the optimizer, rounded into the model after each step). mu follows the ratio rho of
     actual to predicted reduction: damping_rule "nielsen" (mu *= max(1/3, 1 - (2 rho - 1)^3) on a
     taken step, mu *= nu, nu *= 2 on a refused one) or "ratio" (mu *= damping_down when rho > 0.5,
     unchanged down to 0.25, mu *= damping_up below it and on a refused step). A refused step is
@@ -234,6 +236,9 @@ class LevenbergMarquardtConfig(_Frozen):
     damping_rule: Literal["nielsen", "ratio"] = "nielsen"
     backtracks: Annotated[int, Field(ge=0, le=3)] = 0  # on a refused step, try it at 1/2, 1/4, 1/8 first
     products: Literal["jvp", "linearize"] = "jvp"  # how J v is taken: torch.func.jvp, or linearize once a step
+    # "float64": residuals, gradient, products and trial losses on a float64 twin of the model whose
+    # weights are the optimizer's float64 master copy; the model keeps that copy rounded to its dtype
+    working_dtype: Literal["model", "float64"] = "model"
 
     @model_validator(mode="after")
     def _solver_fields(self):
@@ -252,7 +257,7 @@ class LevenbergMarquardtConfig(_Frozen):
 
 
 CG_ONLY_FIELDS = ("curvature_size", "cg_max_iter", "cg_tol", "warm_start", "scaling", "preconditioner",
-                  "precondition_power", "diag_probes", "damping_rule", "backtracks", "products")
+                  "precondition_power", "diag_probes", "damping_rule", "backtracks", "products", "working_dtype")
 # LevenbergMarquardtConfig fields that did not exist when the first records were written: a config
 # that leaves them at their defaults keeps the hash it always had.
 LM_ADDED_FIELDS = ("solver",) + CG_ONLY_FIELDS

@@ -21,6 +21,7 @@ gave").
 """
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from typing import Callable, Optional
@@ -165,10 +166,17 @@ class MatrixFreeLevenbergMarquardt:
     def __init__(self, model: nn.Module, cfg: LevenbergMarquardtConfig):
         if cfg.solver != "cg":
             raise ValueError(f"MatrixFreeLevenbergMarquardt needs solver 'cg', got {cfg.solver!r}")
-        self.model = model
+        self.model = model  # the model trained: its weights are the ones evaluated
         self.cfg = cfg
-        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        # the model every residual, product and loss is computed on: the model itself, or (working_dtype
+        # "float64") a float64 twin whose weights are the master copy. In float32 the gradient of a fit
+        # near 1e-12 is a sum of cancelling terms, each rounded; the twin's is not, and steps smaller than
+        # a float32 weight's last bit add up in the master copy instead of being rounded away.
+        self.work = model if cfg.working_dtype == "model" else copy.deepcopy(model).to(torch.float64)
+        self.names = [n for n, p in self.work.named_parameters() if p.requires_grad]
+        self.params = [p for p in self.work.parameters() if p.requires_grad]
+        self.model_params = [p for p in model.parameters() if p.requires_grad]
+        self.dtype = self.params[0].dtype
         self.shapes = [p.shape for p in self.params]
         self.numels = [p.numel() for p in self.params]
         self.damping = cfg.damping
@@ -183,7 +191,8 @@ class MatrixFreeLevenbergMarquardt:
     def state_dict(self) -> dict:
         return {"damping": self.damping, "nu": self.nu, "lr": self.param_groups[0]["lr"],
                 "previous": self.previous, "curvature_diag": self.curvature.diag,
-                "curvature_factors": dict(self.curvature.factors), "steps_done": self.steps_done, "last": dict(self.last)}
+                "curvature_factors": dict(self.curvature.factors), "steps_done": self.steps_done, "last": dict(self.last),
+                "master": None if self.work is self.model else self._flat()}
 
     def load_state_dict(self, state: dict) -> None:
         self.damping = float(state["damping"])
@@ -201,6 +210,10 @@ class MatrixFreeLevenbergMarquardt:
                                   for i, (left, right) in dict(state["curvature_factors"]).items()}
         self.steps_done = int(state["steps_done"])
         self.last = dict(state["last"])
+        if self.work is not self.model:  # the master copy, or (a checkpoint without one) the model's weights
+            master = state.get("master")
+            self._set(here(master) if master is not None else
+                      torch.cat([p.detach().reshape(-1) for p in self.model_params]).to(self.dtype))
 
     # ---- functional view of the model ---------------------------------------------
     def _flat(self) -> torch.Tensor:
@@ -210,14 +223,22 @@ class MatrixFreeLevenbergMarquardt:
     def _set(self, flat: torch.Tensor) -> None:
         for p, piece in zip(self.params, flat.split(self.numels)):
             p.copy_(piece.view_as(p))
+        if self.work is not self.model:  # the model holds the master copy rounded to its dtype
+            for p, piece in zip(self.model_params, flat.split(self.numels)):
+                p.copy_(piece.view_as(p))
+
+    def _here(self, *tensors: torch.Tensor):
+        """Inputs and targets in the working dtype (floating ones only)."""
+        return [t.to(self.dtype) if t.is_floating_point() else t for t in tensors]
 
     def _residual_fn(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor):
-        buffers = dict(self.model.named_buffers())
-        frozen = {n: p.detach() for n, p in self.model.named_parameters() if not p.requires_grad}
+        x, y = self._here(x, y)
+        buffers = dict(self.work.named_buffers())
+        frozen = {n: p.detach() for n, p in self.work.named_parameters() if not p.requires_grad}
 
         def residuals(flat: torch.Tensor) -> torch.Tensor:
             params = {n: piece.view(shape) for n, piece, shape in zip(self.names, flat.split(self.numels), self.shapes)}
-            out = functional_call(self.model, {**params, **frozen, **buffers}, (x,))
+            out = functional_call(self.work, {**params, **frozen, **buffers}, (x,))
             return (out - y)[:, mask, :]
 
         return residuals
@@ -234,7 +255,8 @@ class MatrixFreeLevenbergMarquardt:
         """The MSE on the set (float64 sum)."""
         total, count = 0.0, 0
         for sl in self._chunks(inputs.shape[0], self._chunk_size(inputs.shape[0])):
-            err = (self.model(inputs[sl]) - targets[sl])[:, mask, :].to(torch.float64)
+            x, y = self._here(inputs[sl], targets[sl])
+            err = (self.work(x) - y)[:, mask, :].to(torch.float64)
             total += err.pow(2).sum().item()
             count += err.numel()
         return total / count
@@ -244,8 +266,9 @@ class MatrixFreeLevenbergMarquardt:
         grad = torch.zeros(sum(self.numels), dtype=torch.float64, device=inputs.device)
         total, count = 0.0, 0
         for sl in self._chunks(inputs.shape[0], self._chunk_size(inputs.shape[0])):
+            x, y = self._here(inputs[sl], targets[sl])
             with torch.enable_grad():
-                r = (self.model(inputs[sl]) - targets[sl])[:, mask, :]
+                r = (self.work(x) - y)[:, mask, :]
                 half_sq = 0.5 * r.pow(2).sum()
                 grads = torch.autograd.grad(half_sq, self.params, allow_unused=True)
             grad += torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
@@ -306,7 +329,7 @@ class MatrixFreeLevenbergMarquardt:
     def _operators(self, inputs, targets, mask, start):
         """(g on the whole set, the Gauss-Newton product on this step's curvature slice, its diag)."""
         cfg = self.cfg
-        dtype = self.params[0].dtype
+        dtype = self.dtype
         sl = self._curvature_slice(inputs.shape[0])
         f = self._residual_fn(inputs[sl], targets[sl], mask)
         r_c, pullback = vjp(f, start)

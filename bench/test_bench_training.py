@@ -215,12 +215,15 @@ def paper_model_recipes():
         "cg_lm_512_then_2048": then_2048(),
         # the same with CG capped at 200 products after the switch: is the solve what stops it near 4e-12?
         "cg_lm_512_then_2048_cg200": then_2048(cg_max_iter=200),
+        # the same with everything after the switch computed on a float64 twin of the float32 model,
+        # whose weights are a float64 master copy: is float32 rounding what stops it near 4e-12?
+        "cg_lm_512_then_2048_float64": then_2048(working_dtype="float64"),
     }
 
 
 @pytest.mark.timeout(5 * 3600)  # pytest.ini's 15-minute limit would cut the 30-minute (ci) budget short
 @pytest.mark.parametrize("method", ["adam", "lbfgs", "dense_lm", "cg_lm", "cg_lm_2048", "cg_lm_512_then_2048",
-                                    "cg_lm_512_then_2048_cg200"])
+                                    "cg_lm_512_then_2048_cg200", "cg_lm_512_then_2048_float64"])
 def test_time_to_precision_paper_model(benchmark, profile, device, tmp_path, method, one_cpu_thread):
     if profile == "smoke":
         pytest.skip("time to 1e-12 is a long run: use --profile ci or paper")

@@ -2,6 +2,7 @@
 divergence, resume and hashes."""
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -61,6 +62,29 @@ def test_cg_step_solved_to_convergence_matches_the_dense_step(preconditioner, pr
     assert expected.norm() > 1e-3  # a real step, not two zeros
 
 
+def test_a_float64_working_copy_takes_the_float64_step_of_a_float32_model():
+    """working_dtype float64: a float32 model's step is the one its float64 twin takes from the same
+    weights, and after the step the model holds the float64 master weights rounded to float32."""
+    task = make_task(**{"name": SMALL_TASK["name"], **SMALL_TASK["params"]})
+    model = build_model("baseconv", task, **SMALL_BASECONV["params"], seed=0)
+    batch = task.sample(8, generator=stream_generator(0, "train"), dtype=torch.float32)
+    cfg = LevenbergMarquardtConfig(solver="cg", train_size=8)
+    twin = MatrixFreeLevenbergMarquardt(copy.deepcopy(model).double(), cfg)
+    expected = twin.direction(batch.inputs.double(), batch.targets.double(), batch.mask, damping=1e-4)
+    mixed = MatrixFreeLevenbergMarquardt(model, cfg.model_copy(update={"working_dtype": "float64"}))
+    got = mixed.direction(batch.inputs, batch.targets, batch.mask, damping=1e-4)
+    assert got.dtype == torch.float64 and torch.equal(got, expected)
+    in_float32 = MatrixFreeLevenbergMarquardt(copy.deepcopy(model), cfg).direction(
+        batch.inputs, batch.targets, batch.mask, damping=1e-4)
+    assert not torch.equal(in_float32, expected)  # the float32 step is another one
+    mixed.step(batch.inputs, batch.targets, batch.mask)
+    assert mixed.last["accepted"]
+    master = mixed._flat()
+    weights = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    assert weights.dtype == torch.float32 and torch.equal(weights, master.float())
+    assert not torch.equal(master, weights.double())  # the master copy keeps the bits float32 cannot
+
+
 def test_cg_gauss_newton_products_match_the_dense_jacobian():
     task = make_task(**{"name": SMALL_TASK["name"], **SMALL_TASK["params"]})
     model = build_model("baseconv", task, **SMALL_BASECONV["params"], seed=1).double()
@@ -93,12 +117,14 @@ def test_cg_lm_trains_the_small_baseconv_and_records_its_diagnostics(tmp_path):
     assert all(p.second_order["cg_products"] >= 1 and p.second_order["damping"] > 0 for p in result.curve[1:])
 
 
-def test_cg_lm_resumes_bit_identically(tmp_path):
+@pytest.mark.parametrize("working_dtype", ["model", "float64"])
+def test_cg_lm_resumes_bit_identically(tmp_path, working_dtype):
     from bench.grids import matrix_free_lm
 
-    # grid 8's recipe (Kronecker factors, linearize, ratio rule, backtracks) on a small set
-    fields = dict(task=SMALL_TASK, model=SMALL_BASECONV, optimizer=matrix_free_lm(train_size=32), steps=6,
-                  eval_size=64, eval_every=1)
+    # grid 8's recipe (Kronecker factors, linearize, ratio rule, backtracks) on a small set; with a
+    # float64 working copy the checkpoint must carry the master weights, not only their float32 rounding
+    fields = dict(task=SMALL_TASK, model=SMALL_BASECONV, steps=6, eval_size=64, eval_every=1,
+                  optimizer=matrix_free_lm(train_size=32, working_dtype=working_dtype))
     whole = run(make_run_config(**fields), tmp_path / "whole", progress=False)
     cfg = make_run_config(**fields, checkpoint_every=3)
     trainer = Trainer(cfg, tmp_path / "split", progress=False)
