@@ -29,7 +29,7 @@ from primitives import make_task
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 # Fields that change how a run is executed but never what it computes: not hashed.
-OPERATIONAL_FIELDS = ("checkpoint_every",)
+OPERATIONAL_FIELDS = ("checkpoint_every", "extends")
 
 # Extra model builders (name -> fn(task, **params) -> nn.Module) consulted before
 # architectures.build_model: experiments and tests plug stand-in models in here.
@@ -379,6 +379,11 @@ class RunConfig(_Frozen):
     # a budget in seconds of training (optimizer steps, summed over resumes): the run stops at the
     # first step past it, status "ok", and its message says where it stopped. None: steps decide
     time_limit_s: Optional[PositiveFloat] = None
+    # the hash of a run this one continues: this config with a shorter time_limit_s. A run's steps do
+    # not depend on its time limit (only where it stops does), so starting from that run's checkpoint
+    # is this run from the start, minus the steps already paid for. Without the checkpoint on disk the
+    # run trains from the start. Not hashed: it says where to start, not what is computed
+    extends: Optional[Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]] = None
     # torch.compile the model for the first-order training step ("default"; "reduce-overhead" adds
     # CUDA graphs). Eval and full-batch optimizers run the plain model. None: off (not hashed)
     compile: Optional[Literal["default", "reduce-overhead"]] = None
@@ -419,6 +424,9 @@ class RunConfig(_Frozen):
             if self.ema_lambda or self.grad_clip is not None or self.skip_grad_norm is not None:
                 raise ValueError(f"ema_lambda, grad_clip and skip_grad_norm apply to first-order optimizers only, "
                                  f"not {name!r}; leave them unset")
+        if self.extends is not None and self.time_limit_s is None:
+            raise ValueError("extends: only a time-capped run can extend another (the same config with a shorter "
+                             "time_limit_s); set time_limit_s or leave extends unset")
         for key in ("polish_after", "polish_eval_every"):
             if getattr(self, key) is not None and self.polish is None:
                 raise ValueError(f"{key}: there is no polish optimizer to switch to; set polish or leave "

@@ -357,9 +357,9 @@ def is_finished(cfg: RunConfig, results_dir: str | Path = "results") -> bool:
         return False
 
 
-def load_checkpoint(cfg: RunConfig, results_dir: str | Path) -> Optional[dict]:
-    """The checkpoint of `cfg`, or None if there is none (or it is another run's or format's);
-    BadFileError if the file cannot be read."""
+def load_checkpoint(cfg: RunConfig | str, results_dir: str | Path) -> Optional[dict]:
+    """The checkpoint of `cfg` (or of the run with that config hash), or None if there is none (or
+    it is another run's or format's); BadFileError if the file cannot be read."""
     path = checkpoint_path(cfg, results_dir)
     if not path.exists():
         return None
@@ -368,7 +368,8 @@ def load_checkpoint(cfg: RunConfig, results_dir: str | Path) -> Optional[dict]:
     except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a damaged file
         raise BadFileError(path, f"not a readable checkpoint ({type(err).__name__}: "
                                  f"{str(err).splitlines()[0] if str(err) else 'no detail'})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or state.get("config_hash") != cfg.hash:
+    wanted = cfg.hash if isinstance(cfg, RunConfig) else cfg
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or state.get("config_hash") != wanted:
         return None
     return state
 

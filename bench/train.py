@@ -600,12 +600,14 @@ def run(cfg: RunConfig, results_dir: str | Path = "results", *, force: bool = Fa
             preflight(cfg)
             trainer = Trainer(cfg, results_dir, progress=progress)
             state = None if force else _readable(load_checkpoint, cfg, results_dir)
+            if state is not None and state.get("result") and state.get("status") in FINISHED:
+                # finished, but its record was lost: rewrite the record from the checkpoint
+                result = RunResult.model_validate_json(state["result"])
+                write_result(result, results_dir)
+                return result
+            if state is None and not force and cfg.extends is not None:
+                state = extended_start(cfg, results_dir)
             if state is not None:
-                if state.get("result") and state.get("status") in FINISHED:
-                    # finished, but its record was lost: rewrite the record from the checkpoint
-                    result = RunResult.model_validate_json(state["result"])
-                    write_result(result, results_dir)
-                    return result
                 trainer.load_state_dict(state)
             return trainer.train()
         except RunConfigError:
@@ -615,6 +617,25 @@ def run(cfg: RunConfig, results_dir: str | Path = "results", *, force: bool = Fa
             record_failure(cfg, results_dir, err, traceback_text=traceback_tail(err), started_at=started_at,
                            wall_time_s=time.perf_counter() - t0, partial=None if trainer is None else trainer.partial())
             raise
+
+
+def extended_start(cfg: RunConfig, results_dir) -> Optional[dict]:
+    """The checkpoint of the run `cfg.extends` names, to go on from (None: train from the start).
+    Raises RunConfigError if that run is not cfg with a shorter time limit, or did not end well."""
+    state = _readable(load_checkpoint, cfg.extends, results_dir)
+    if state is None:
+        print(f"run {cfg.hash}: no checkpoint of the run it extends ({cfg.extends}) under {results_dir}; "
+              "training from the start", file=sys.stderr)
+        return None
+    base, ours = json.loads(state["config"]), json.loads(cfg.canonical_json())
+    base_limit, our_limit = base.pop("time_limit_s", None), ours.pop("time_limit_s")
+    if base != ours or base_limit is None or base_limit >= our_limit:
+        raise RunConfigError(f"extends: run {cfg.extends} is not this run ({cfg.hash}) with a shorter time_limit_s; "
+                             "name the hash of that run, or leave extends unset")
+    if state.get("status") == "diverged":
+        raise RunConfigError(f"extends: run {cfg.extends} diverged: there is nothing to go on from; leave extends "
+                             "unset to train from the start")
+    return state
 
 
 def traceback_tail(err: BaseException, frames: int = 8) -> str:

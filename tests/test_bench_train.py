@@ -394,3 +394,32 @@ def test_checkpoint_tensors_load_without_the_saving_device(tmp_path):
     resumed = run(cfg, tmp_path / "resumed", progress=False)
     assert resumed.steps_done == 6 and resumed.resumed_at == [3]
     assert_same_weights(cfg, tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_a_time_capped_run_is_extended_from_its_checkpoint_step_for_step(tmp_path, capsys):
+    """extends: a longer time limit goes on from the shorter run's checkpoint, and ends where a run
+    with the longer limit from the start ends, bit for bit."""
+    short = tiny(steps=200, eval_every=1, time_limit_s=0.02)
+    base = run(short, tmp_path / "ext", progress=False)
+    assert base.status == "ok" and 1 <= base.steps_done < 200
+    longer = tiny(steps=200, eval_every=1, time_limit_s=1000.0, extends=short.hash)
+    assert longer.hash == tiny(steps=200, eval_every=1, time_limit_s=1000.0).hash  # extends is not hashed
+    extended = run(longer, tmp_path / "ext", progress=False)
+    assert extended.status == "ok" and extended.steps_done == 200 and extended.resumed_at == [base.steps_done]
+    assert extended.config.extends == short.hash  # the record says where it started
+    assert extended.curve[:base.steps_done + 1] == base.curve
+    from_start = run(longer, tmp_path / "ref", progress=False)  # no checkpoint to go on from there
+    assert "no checkpoint of the run it extends" in capsys.readouterr().err
+    assert from_start.resumed_at == [] and numbers(from_start) == numbers(extended)
+
+
+def test_extends_must_name_the_same_run_with_a_shorter_time_limit(tmp_path):
+    short = tiny(steps=50, time_limit_s=0.02)
+    run(short, tmp_path, progress=False)
+    other = tiny(steps=50, time_limit_s=10.0, optimizer={"name": "adam", "lr": 1e-3}, extends=short.hash)
+    with pytest.raises(RunConfigError, match=f"extends: run {short.hash} is not this run .* shorter time_limit_s"):
+        run(other, tmp_path, progress=False)
+    with pytest.raises(RunConfigError, match="extends: only a time-capped run can extend another"):
+        tiny(steps=50, extends=short.hash)
+    with pytest.raises(RunConfigError, match="extends"):
+        tiny(steps=50, time_limit_s=10.0, extends="not-a-hash")

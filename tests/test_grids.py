@@ -56,7 +56,8 @@ def test_ci_budget_is_small():
 
 def test_registry_and_sweep_names():
     assert set(grids.GRIDS) == {"primitives", "attention_multiply", "gd_step", "gd_k_least_squares",
-                                "dtype_optimizer", "added_mixers", "second_order", "to_the_limit", "ode"}
+                                "dtype_optimizer", "added_mixers", "second_order", "to_the_limit", "to_the_limit_extended",
+                                "ode"}
     for name in grids.GRIDS:
         for budget in grids.grid_budgets(name):
             assert callable(getattr(grids, f"{name}_{budget}"))
@@ -210,6 +211,14 @@ def test_to_the_limit_grid_is_the_papers_models_under_a_time_cap():
     paper = [c for c in grids.to_the_limit("paper") if c.task.name == "gd_step" and c.model.name == "linear_attention"]
     assert paper[0].model.params["width"] == 256 and paper[0].model.params["heads"] == 16
 
+
+def test_the_extended_grid_is_grid_8s_warm_started_gd_step_given_longer():
+    for budget in ("ci", "paper"):
+        base = grids.to_the_limit(budget)[-1]
+        [longer] = grids.to_the_limit_extended(budget)
+        assert longer.extends == base.hash and longer.time_limit_s > base.time_limit_s
+        # nothing else differs: its steps are the base run's, so it can go on from the base's checkpoint
+        assert longer.model_copy(update={"time_limit_s": base.time_limit_s, "extends": None}).hash == base.hash
 
 
 def test_ode_grid_trains_the_transformer_end_to_end_and_the_prompt_sized_gd_step():
