@@ -3,6 +3,7 @@
     python -m bench.lm_choices --out results/lm_choices            # every variant, 200 s each
     python -m bench.lm_choices --only curv128_ratio curv256 --seconds 100
     python -m bench.lm_choices --from-scratch --seconds 300        # diagonal vs Kronecker from the start
+    python -m bench.lm_choices --late --seconds 600 --out results/lm_choices/late   # near the level
 
 The problem is the one the README's target names: BaseConv, the paper's primitive model
 (width 64, 2 layers, MLP x4 ReLU, no LayerNorm; 100,810 weights), MULTIPLY, float32, a fixed
@@ -11,6 +12,12 @@ of the base recipe from the random start, 19 by default: eval MSE ~7e-6) is shar
 variant then starts from the warm weights and the warm-up's damping, with a fresh optimizer,
 and trains for `--seconds` seconds of one thread. The late phase is where the choices differ:
 the early one is fast for all of them.
+
+--late starts where the time-to-precision recipe `cg_lm_512_then_2048` slows down (its first
+`--late-warmup-steps` steps, 48 by default: eval MSE 2.2e-10, 2,048 training problems since step
+40) and changes one thing of its second phase per variant (LATE_VARIANTS): everything in
+float64, or the curvature on all 2,048 problems. The warm state is kept in
+results/scratch/lm_choices_late_warm.pt (git ignores it) for the next call.
 
 Each variant writes <out>/<name>.log, one line per LM step (seconds, CG products so far, train
 MSE before the step, eval MSE after it, damping mu, rho, CG products and relative residual of
@@ -53,6 +60,44 @@ FROM_SCRATCH = {
 }
 
 
+# --late: the time-to-precision recipe cg_lm_512_then_2048 (bench/test_bench_training.py), and what
+# each variant changes in its second phase
+LATE_POLISH = {"train_size": 2048, "curvature_size": 256}
+LATE_VARIANTS = {
+    "late_as_is": {},
+    "late_float64": {"working_dtype": "float64"},
+    "late_curvature_2048": {"curvature_size": 2048},
+}
+
+
+def late_trainer(polish_overrides: dict, results: Path) -> Trainer:
+    from .grids import matrix_free_lm
+
+    cfg = make_run_config(task={"name": "multiply"}, model=MODEL, steps=10**9, eval_size=1024,
+                          optimizer=matrix_free_lm(), polish_after=40, polish_patience=1000,
+                          polish=matrix_free_lm(**{**LATE_POLISH, **polish_overrides}))
+    return Trainer(cfg, results, progress=False)
+
+
+def late_warm_state(steps: int, cache: Path, scratch: Path, log) -> dict:
+    """The state of `late_trainer({})` after `steps` steps: from `cache` if it holds that, else trained."""
+    warm = late_trainer({}, scratch / "late_warmup")
+    if cache.exists():
+        state = torch.load(cache, map_location="cpu", weights_only=False)
+        if state.get("config_hash") == warm.cfg.hash and state.get("step") == steps:
+            return state
+    while warm.state.step < steps:
+        if warm.state.switched_at is None:
+            warm.maybe_switch()
+        warm.step_once()
+        point = warm.add_curve_point()
+        log(f"{warm.state.step} eval={point.eval_mse:.3e}")
+    state = warm.state_dict()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, cache)
+    return state
+
+
 def trainer_for(optimizer: dict, results: Path) -> Trainer:
     cfg = make_run_config(task={"name": "multiply"}, model=MODEL, steps=10**6, eval_size=1024, eval_every=1,
                           optimizer={"name": "levenberg_marquardt", "solver": "cg", **optimizer})
@@ -86,10 +131,29 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", choices=sorted(VARIANTS))
     ap.add_argument("--from-scratch", action="store_true",
                     help="instead: the FROM_SCRATCH variants from the random start (use --seconds 300)")
+    ap.add_argument("--late", action="store_true",
+                    help="instead: the LATE_VARIANTS from step --late-warmup-steps of cg_lm_512_then_2048")
+    ap.add_argument("--late-warmup-steps", type=int, default=48)
+    ap.add_argument("--late-only", nargs="*", choices=sorted(LATE_VARIANTS))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp())
+    if args.late:
+        with open(args.out / "late_warmup.log", "a") as f:
+            state = late_warm_state(args.late_warmup_steps, Path("results/scratch/lm_choices_late_warm.pt"), scratch,
+                                    log=lambda line: print(line, file=f, flush=True))
+        summary = {}
+        for name in args.late_only or LATE_VARIANTS:
+            trainer = late_trainer(LATE_VARIANTS[name], scratch / name)
+            trainer.load_state_dict(state)  # weights, the 2,048 problems, and the LM's damping and statistics
+            with open(args.out / f"{name}.log", "w") as f:
+                print(f"start step {trainer.state.step} eval {trainer.evaluate()['mse']}", file=f, flush=True)
+                rows = train(trainer, seconds=args.seconds, log=lambda line: print(line, file=f, flush=True))
+            summary[name] = dict(settings=LATE_VARIANTS[name], final=rows[-1] if rows else None)
+            print(f"{name}: eval MSE {rows[-1]['eval']:.3e} after {rows[-1]['t']} s, {len(rows)} steps")
+        (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        return 0
     if args.from_scratch:
         for name, settings in FROM_SCRATCH.items():
             with open(args.out / f"{name}.log", "w") as f:

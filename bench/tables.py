@@ -167,9 +167,12 @@ def iteration_levels(curves: pd.DataFrame, learned_budget: dict[str, str]) -> pd
 
     rows = []
     for (method, label, dtype), g in curves.groupby(["method", "label", "dtype"], sort=False):
+        blown = g.sort_values("iteration").loc[lambda d: d["median_mse"].isna(), "iteration"]
         rows.append({"method": method, "curve": label, "dtype": dtype,
                      "level (median MSE, last 20 iterations)": level(g),
                      "mean MSE, last 20": level(g, "mean_mse"),
+                     # a step that blows up when iterated has no level: say where it went non-finite
+                     "non-finite from iteration": f"{int(blown.iloc[0])}" if len(blown) else "—",
                      "budget": learned_budget.get(label, "exact (no training)")})
     return pd.DataFrame(rows)
 
