@@ -30,6 +30,7 @@ Grids (`GRIDS`; the module also exposes `<grid>_<budget>` for `bench sweep`):
                       Levenberg-Marquardt, float32 and float64 (how far below the fp32 floor)
   to_the_limit        (8) the paper's own models (40k-100k weights) on read, linear, multiply and the
                       GD step, trained by the matrix-free Levenberg-Marquardt under a time cap
+  to_the_limit_extended  grid 8's warm-started GD step given longer (goes on from its checkpoint)
   ode                 (9) the ODE operator in context: a softmax Transformer end to end on ode_operator,
                       BaseConv and linear attention on the prompt-sized GD step (applied by bench.ode)
 """

@@ -67,6 +67,8 @@ LATE_VARIANTS = {
     "late_as_is": {},
     "late_float64": {"working_dtype": "float64"},
     "late_curvature_2048": {"curvature_size": 2048},
+    "late_half_steps": {"lr": 0.5},  # rho ~0.3: does half of each solved step gain as much?
+    "late_nielsen": {"damping_rule": "nielsen"},  # raises mu less on an accepted step with low rho
 }
 
 
@@ -143,7 +145,8 @@ def main(argv=None) -> int:
         with open(args.out / "late_warmup.log", "a") as f:
             state = late_warm_state(args.late_warmup_steps, Path("results/scratch/lm_choices_late_warm.pt"), scratch,
                                     log=lambda line: print(line, file=f, flush=True))
-        summary = {}
+        summary_path = args.out / "summary.json"  # --late-only adds to the variants already there
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
         for name in args.late_only or LATE_VARIANTS:
             trainer = late_trainer(LATE_VARIANTS[name], scratch / name)
             trainer.load_state_dict(state)  # weights, the 2,048 problems, and the LM's damping and statistics
@@ -152,7 +155,7 @@ def main(argv=None) -> int:
                 rows = train(trainer, seconds=args.seconds, log=lambda line: print(line, file=f, flush=True))
             summary[name] = dict(settings=LATE_VARIANTS[name], final=rows[-1] if rows else None)
             print(f"{name}: eval MSE {rows[-1]['eval']:.3e} after {rows[-1]['t']} s, {len(rows)} steps")
-        (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        summary_path.write_text(json.dumps(summary, indent=1))
         return 0
     if args.from_scratch:
         for name, settings in FROM_SCRATCH.items():

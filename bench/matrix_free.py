@@ -169,9 +169,10 @@ class MatrixFreeLevenbergMarquardt:
         self.model = model  # the model trained: its weights are the ones evaluated
         self.cfg = cfg
         # the model every residual, product and loss is computed on: the model itself, or (working_dtype
-        # "float64") a float64 twin whose weights are the master copy. In float32 the gradient of a fit
-        # near 1e-12 is a sum of cancelling terms, each rounded; the twin's is not, and steps smaller than
-        # a float32 weight's last bit add up in the master copy instead of being rounded away.
+        # "float64") a float64 twin whose weights are the master copy. It rules float32 rounding in or out:
+        # in float32 the gradient of a fit near 1e-12 is a sum of cancelling rounded terms, and a step
+        # below a weight's last bit is lost; in the master copy it adds up. (On the paper's MULTIPLY
+        # model near 1e-11 the twin takes float32's steps, 2.3x slower: README, "Near the level".)
         self.work = model if cfg.working_dtype == "model" else copy.deepcopy(model).to(torch.float64)
         self.names = [n for n, p in self.work.named_parameters() if p.requires_grad]
         self.params = [p for p in self.work.parameters() if p.requires_grad]

@@ -218,6 +218,9 @@ def paper_model_recipes():
         # the same with everything after the switch computed on a float64 twin of the float32 model,
         # whose weights are a float64 master copy: is float32 rounding what stops it near 4e-12?
         "cg_lm_512_then_2048_float64": then_2048(working_dtype="float64"),
+        # the same with half of each solved step taken after the switch: near the level the full step
+        # overshoots (rho 0.1-0.4), and from step 48 half steps gained 1.4x more in 300 s (lm_choices --late)
+        "cg_lm_512_then_2048_half_steps": then_2048(lr=0.5),
         # the same recipe on the paper's model with GELU for ReLU: is it the MLP's kinks that stop it?
         "cg_lm_512_then_2048_gelu": dict(then_2048(), model={**PAPER_MODEL, "params": {**PAPER_MODEL["params"],
                                                                                        "activation": "gelu"}}),
@@ -227,7 +230,7 @@ def paper_model_recipes():
 @pytest.mark.timeout(5 * 3600)  # pytest.ini's 15-minute limit would cut the 30-minute (ci) budget short
 @pytest.mark.parametrize("method", ["adam", "lbfgs", "dense_lm", "cg_lm", "cg_lm_2048", "cg_lm_512_then_2048",
                                     "cg_lm_512_then_2048_cg200", "cg_lm_512_then_2048_float64",
-                                    "cg_lm_512_then_2048_gelu"])
+                                    "cg_lm_512_then_2048_gelu", "cg_lm_512_then_2048_half_steps"])
 def test_time_to_precision_paper_model(benchmark, profile, device, tmp_path, method, one_cpu_thread):
     if profile == "smoke":
         pytest.skip("time to 1e-12 is a long run: use --profile ci or paper")

@@ -78,6 +78,11 @@ from .records import (
 )
 
 
+# a checkpoint at least this often (wall seconds), whatever checkpoint_every says: a second-order
+# phase can spend an hour between two multiples of a step count sized for first-order steps
+CHECKPOINT_EVERY_S = 600.0
+
+
 def synchronize(device: str | torch.device) -> None:
     """Wait for queued GPU work, so a timing covers the work it claims to."""
     if torch.device(device).type == "cuda":
@@ -488,7 +493,7 @@ class Trainer:
     def train(self) -> RunResult:
         cfg = self.cfg
         eval_every = cfg.resolved_eval_every
-        session_start = time.perf_counter()
+        session_start = last_saved = time.perf_counter()
         wall_before = self.state.wall_time_s
         bar = None
         if self.progress and cfg.steps >= 50:
@@ -515,9 +520,12 @@ class Trainer:
                         self.maybe_switch()
                         if bar is not None:
                             bar.set_postfix(step=self.state.step, mse=f"{point.eval_mse:.3e}", lr=f"{point.lr:.2e}")
-                    if cfg.checkpoint_every and self.state.step % cfg.checkpoint_every == 0 and self.state.step < cfg.steps:
+                    due = cfg.checkpoint_every and (self.state.step % cfg.checkpoint_every == 0
+                                                    or time.perf_counter() - last_saved >= CHECKPOINT_EVERY_S)
+                    if due and self.state.step < cfg.steps:
                         self.state.wall_time_s = wall_before + time.perf_counter() - session_start
                         self.save_checkpoint()
+                        last_saved = time.perf_counter()
                     if out_of_time:
                         self.state.status = "ok"
                         self.message = (f"time limit of {cfg.time_limit_s:g} s of training reached at step "
@@ -621,7 +629,7 @@ def run(cfg: RunConfig, results_dir: str | Path = "results", *, force: bool = Fa
 
 def extended_start(cfg: RunConfig, results_dir) -> Optional[dict]:
     """The checkpoint of the run `cfg.extends` names, to go on from (None: train from the start).
-    Raises RunConfigError if that run is not cfg with a shorter time limit, or did not end well."""
+    Raises RunConfigError if that run is not cfg with a shorter time limit, or if it diverged."""
     state = _readable(load_checkpoint, cfg.extends, results_dir)
     if state is None:
         print(f"run {cfg.hash}: no checkpoint of the run it extends ({cfg.extends}) under {results_dir}; "

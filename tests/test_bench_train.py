@@ -244,9 +244,11 @@ POLISHED = dict(
 
 
 def test_configs_without_polish_keep_their_hashes():
-    names = sorted(p.stem for p in (REPO / "results" / "runs").glob("*.json"))[:20]
-    assert names
-    for name in names:  # records written before RunConfig had a polish field
+    # records written before RunConfig had a polish field: their configs do not name it
+    names = [p.stem for p in sorted((REPO / "results" / "runs").glob("*.json"))
+             if "polish" not in json.loads(p.read_text())["config"]][:20]
+    assert len(names) == 20
+    for name in names:
         cfg = load_result(name, REPO / "results").config
         assert cfg.polish is None and cfg.hash == name
     assert tiny(**POLISHED).hash != tiny(**{k: v for k, v in POLISHED.items() if k not in ("polish", "polish_patience")}).hash
@@ -423,3 +425,31 @@ def test_extends_must_name_the_same_run_with_a_shorter_time_limit(tmp_path):
         tiny(steps=50, extends=short.hash)
     with pytest.raises(RunConfigError, match="extends"):
         tiny(steps=50, time_limit_s=10.0, extends="not-a-hash")
+
+
+def test_a_checkpoint_is_written_by_the_clock_between_step_multiples(tmp_path, monkeypatch):
+    """checkpoint_every counts steps; a run also checkpoints once CHECKPOINT_EVERY_S seconds have
+    passed since the last one, so slow (second-order) steps are never an hour from a checkpoint.
+    checkpoint_every 0 still means only at the end."""
+    import bench.train as train_module
+    from bench.train import Trainer
+
+    saved_at = []
+    real_save = Trainer.save_checkpoint
+
+    def counting(self, result=None):
+        saved_at.append((self.state.step, result is not None))
+        real_save(self, result)
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", counting)
+    run(tiny(steps=6, eval_every=3, checkpoint_every=1000), tmp_path / "steps", progress=False)
+    assert saved_at == [(6, True)]  # no multiple of 1000 before the end, and the clock has not run out
+    saved_at.clear()
+    monkeypatch.setattr(train_module, "CHECKPOINT_EVERY_S", 0.0)  # every step is "too long since the last"
+    by_clock = run(tiny(steps=6, eval_every=3, checkpoint_every=1000), tmp_path / "clock", progress=False)
+    assert saved_at == [(s, False) for s in range(1, 6)] + [(6, True)]
+    saved_at.clear()
+    run(tiny(steps=6, eval_every=3, checkpoint_every=0), tmp_path / "never", progress=False)
+    assert saved_at == [(6, True)]
+    reference = run(tiny(steps=6, eval_every=3, checkpoint_every=1000), tmp_path / "ref", progress=False)
+    assert numbers(by_clock) == numbers(reference)  # a checkpoint changes nothing the run computes
