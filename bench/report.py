@@ -74,7 +74,8 @@ GRIDS_OF = {
     "gd_step": ("gd_step",), "least_squares_depth": ("gd_k_least_squares",), "gd_k": ("gd_k_least_squares",),
     "dtype": ("dtype_optimizer",), "optimizer": ("dtype_optimizer",), "conditioning": ("added_mixers", "gd_step"),
     "second_order": ("second_order",), **{t: ("to_the_limit", "to_the_limit_extended") for t in (
-        "to_the_limit", "to_the_limit_diagnostics", "to_the_limit_gd_iteration", "to_the_limit_ood")}, "gd_iteration": ("gd_step", "dtype_optimizer", "second_order"),
+        "to_the_limit", "to_the_limit_diagnostics", "to_the_limit_gd_iteration", "to_the_limit_ood")},
+    "gd_iteration": ("gd_step", "dtype_optimizer", "second_order"),
     "ood": ("gd_step", "dtype_optimizer", "second_order"),
     "paper_comparison": ("gd_k_least_squares", "gd_step", "dtype_optimizer", "second_order"),
 }
