@@ -68,6 +68,7 @@ LATE_VARIANTS = {
     "late_float64": {"working_dtype": "float64"},
     "late_curvature_2048": {"curvature_size": 2048},
     "late_half_steps": {"lr": 0.5},  # rho ~0.3: does half of each solved step gain as much?
+    "late_quarter_steps": {"lr": 0.25},
     "late_nielsen": {"damping_rule": "nielsen"},  # raises mu less on an accepted step with low rho
 }
 
