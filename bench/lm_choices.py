@@ -16,7 +16,8 @@ the early one is fast for all of them.
 --late starts where the time-to-precision recipe `cg_lm_512_then_2048` slows down (its first
 `--late-warmup-steps` steps, 48 by default: eval MSE 2.2e-10, 2,048 training problems since step
 40) and changes one thing of its second phase per variant (LATE_VARIANTS): everything in
-float64, or the curvature on all 2,048 problems. The warm state is kept in
+float64, the curvature on all 2,048 problems, a fraction of each solved step, or the damping
+rule. `--late-only` runs some of them and adds them to summary.json. The warm state is kept in
 results/scratch/lm_choices_late_warm.pt (git ignores it) for the next call.
 
 Each variant writes <out>/<name>.log, one line per LM step (seconds, CG products so far, train
