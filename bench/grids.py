@@ -622,6 +622,10 @@ GRIDS: dict[str, Callable[[str | Budget], list[RunConfig]]] = {
 }
 
 
+# grids whose runs are rows of another grid's tables (tables and the report fold them in)
+ROWS_OF = {"to_the_limit_extended": "to_the_limit"}
+
+
 def grid_budgets(name: str) -> tuple[str, ...]:
     return BUDGETS if name == "primitives" else ("ci", "paper")
 

@@ -127,6 +127,13 @@ def train(trainer: Trainer, *, seconds: float = float("inf"), steps: int = 10**9
     return rows
 
 
+def run_variant(trainer: Trainer, log_path: Path, start_line: str, seconds: float) -> list[dict]:
+    """Train one variant for `seconds`, its log (a start line, then one line per step) in `log_path`."""
+    with open(log_path, "w") as f:
+        print(start_line, file=f, flush=True)
+        return train(trainer, seconds=seconds, log=lambda line: print(line, file=f, flush=True))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("results/lm_choices"))
@@ -152,9 +159,8 @@ def main(argv=None) -> int:
         for name in args.late_only or LATE_VARIANTS:
             trainer = late_trainer(LATE_VARIANTS[name], scratch / name)
             trainer.load_state_dict(state)  # weights, the 2,048 problems, and the LM's damping and statistics
-            with open(args.out / f"{name}.log", "w") as f:
-                print(f"start step {trainer.state.step} eval {trainer.evaluate()['mse']}", file=f, flush=True)
-                rows = train(trainer, seconds=args.seconds, log=lambda line: print(line, file=f, flush=True))
+            rows = run_variant(trainer, args.out / f"{name}.log",
+                               f"start step {trainer.state.step} eval {trainer.evaluate()['mse']}", args.seconds)
             summary[name] = dict(settings=LATE_VARIANTS[name], final=rows[-1] if rows else None)
             print(f"{name}: eval MSE {rows[-1]['eval']:.3e} after {rows[-1]['t']} s, {len(rows)} steps")
         summary_path.write_text(json.dumps(summary, indent=1))
@@ -175,9 +181,7 @@ def main(argv=None) -> int:
         trainer = trainer_for(VARIANTS[name], scratch / name)
         trainer.model.load_state_dict(weights)
         trainer.optimizer.damping = damping
-        with open(args.out / f"{name}.log", "w") as f:
-            print(f"start {trainer.evaluate()['mse']}", file=f, flush=True)
-            rows = train(trainer, seconds=args.seconds, log=lambda line: print(line, file=f, flush=True))
+        rows = run_variant(trainer, args.out / f"{name}.log", f"start {trainer.evaluate()['mse']}", args.seconds)
         summary[name] = dict(settings=VARIANTS[name], final=rows[-1] if rows else None)
         print(f"{name}: eval MSE {rows[-1]['eval']:.3e} after {rows[-1]['t']} s, {rows[-1]['products']} products")
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))

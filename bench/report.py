@@ -68,13 +68,13 @@ PAPER_OF = {
 
 # The grids (bench.grids.GRIDS) whose runs each table of `python -m bench tables` reads.
 GRIDS_OF = {
-    "headline": ("primitives", "added_mixers", "gd_step", "gd_k_least_squares", "second_order", "to_the_limit",
-                 "to_the_limit_extended"),
+    "headline": ("primitives", "added_mixers", "gd_step", "gd_k_least_squares", "second_order", "to_the_limit"),
     "primitives": ("primitives",), "added_mixers": ("added_mixers",), "attention_multiply": ("attention_multiply",),
     "gd_step": ("gd_step",), "least_squares_depth": ("gd_k_least_squares",), "gd_k": ("gd_k_least_squares",),
     "dtype": ("dtype_optimizer",), "optimizer": ("dtype_optimizer",), "conditioning": ("added_mixers", "gd_step"),
-    "second_order": ("second_order",), **{t: ("to_the_limit", "to_the_limit_extended") for t in (
-        "to_the_limit", "to_the_limit_diagnostics", "to_the_limit_gd_iteration", "to_the_limit_ood")},
+    "second_order": ("second_order",), "to_the_limit": ("to_the_limit",),
+    "to_the_limit_diagnostics": ("to_the_limit",), "to_the_limit_gd_iteration": ("to_the_limit",),
+    "to_the_limit_ood": ("to_the_limit",),
     "gd_iteration": ("gd_step", "dtype_optimizer", "second_order"),
     "ood": ("gd_step", "dtype_optimizer", "second_order"),
     "paper_comparison": ("gd_k_least_squares", "gd_step", "dtype_optimizer", "second_order"),
@@ -125,6 +125,9 @@ def table_configs(profile: str) -> dict[str, list]:
     if profile not in ("ci", "paper"):
         return {}
     grid = {name: G.GRIDS[name](profile) for name in G.GRIDS if profile in G.grid_budgets(name)}
+    for extra, host in G.ROWS_OF.items():  # as tables.build folds them
+        if extra in grid:
+            grid[host] = grid[host] + grid.pop(extra)
     return {table: unique_configs(c for g in grids for c in grid.get(g, []) if RUNS_OF.get(table, lambda _: True)(c))
             for table, grids in GRIDS_OF.items()}
 

@@ -569,9 +569,9 @@ def build(results_dir: Path, out: Output, budget_name: str = "ci", *, iterate: b
     grids = {name: G.GRIDS[name](budget) for name in G.GRIDS if budget.name in G.grid_budgets(name)}
     frames = {name: grid_frame(configs + [c for m in models for c in with_model(configs, m)], records)
               for name, configs in grids.items()}
-    if "to_the_limit_extended" in frames:  # grid 8's runs given longer are grid 8's rows too
-        frames["to_the_limit"] = pd.concat([frames["to_the_limit"], frames.pop("to_the_limit_extended")],
-                                           ignore_index=True).drop_duplicates("hash")
+    for extra, host in G.ROWS_OF.items():  # e.g. grid 8's runs given longer are grid 8's rows too
+        if extra in frames:
+            frames[host] = pd.concat([frames[host], frames.pop(extra)], ignore_index=True).drop_duplicates("hash")
     ctx = Context(Path(results_dir), out, budget, records, frames, iterate=iterate, iterations=iterations,
                   benchmark_json=benchmark_json, log=log)
     for table in TABLES:
