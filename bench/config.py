@@ -209,7 +209,9 @@ class LevenbergMarquardtConfig(_Frozen):
     actual to predicted reduction: damping_rule "nielsen" (mu *= max(1/3, 1 - (2 rho - 1)^3) on a
     taken step, mu *= nu, nu *= 2 on a refused one) or "ratio" (mu *= damping_down when rho > 0.5,
     unchanged down to 0.25, mu *= damping_up below it and on a refused step). A refused step is
-    first tried at 1/2, 1/4, 1/8 of its length (`backtracks` of them) before a new solve. In cg, mu is relative to the MSE's curvature
+    first tried at 1/2, 1/4, 1/8 of its length (`backtracks` of them) before a new solve; with
+    `line_search`, a taken step whose rho is below 0.5 is also tried at 1/2 and 1/4 of its length
+    and the lowest training loss kept (rho is then the kept step's). In cg, mu is relative to the MSE's curvature
     (G = J^T J / n), so it does not depend on the size of the training set. Memory is
     O(parameters + activations of curvature_size samples).
     """
@@ -239,6 +241,9 @@ class LevenbergMarquardtConfig(_Frozen):
     # "float64": residuals, gradient, products and trial losses on a float64 twin of the model whose
     # weights are the optimizer's float64 master copy; the model keeps that copy rounded to its dtype
     working_dtype: Literal["model", "float64"] = "model"
+    # near the precision level the Gauss-Newton model overpromises (rho 0.1-0.4) and a fixed fraction
+    # of the step is too short early and too long late: pick the length per step, a loss evaluation each
+    line_search: bool = False
 
     @model_validator(mode="after")
     def _solver_fields(self):
@@ -257,7 +262,8 @@ class LevenbergMarquardtConfig(_Frozen):
 
 
 CG_ONLY_FIELDS = ("curvature_size", "cg_max_iter", "cg_tol", "warm_start", "scaling", "preconditioner",
-                  "precondition_power", "diag_probes", "damping_rule", "backtracks", "products", "working_dtype")
+                  "precondition_power", "diag_probes", "damping_rule", "backtracks", "products", "working_dtype",
+                  "line_search")
 # LevenbergMarquardtConfig fields that did not exist when the first records were written: a config
 # that leaves them at their defaults keeps the hash it always had.
 LM_ADDED_FIELDS = ("solver",) + CG_ONLY_FIELDS

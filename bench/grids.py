@@ -376,11 +376,13 @@ def added_mixers(budget: str | Budget = "ci") -> list[RunConfig]:
 # ---- (7) second-order training of an exactly-expressive model -----------------------
 
 
-def exact_gd_step_model() -> dict:
+def exact_gd_step_model(D: int = 5) -> dict:
     """The architecture of the linear-attention GD-step construction (architectures.constructions.
-    linear_attention_gd_step): width 18, 2 heads, depth 2, learned position embedding, no norms,
-    no MLP. Some setting of its 3,335 weights computes the gd_step target exactly."""
-    return {"width": 18, "heads": 2, "depth": 2, "prenorm": False, "final_norm": False, "mlp": False,
+    linear_attention_gd_step) at D unknowns: width 3D + 2 rounded up to even (18 at D = 5), 2 heads,
+    depth 2, learned position embedding, no norms, no MLP. Some setting of its weights (3,335 at
+    D = 5, N = 20) computes the gd_step target exactly."""
+    width = 3 * D + 2
+    return {"width": width + width % 2, "heads": 2, "depth": 2, "prenorm": False, "final_norm": False, "mlp": False,
             "pos_emb": True}
 
 
@@ -591,7 +593,8 @@ def ode(budget: str | Budget = "ci") -> list[RunConfig]:
 
     paper: the paper's recipes: the Transformer with 12 layers, width 256, 8 heads, MLP x4, LR 1e-4, batch
     64; the GD steps with 4 layers, width 256, no MLP, LR 1e-3 (the budget's 1M steps). ci: the ci budget
-    (depth 2, 300 steps) for the Transformer, grid 3's GD-step recipe (depth 3, 1500 steps) for the steps.
+    (depth 2, 300 steps) for the Transformer; for the steps, Adam and then the matrix-free LM (`ode_gd_step`),
+    40 minutes for linear attention and 20 for BaseConv: an hour of one core.
     """
     b = get_budget(budget)
     _no_smoke("ode", b)
@@ -600,9 +603,33 @@ def ode(budget: str | Budget = "ci") -> list[RunConfig]:
                       model_params={"width": 256, "heads": 8, "mlp_factor": 4})]
         return runs + [b.run("gd_step", m, task_params=ODE_GD_TASK, depth=4, lr=1e-3,
                              model_params={"width": 256, "mlp": False}) for m in ("baseconv", "linear_attention")]
-    gd = gd_budget(b)
-    return ([b.run("ode_operator", "attention", task_params=ODE_TASK, depth=2)]
-            + [gd.run("gd_step", m, task_params=ODE_GD_TASK, depth=GD_DEPTH) for m in ("baseconv", "linear_attention")])
+    # linear attention was still gaining x0.5 a step at 20 minutes: it gets 40, going on from the 20-minute
+    # run's checkpoint where one is on disk (RunConfig.extends)
+    la = ode_gd_step(b, "linear_attention", 2400.0, extends=ode_gd_step(b, "linear_attention").hash)
+    return [b.run("ode_operator", "attention", task_params=ODE_TASK, depth=2), la, ode_gd_step(b, "baseconv")]
+
+
+# Adam steps before the matrix-free LM takes over, and the run's seconds of training in all (ci)
+ODE_GD_STEP_RECIPE = {"linear_attention": (20_000, 1200.0), "baseconv": (15_000, 1200.0)}
+
+
+def ode_gd_step(b: Budget, model: str, seconds: Optional[float] = None, extends: Optional[str] = None) -> RunConfig:
+    """Grid 9's learned GD step at the prompt's size (`ODE_GD_TASK`), in the architecture of its exact
+    construction: linear attention as `exact_gd_step_model(22)` (2 layers, width 68, 42,454 weights),
+    BaseConv as `baseconv_gd_step` (4 layers, width 4D + 1 = 89, 111,806 weights). Adam first (about
+    22 / 40 ms a step on one core), then the matrix-free LM on 8,192 problems (22 residuals each: 180,224
+    residuals), curvature on 2,048 of them a step (45,056 residuals), as grid 8's warm-started GD step."""
+    adam_steps, default_seconds = ODE_GD_STEP_RECIPE[model]
+    seconds = default_seconds if seconds is None else seconds
+    D = ODE_GD_TASK["D"]
+    params = (exact_gd_step_model(D) if model == "linear_attention"
+              else {"width": 4 * D + 1, "depth": 4, "prenorm": False, "final_norm": False, "mlp": False})
+    return b.run("gd_step", model, task_params=ODE_GD_TASK, model_params=params, depth=params["depth"], lr=3e-3,
+                 steps=adam_steps + 100_000, batch_size=64,
+                 schedule={"name": "step", "gamma": 0.9, "every": adam_steps // 30},
+                 polish=matrix_free_lm(train_size=8192, curvature_size=2048), polish_after=adam_steps,
+                 polish_patience=1000, polish_eval_every=1, eval_every=1000, eval_size=1024, checkpoint_every=4000,
+                 time_limit_s=seconds, extends=extends)
 
 
 # ---- registry ------------------------------------------------------------------------

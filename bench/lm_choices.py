@@ -4,6 +4,7 @@
     python -m bench.lm_choices --only curv128_ratio curv256 --seconds 100
     python -m bench.lm_choices --from-scratch --seconds 300        # diagonal vs Kronecker from the start
     python -m bench.lm_choices --late --seconds 600 --out results/lm_choices/late   # near the level
+    python -m bench.lm_choices --gd-step --seconds 900 --out results/lm_choices/gd_step
 
 The problem is the one the README's target names: BaseConv, the paper's primitive model
 (width 64, 2 layers, MLP x4 ReLU, no LayerNorm; 100,810 weights), MULTIPLY, float32, a fixed
@@ -19,6 +20,11 @@ the early one is fast for all of them.
 float64, the curvature on all 2,048 problems, a fraction of each solved step, or the damping
 rule. `--late-only` runs some of them and adds them to summary.json. The warm state is kept in
 results/scratch/lm_choices_late_warm.pt (git ignores it) for the next call.
+
+--gd-step starts from the end of grid 8's warm-started BaseConv GD step given 121 minutes (run
+185451d5689189a2 of to_the_limit_extended: its checkpoint must be in results/checkpoints) and
+changes one thing of its LM phase per variant (GD_STEP_VARIANTS): half steps, a damping floor,
+a curvature slice twice as large.
 
 Each variant writes <out>/<name>.log, one line per LM step (seconds, CG products so far, train
 MSE before the step, eval MSE after it, damping mu, rho, CG products and relative residual of
@@ -72,6 +78,39 @@ LATE_VARIANTS = {
     "late_quarter_steps": {"lr": 0.25},
     "late_nielsen": {"damping_rule": "nielsen"},  # raises mu less on an accepted step with low rho
 }
+
+# --gd-step: grid 8's warm-started BaseConv GD step (bench.grids.gd_step_warm_started) given 121
+# minutes (to_the_limit_extended), and what each variant changes in its LM phase from there. Its
+# damping cycles: it falls from 2e-3 to 2e-5 while rho > 0.5, and there the step fitted to the
+# 2,048-problem curvature slice overshoots on the rest of the 16,384.
+GD_STEP_VARIANTS = {
+    "gd_as_is": {},
+    "gd_half_steps": {"lr": 0.5},
+    "gd_damping_floor": {"min_damping": 2e-4},  # never into the overshooting part of the cycle
+    "gd_curvature_4096": {"curvature_size": 4096},
+}
+
+
+def gd_step_trainer(polish_overrides: dict, results: Path) -> Trainer:
+    from .grids import CI, GD_EXTENDED_SECONDS, gd_step_warm_started
+
+    cfg = gd_step_warm_started(CI, GD_EXTENDED_SECONDS["ci"])
+    cfg = cfg.model_copy(update={"extends": None, "polish": cfg.polish.model_copy(update=polish_overrides)})
+    return Trainer(cfg, results, progress=False)
+
+
+def gd_step_start() -> dict:
+    """The checkpoint of grid 8's 121-minute warm-started GD step, or a SystemExit that says how to make it."""
+    from .grids import CI, GD_EXTENDED_SECONDS, gd_step_warm_started
+    from .records import load_checkpoint
+
+    cfg = gd_step_warm_started(CI, GD_EXTENDED_SECONDS["ci"])
+    state = load_checkpoint(cfg, "results")
+    if state is None:
+        raise SystemExit(f"--gd-step starts from the checkpoint of run {cfg.hash}, which is not in results/checkpoints: "
+                         "train it first (python -m bench sweep bench.grids:to_the_limit_extended_ci, about 2 hours "
+                         "of one core)")
+    return state
 
 
 def late_trainer(polish_overrides: dict, results: Path) -> Trainer:
@@ -146,24 +185,32 @@ def main(argv=None) -> int:
                     help="instead: the LATE_VARIANTS from step --late-warmup-steps of cg_lm_512_then_2048")
     ap.add_argument("--late-warmup-steps", type=int, default=48)
     ap.add_argument("--late-only", nargs="*", choices=sorted(LATE_VARIANTS))
+    ap.add_argument("--gd-step", action="store_true",
+                    help="instead: the GD_STEP_VARIANTS from grid 8's 121-minute warm-started GD step")
+    ap.add_argument("--gd-step-only", nargs="*", choices=sorted(GD_STEP_VARIANTS))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp())
-    if args.late:
-        with open(args.out / "late_warmup.log", "a") as f:
-            state = late_warm_state(args.late_warmup_steps, Path("results/scratch/lm_choices_late_warm.pt"), scratch,
-                                    log=lambda line: print(line, file=f, flush=True))
-        summary_path = args.out / "summary.json"  # --late-only adds to the variants already there
+    if args.late or args.gd_step:
+        if args.late:
+            with open(args.out / "late_warmup.log", "a") as f:
+                state = late_warm_state(args.late_warmup_steps, Path("results/scratch/lm_choices_late_warm.pt"),
+                                        scratch, log=lambda line: print(line, file=f, flush=True))
+            variants, make = {k: LATE_VARIANTS[k] for k in args.late_only or LATE_VARIANTS}, late_trainer
+        else:
+            state = gd_step_start()
+            variants, make = {k: GD_STEP_VARIANTS[k] for k in args.gd_step_only or GD_STEP_VARIANTS}, gd_step_trainer
+        summary_path = args.out / "summary.json"  # --late-only / --gd-step-only add to the variants already there
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-        for name in args.late_only or LATE_VARIANTS:
-            trainer = late_trainer(LATE_VARIANTS[name], scratch / name)
-            trainer.load_state_dict(state)  # weights, the 2,048 problems, and the LM's damping and statistics
+        for name, settings in variants.items():
+            trainer = make(settings, scratch / name)
+            trainer.load_state_dict(state)  # weights, the training problems, and the LM's damping and statistics
             rows = run_variant(trainer, args.out / f"{name}.log",
                                f"start step {trainer.state.step} eval {trainer.evaluate()['mse']}", args.seconds)
-            summary[name] = dict(settings=LATE_VARIANTS[name], final=rows[-1] if rows else None)
+            summary[name] = dict(settings=settings, final=rows[-1] if rows else None)
+            summary_path.write_text(json.dumps(summary, indent=1))  # a cut-off call keeps the variants it finished
             print(f"{name}: eval MSE {rows[-1]['eval']:.3e} after {rows[-1]['t']} s, {len(rows)} steps")
-        summary_path.write_text(json.dumps(summary, indent=1))
         return 0
     if args.from_scratch:
         for name, settings in FROM_SCRATCH.items():

@@ -380,6 +380,22 @@ class MatrixFreeLevenbergMarquardt:
         gauss_newton, diag = self._operators(inputs, targets, mask, self._flat())
         return self._solve(g, gauss_newton, diag, damping, None, max_iter, tol)[0]
 
+    def _line_search(self, inputs, targets, mask, start, delta, lr, g_d, d_g_d, mse0, trial, rho, result):
+        """A taken step lr * delta with loss `trial`, tried at 1/2 and 1/4 of its length too: the lowest loss of
+        the three is kept. Returns (its loss, its delta, its rho); the weights are left at it."""
+        best = (trial, 1.0, rho)
+        for fraction in (0.5, 0.25):
+            c = fraction * lr
+            self._set(start + (c * delta).to(start.dtype))
+            shorter = self.loss(inputs, targets, mask)
+            predicted = -(c * g_d + 0.5 * c * c * d_g_d)
+            if math.isfinite(shorter) and shorter < best[0]:
+                best = (shorter, fraction, 0.5 * (mse0 - shorter) / predicted if predicted > 0 else 0.0)
+        loss, fraction, rho = best
+        self._set(start + (fraction * lr * delta).to(start.dtype))
+        result.update(step_fraction=fraction, mse_after=loss, rho=rho)
+        return loss, fraction * delta, rho
+
     def step(self, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
         """One LM step on the fixed set. Returns (MSE before the step, |d MSE / d theta| before it)."""
         cfg = self.cfg
@@ -413,6 +429,9 @@ class MatrixFreeLevenbergMarquardt:
                         trial, delta, rho = shorter, fraction * delta, 0.0  # a shortened step: rho says "raise mu"
                         result.update(backtracked=fraction, mse_after=trial, rho=rho)
                         break
+            elif cfg.line_search and rho < 0.5:
+                trial, delta, rho = self._line_search(inputs, targets, mask, start, delta, lr, g_d, d_g_d, mse0, trial,
+                                                      rho, result)
             if math.isfinite(trial) and trial < mse0:
                 if cfg.damping_rule == "nielsen":
                     factor = max(1 / 3, 1 - (2 * min(max(rho, 0.0), 1.0) - 1) ** 3)

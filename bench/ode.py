@@ -62,7 +62,7 @@ from primitives.least_squares import gd_tokens
 
 from .config import RunConfig, describe_validation_error
 from .grids import ODE_TASK
-from .frames import fmt_mse
+from .frames import budget_text, fmt_mse
 from .records import atomic_write_text, checkpoint_path, environment, load_model, load_result
 
 OUT = Path("results/ode")
@@ -257,7 +257,8 @@ def learned_models(configs: list[RunConfig], results_dir: Path, retrain: bool) -
         role = "transformer" if cfg.task.name == "ode_operator" else "learned_step"
         label = ("Transformer (softmax attention, end to end)" if role == "transformer"
                  else f"{cfg.model.name} learned GD step, iterated")
-        entry = {"role": role, "label": label, "hash": cfg.hash, "config": cfg.label(), "model": None}
+        entry = {"role": role, "label": label, "hash": cfg.hash, "config": cfg.label(), "budget": budget_text(cfg),
+                 "model": None}
         record = load_result(cfg, results_dir)
         if record is None:
             entry["status"] = "not trained"
@@ -667,8 +668,11 @@ def write(result: dict, out: Path, figures: Optional[Path] = None, collocation: 
             "eta = 1 / lambda_max over the setting's prompts; "
             f"constructions: {c['construction_steps']} iterations. Paper: its notebook (in distribution read off a "
             "plot of 5 prompts, about +-0.3 decade).")
-    body = ["### In-context ODEs: every method on the same prompts", "", note, "", "#### In distribution", "",
-            md["in_distribution"]]
+    trained = [f"- {e['label']}: run {e['hash']}, {e.get('budget', e['config'])}; "
+               + (f"eval MSE of its training task {fmt_mse(e['eval_mse'])}" if "eval_mse" in e else e["status"])
+               for e in result["learned"]]
+    body = ["### In-context ODEs: every method on the same prompts", "", note, "", "Trained rows:", "", *trained, "",
+            "#### In distribution", "", md["in_distribution"]]
     for axis in AXES:
         body += ["", f"#### Out of distribution: {axis}", "", md[axis]]
     text("comparison.md", "\n".join(body) + "\n")

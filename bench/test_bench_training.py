@@ -221,6 +221,12 @@ def paper_model_recipes():
         # the same with half of each solved step taken after the switch: near the level the full step
         # overshoots (rho 0.1-0.4), and from step 48 half steps gained 1.4x more in 300 s (lm_choices --late)
         "cg_lm_512_then_2048_half_steps": then_2048(lr=0.5),
+        # a quarter of each solved step: from step 48 it reached 3.8e-12 in 318 s (half steps 5.2e-12) and
+        # 2.0e-12 in 609 s (lm_choices --late)
+        "cg_lm_512_then_2048_quarter_steps": then_2048(lr=0.25),
+        # from the switch a quarter is too short (rho ~0.97 at steps 41-46) and late a full step too long:
+        # the length picked per step among 1, 1/2, 1/4 of it (line_search) wherever rho < 0.5
+        "cg_lm_512_then_2048_line_search": then_2048(line_search=True),
         # the same recipe on the paper's model with GELU for ReLU: is it the MLP's kinks that stop it?
         "cg_lm_512_then_2048_gelu": dict(then_2048(), model={**PAPER_MODEL, "params": {**PAPER_MODEL["params"],
                                                                                        "activation": "gelu"}}),
@@ -230,7 +236,8 @@ def paper_model_recipes():
 @pytest.mark.timeout(5 * 3600)  # pytest.ini's 15-minute limit would cut the 30-minute (ci) budget short
 @pytest.mark.parametrize("method", ["adam", "lbfgs", "dense_lm", "cg_lm", "cg_lm_2048", "cg_lm_512_then_2048",
                                     "cg_lm_512_then_2048_cg200", "cg_lm_512_then_2048_float64",
-                                    "cg_lm_512_then_2048_gelu", "cg_lm_512_then_2048_half_steps"])
+                                    "cg_lm_512_then_2048_gelu", "cg_lm_512_then_2048_half_steps",
+                                    "cg_lm_512_then_2048_quarter_steps", "cg_lm_512_then_2048_line_search"])
 def test_time_to_precision_paper_model(benchmark, profile, device, tmp_path, method, one_cpu_thread):
     if profile == "smoke":
         pytest.skip("time to 1e-12 is a long run: use --profile ci or paper")

@@ -257,6 +257,51 @@ def test_rho_is_one_where_the_quadratic_model_is_exact(monkeypatch, tmp_path, lr
     assert trainer.optimizer.last["rho"] == pytest.approx(1.0, abs=1e-9)
 
 
+def test_the_line_search_keeps_the_shortening_with_the_lowest_loss():
+    """On a quadratic (a linear map, float64): a step 1.8x the Gauss-Newton step reduces the MSE by 0.18 of the
+    Newton gain, at 1/2 (0.9x) by 0.495 and at 1/4 (0.45x) by 0.349: the half is kept, with its own rho (1 here)."""
+    task = make_task(**{"name": SMALL_TASK["name"], **SMALL_TASK["params"]})
+    model = _LinearMap(task).double()
+    batch = task.sample(16, generator=stream_generator(0, "train"), dtype=torch.float64)
+    opt = MatrixFreeLevenbergMarquardt(model, LevenbergMarquardtConfig(solver="cg", train_size=16, preconditioner="none",
+                                                                       line_search=True))
+    args = (batch.inputs, batch.targets, batch.mask)
+    newton = opt.direction(*args, damping=1e-14)
+    start = opt._flat().clone()
+    mse0, g = opt._gradient(*args)
+    gauss_newton, _ = opt._operators(*args, start)
+    delta = 1.8 * newton
+    g_d, d_g_d = (g @ delta).item(), (delta @ gauss_newton(delta)).item()
+    losses = {}
+    for c in (1.8, 0.9, 0.45):
+        opt._set(start + c * newton)
+        losses[c] = opt.loss(*args)
+    gain = mse0 - losses[0.9]
+    assert losses[0.9] < losses[0.45] < losses[1.8] < mse0
+    result = {}
+    loss, kept, rho = opt._line_search(*args, start, delta, 1.0, g_d, d_g_d, mse0, losses[1.8], 0.1, result)
+    assert result["step_fraction"] == 0.5 and loss == losses[0.9] and result["mse_after"] == loss
+    assert torch.equal(kept, 0.5 * delta) and torch.allclose(opt._flat(), start + 0.9 * newton, rtol=0, atol=1e-14)
+    assert rho == pytest.approx(1.0, abs=1e-9) and gain > 0
+    # (mse0 - loss) / newton gain = 1 - (1 - c)^2 on a quadratic
+    assert (mse0 - losses[1.8]) / gain == pytest.approx(0.36 / 0.99, rel=1e-9)
+
+
+def test_the_line_search_leaves_a_step_the_quadratic_model_predicts_alone(monkeypatch, tmp_path):
+    monkeypatch.setitem(EXTRA_MODELS, "linear_map", _LinearMap)
+    runs = []
+    for line_search in (False, True):
+        cfg = make_run_config(task=SMALL_TASK, model={"name": "linear_map"}, dtype="float64", eval_size=8, steps=2,
+                              optimizer={**CG, "lr": 0.5, "preconditioner": "none", "line_search": line_search})
+        trainer = Trainer(cfg, tmp_path / str(line_search), progress=False)
+        trainer.step_once()
+        trainer.step_once()
+        runs.append((trainer.optimizer.last, [p.detach().clone() for p in trainer.model.parameters()]))
+    (plain, w0), (searched, w1) = runs
+    assert "step_fraction" not in searched and plain == searched  # rho is 1 > 0.5: no search
+    assert all(torch.equal(a, b) for a, b in zip(w0, w1))
+
+
 def test_cg_damping_cannot_be_zero_for_good():
     with pytest.raises(RunConfigError, match="needs damping > 0 or min_damping > 0"):
         make_run_config(task=SMALL_TASK, model=SMALL_BASECONV, optimizer={**CG, "damping": 0, "min_damping": 0})
