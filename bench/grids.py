@@ -592,9 +592,9 @@ def ode(budget: str | Budget = "ci") -> list[RunConfig]:
     which bench.ode applies iteratively as GD to each prompt's problem.
 
     paper: the paper's recipes: the Transformer with 12 layers, width 256, 8 heads, MLP x4, LR 1e-4, batch
-    64; the GD steps with 4 layers, width 256, no MLP, LR 1e-3 (the budget's 1M steps). ci: the ci budget
-    (depth 2, 300 steps) for the Transformer; for the steps, Adam and then the matrix-free LM (`ode_gd_step`),
-    40 minutes for linear attention and 20 for BaseConv: an hour of one core.
+    64; the GD steps with 4 layers, width 256, no MLP, LR 1e-3 (the budget's 1M steps). ci: the Transformer
+    at depth 4, width 64, 14,000 Adam steps (20 minutes); for the steps, Adam and then the matrix-free LM
+    (`ode_gd_step`), 40 minutes for linear attention and 20 for BaseConv: 80 minutes of one core.
     """
     b = get_budget(budget)
     _no_smoke("ode", b)
@@ -606,7 +606,11 @@ def ode(budget: str | Budget = "ci") -> list[RunConfig]:
     # linear attention was still gaining x0.5 a step at 20 minutes: it gets 40, going on from the 20-minute
     # run's checkpoint where one is on disk (RunConfig.extends)
     la = ode_gd_step(b, "linear_attention", 2400.0, extends=ode_gd_step(b, "linear_attention").hash)
-    return [b.run("ode_operator", "attention", task_params=ODE_TASK, depth=2), la, ode_gd_step(b, "baseconv")]
+    # the Transformer: 4 layers, width 64, 4 heads, MLP x4 (203,329 weights), Adam at batch 64 for 14,000 steps
+    # (about 85 ms a step on one core: 20 minutes)
+    transformer = b.run("ode_operator", "attention", task_params=ODE_TASK, depth=4, lr=1e-3, steps=14_000,
+                        batch_size=64, model_params={"width": 64, "heads": 4}, checkpoint_every=2000)
+    return [transformer, ode_gd_step(b, "baseconv"), la]
 
 
 # Adam steps before the matrix-free LM takes over, and the run's seconds of training in all (ci)

@@ -24,7 +24,7 @@ results/scratch/lm_choices_late_warm.pt (git ignores it) for the next call.
 --gd-step starts from the end of grid 8's warm-started BaseConv GD step given 121 minutes (run
 185451d5689189a2 of to_the_limit_extended: its checkpoint must be in results/checkpoints) and
 changes one thing of its LM phase per variant (GD_STEP_VARIANTS): half steps, a damping floor,
-a curvature slice twice as large.
+a curvature slice twice as large, a line search.
 
 Each variant writes <out>/<name>.log, one line per LM step (seconds, CG products so far, train
 MSE before the step, eval MSE after it, damping mu, rho, CG products and relative residual of
@@ -88,6 +88,7 @@ GD_STEP_VARIANTS = {
     "gd_half_steps": {"lr": 0.5},
     "gd_damping_floor": {"min_damping": 2e-4},  # never into the overshooting part of the cycle
     "gd_curvature_4096": {"curvature_size": 4096},
+    "gd_line_search": {"line_search": True},  # the length per step among 1, 1/2, 1/4 where rho < 0.5
 }
 
 

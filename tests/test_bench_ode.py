@@ -87,7 +87,7 @@ def test_bad_comparison_config_is_named(capsys):
 
 
 def tiny(cfg):
-    return with_fields(cfg, steps=3, eval_size=4, eval_every=3, batch_size=4, checkpoint_every=0)
+    return with_fields(cfg, steps=3, eval_size=4, eval_every=3, batch_size=4, checkpoint_every=0, extends=None)
 
 
 def test_harness_end_to_end_on_a_tiny_size_with_the_grid_trained_a_few_steps(tmp_path, one_thread):
