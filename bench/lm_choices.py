@@ -92,20 +92,24 @@ GD_STEP_VARIANTS = {
 }
 
 
-def gd_step_trainer(polish_overrides: dict, results: Path) -> Trainer:
-    from .grids import CI, GD_EXTENDED_SECONDS, gd_step_warm_started
+def gd_step_run():
+    """Grid 8's 121-minute warm-started GD step: the run --gd-step starts from."""
+    from .grids import to_the_limit_extended
 
-    cfg = gd_step_warm_started(CI, GD_EXTENDED_SECONDS["ci"])
+    return to_the_limit_extended("ci")[0]
+
+
+def gd_step_trainer(polish_overrides: dict, results: Path) -> Trainer:
+    cfg = gd_step_run()
     cfg = cfg.model_copy(update={"extends": None, "polish": cfg.polish.model_copy(update=polish_overrides)})
     return Trainer(cfg, results, progress=False)
 
 
 def gd_step_start() -> dict:
-    """The checkpoint of grid 8's 121-minute warm-started GD step, or a SystemExit that says how to make it."""
-    from .grids import CI, GD_EXTENDED_SECONDS, gd_step_warm_started
+    """The checkpoint of `gd_step_run`, or a SystemExit that says how to make it."""
     from .records import load_checkpoint
 
-    cfg = gd_step_warm_started(CI, GD_EXTENDED_SECONDS["ci"])
+    cfg = gd_step_run()
     state = load_checkpoint(cfg, "results")
     if state is None:
         raise SystemExit(f"--gd-step starts from the checkpoint of run {cfg.hash}, which is not in results/checkpoints: "
