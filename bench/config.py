@@ -29,7 +29,7 @@ from primitives import make_task
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 # Fields that change how a run is executed but never what it computes: not hashed.
-OPERATIONAL_FIELDS = ("checkpoint_every", "extends")
+OPERATIONAL_FIELDS = ("checkpoint_every", "extends", "keep_final_state")
 
 # Extra model builders (name -> fn(task, **params) -> nn.Module) consulted before
 # architectures.build_model: experiments and tests plug stand-in models in here.
@@ -198,7 +198,9 @@ class LevenbergMarquardtConfig(_Frozen):
 
     solver "cg" (bench.matrix_free): never forms J. Gauss-Newton products J^T (J v) come from
     torch.func.jvp / vjp on `curvature_size` samples of the training set (a different slice each
-    step; None = all of it), the gradient J^T r from the whole set; (G + mu D) d = -g is solved by
+    step; None = all of it), the gradient J^T r from the whole set (`gradient` "whole") or from the slice
+    too ("slice": the step, its acceptance and rho are then the slice's own LM problem's, and the whole
+    set's MSE is only reported); (G + mu D) d = -g is solved by
     preconditioned CG in float64 (at most cg_max_iter iterations, to a relative residual cg_tol),
     started from the previous step (warm_start). D is the identity or, with scaling "marquardt",
     the Gauss-Newton diagonal (estimated with diag_probes random probes per step, averaged over
@@ -244,6 +246,11 @@ class LevenbergMarquardtConfig(_Frozen):
     # near the precision level the Gauss-Newton model overpromises (rho 0.1-0.4) and a fixed fraction
     # of the step is too short early and too long late: pick the length per step, a loss evaluation each
     line_search: bool = False
+    # "slice": the gradient, the loss that accepts a step and rho from the curvature slice too, so each step
+    # is the LM step of the slice's own problem. With g from the whole set and fewer slice residuals than
+    # weights, g's part outside the slice's Gauss-Newton range is divided by mu alone: the step overshoots
+    # wherever mu is small
+    gradient: Literal["whole", "slice"] = "whole"
 
     @model_validator(mode="after")
     def _solver_fields(self):
@@ -263,7 +270,7 @@ class LevenbergMarquardtConfig(_Frozen):
 
 CG_ONLY_FIELDS = ("curvature_size", "cg_max_iter", "cg_tol", "warm_start", "scaling", "preconditioner",
                   "precondition_power", "diag_probes", "damping_rule", "backtracks", "products", "working_dtype",
-                  "line_search")
+                  "line_search", "gradient")
 # LevenbergMarquardtConfig fields that did not exist when the first records were written: a config
 # that leaves them at their defaults keeps the hash it always had.
 LM_ADDED_FIELDS = ("solver",) + CG_ONLY_FIELDS
@@ -390,6 +397,10 @@ class RunConfig(_Frozen):
     # is this run from the start, minus the steps already paid for. Without the checkpoint on disk the
     # run trains from the start. Not hashed: it says where to start, not what is computed
     extends: Optional[Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]] = None
+    # checkpoints are not committed (results/checkpoints is ignored); a run whose weights the tables
+    # use afterwards (a learned step applied iteratively), or that another run goes on from, keeps its
+    # final state in results/final_states/<hash>.pt, which is committed. Not hashed
+    keep_final_state: bool = False
     # torch.compile the model for the first-order training step ("default"; "reduce-overhead" adds
     # CUDA graphs). Eval and full-batch optimizers run the plain model. None: off (not hashed)
     compile: Optional[Literal["default", "reduce-overhead"]] = None

@@ -31,6 +31,7 @@ Grids (`GRIDS`; the module also exposes `<grid>_<budget>` for `bench sweep`):
   to_the_limit        (8) the paper's own models (40k-100k weights) on read, linear, multiply and the
                       GD step, trained by the matrix-free Levenberg-Marquardt under a time cap
   to_the_limit_extended  grid 8's warm-started GD step given longer (goes on from its checkpoint)
+  to_the_limit_slice  grid 8's GD steps with the LM step of the curvature slice's own problem
   ode                 (9) the ODE operator in context: a softmax Transformer end to end on ode_operator,
                       BaseConv and linear attention on the prompt-sized GD step (applied by bench.ode)
 """
@@ -489,6 +490,12 @@ def matrix_free_lm(train_size: int = 512, **overrides) -> dict:
             "damping_up": 2.0, **overrides}
 
 
+# The LM step of the curvature slice's own problem (LevenbergMarquardtConfig.gradient "slice"; each
+# solve starts from zero, since the last step was solved on another slice): for a slice with fewer
+# residuals than the model has weights (`to_the_limit_slice`)
+SLICE_LM = {"gradient": "slice", "warm_start": False}
+
+
 TO_THE_LIMIT_SECONDS = {"ci": {"primitive": 240.0, "gd_step": 900.0, "float64": 900.0},
                         "paper": {"primitive": 4 * 3600.0, "gd_step": 8 * 3600.0, "float64": 8 * 3600.0}}
 
@@ -541,7 +548,8 @@ def to_the_limit(budget: str | Budget = "ci") -> list[RunConfig]:
 GD_WARM_START = {"ci": (96_000, 2160.0), "paper": (1_000_000, 12 * 3600.0)}
 
 
-def gd_step_warm_started(b: Budget, seconds: Optional[float] = None, extends: Optional[str] = None) -> RunConfig:
+def gd_step_warm_started(b: Budget, seconds: Optional[float] = None, extends: Optional[str] = None,
+                         adam_steps: Optional[int] = None, **lm_overrides) -> RunConfig:
     """The paper's BaseConv GD step, Adam first, then the matrix-free LM (grid 8's last run).
 
     From a random start the LM's curvature slice is the problem: gd_step scores 5 residuals a
@@ -549,15 +557,17 @@ def gd_step_warm_started(b: Budget, seconds: Optional[float] = None, extends: Op
     the slice overshoots on the rest (measured: rho ~0.5 at best). A product on all 16,384 costs
     ~6-8 s of one core (10 of them: 60-100 s a step). Adam at batch 64 costs ~16 ms a step, so it
     takes the bulk (ci: 96,000 steps, about 25 minutes) and the LM the rest of the 36 minutes.
-    `seconds` and `extends`: the same run given longer (`to_the_limit_extended`)."""
-    adam_steps, default_seconds = GD_WARM_START[b.name]
+    `seconds` and `extends`: the same run given longer (`to_the_limit_extended`); `adam_steps` and
+    `lm_overrides` (LevenbergMarquardtConfig fields): its recipe changed (`to_the_limit_slice`)."""
+    default_adam_steps, default_seconds = GD_WARM_START[b.name]
+    adam_steps = default_adam_steps if adam_steps is None else adam_steps
     seconds = default_seconds if seconds is None else seconds
     return b.run("gd_step", "baseconv", model_params=paper_gd_step_model("baseconv"), depth=GD_DEPTH, lr=3e-3,
                  steps=adam_steps + 100_000, batch_size=64,
                  schedule={"name": "step", "gamma": 0.9, "every": adam_steps // 30},
-                 polish=matrix_free_lm(train_size=16384, curvature_size=2048), polish_after=adam_steps,
+                 polish=matrix_free_lm(train_size=16384, curvature_size=2048, **lm_overrides), polish_after=adam_steps,
                  polish_patience=1000, polish_eval_every=1, eval_every=2000, eval_size=1024, checkpoint_every=4000,
-                 time_limit_s=seconds, extends=extends)
+                 time_limit_s=seconds, extends=extends, keep_final_state=True)
 
 
 # seconds of training in all for grid 8's warm-started GD step given longer
@@ -573,6 +583,31 @@ def to_the_limit_extended(budget: str | Budget = "ci") -> list[RunConfig]:
     _no_smoke("to_the_limit_extended", b)
     base = gd_step_warm_started(b)
     return [gd_step_warm_started(b, GD_EXTENDED_SECONDS[b.name], extends=base.hash)]
+
+
+# Adam steps, then seconds of training in all, for the warm-started GD step with it
+GD_SLICE_WARM_START = {"ci": (24_000, 4800.0), "paper": (1_000_000, 12 * 3600.0)}
+
+
+@cached
+def to_the_limit_slice(budget: str | Budget = "ci") -> list[RunConfig]:
+    """(8, slice) Grid 8's GD steps with the slice's own LM step (`SLICE_LM`). gd_step scores 5 residuals
+    a problem, so the 2,048-problem curvature slice has fewer residuals (10,240) than the BaseConv has
+    weights (43,589); with the gradient from all 16,384 problems, its part outside the slice's
+    Gauss-Newton range is divided by mu alone and the step overshoots wherever mu is small (the 121-minute
+    run's damping cycles). Here each step fits its slice, a block-Kaczmarz step: the BaseConv and
+    linear-attention GD steps from the random start as in grid 8 (same time cap), and the BaseConv warm
+    started by a quarter of grid 8's Adam phase (ci: 24,000 steps, then the LM; 80 minutes in all)."""
+    b = get_budget(budget)
+    _no_smoke("to_the_limit_slice", b)
+    seconds = TO_THE_LIMIT_SECONDS[b.name]["gd_step"]
+    runs = [b.run("gd_step", model, model_params=paper_gd_step_model(model, b.name),
+                  optimizer=matrix_free_lm(train_size=16384, curvature_size=2048, **SLICE_LM),
+                  schedule={"name": "constant"}, steps=100_000, eval_every=5, eval_size=1024, time_limit_s=seconds,
+                  checkpoint_every=20, depth=GD_DEPTH, keep_final_state=True)
+            for model in ("baseconv", "linear_attention")]
+    adam_steps, total = GD_SLICE_WARM_START[b.name]
+    return [gd_step_warm_started(b, total, adam_steps=adam_steps, **SLICE_LM)] + runs
 
 
 # ---- (9) the ODE operator in context -------------------------------------------------
@@ -609,12 +644,17 @@ def ode(budget: str | Budget = "ci") -> list[RunConfig]:
     # the Transformer: 4 layers, width 64, 4 heads, MLP x4 (203,329 weights), Adam at batch 64 for 14,000 steps
     # (about 85 ms a step on one core: 20 minutes)
     transformer = b.run("ode_operator", "attention", task_params=ODE_TASK, depth=4, lr=1e-3, steps=14_000,
-                        batch_size=64, model_params={"width": 64, "heads": 4}, checkpoint_every=2000)
+                        batch_size=64, model_params={"width": 64, "heads": 4}, checkpoint_every=2000,
+                        keep_final_state=True)
     return [transformer, ode_gd_step(b, "baseconv"), la]
 
 
 # Adam steps before the matrix-free LM takes over, and the run's seconds of training in all (ci)
 ODE_GD_STEP_RECIPE = {"linear_attention": (20_000, 1200.0), "baseconv": (15_000, 1200.0)}
+# BaseConv's curvature slice has fewer residuals (45,056) than it has weights (111,806): its LM takes
+# each slice's own step (`SLICE_LM`). With the whole set's gradient it stalled at eval MSE 0.58 (run
+# e32bd224d6edd62f). Linear attention's 42,454 weights are fewer than the slice's residuals
+ODE_GD_STEP_LM = {"linear_attention": {}, "baseconv": SLICE_LM}
 
 
 def ode_gd_step(b: Budget, model: str, seconds: Optional[float] = None, extends: Optional[str] = None) -> RunConfig:
@@ -631,9 +671,10 @@ def ode_gd_step(b: Budget, model: str, seconds: Optional[float] = None, extends:
     return b.run("gd_step", model, task_params=ODE_GD_TASK, model_params=params, depth=params["depth"], lr=3e-3,
                  steps=adam_steps + 100_000, batch_size=64,
                  schedule={"name": "step", "gamma": 0.9, "every": adam_steps // 30},
-                 polish=matrix_free_lm(train_size=8192, curvature_size=2048), polish_after=adam_steps,
+                 polish=matrix_free_lm(train_size=8192, curvature_size=2048, **ODE_GD_STEP_LM[model]),
+                 polish_after=adam_steps,
                  polish_patience=1000, polish_eval_every=1, eval_every=1000, eval_size=1024, checkpoint_every=4000,
-                 time_limit_s=seconds, extends=extends)
+                 time_limit_s=seconds, extends=extends, keep_final_state=True)
 
 
 # ---- registry ------------------------------------------------------------------------
@@ -649,12 +690,13 @@ GRIDS: dict[str, Callable[[str | Budget], list[RunConfig]]] = {
     "second_order": second_order,
     "to_the_limit": to_the_limit,
     "to_the_limit_extended": to_the_limit_extended,
+    "to_the_limit_slice": to_the_limit_slice,
     "ode": ode,
 }
 
 
 # grids whose runs are rows of another grid's tables (tables and the report fold them in)
-ROWS_OF = {"to_the_limit_extended": "to_the_limit"}
+ROWS_OF = {"to_the_limit_extended": "to_the_limit", "to_the_limit_slice": "to_the_limit"}
 
 
 def grid_budgets(name: str) -> tuple[str, ...]:
@@ -663,7 +705,7 @@ def grid_budgets(name: str) -> tuple[str, ...]:
 
 # The order `all_<budget>` runs the grids in: what the headline tables and figures need first.
 RUN_ORDER = ("gd_step", "primitives", "gd_k_least_squares", "added_mixers", "attention_multiply", "dtype_optimizer",
-             "second_order", "to_the_limit", "ode", "to_the_limit_extended")
+             "second_order", "to_the_limit", "ode", "to_the_limit_extended", "to_the_limit_slice")
 
 
 def all_grids(budget: str | Budget = "ci") -> list[RunConfig]:

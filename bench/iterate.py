@@ -45,7 +45,7 @@ from architectures.constructions import (
 )
 
 from .config import DTYPES, RunConfig
-from .records import checkpoint_path, load_model
+from .records import has_weights, load_model
 
 ETA = 0.5  # gd_k's default: stable for D=5, N=20 (largest eigenvalue of A^T A / N ~ 2.25 < 2 / eta)
 
@@ -147,10 +147,11 @@ def level(curve: pd.DataFrame, column: str = "median_mse", tail: int = 20) -> fl
 
 
 def trained_model(cfg: RunConfig, results_dir: str | Path = "results", *, retrain_into: Optional[str | Path] = None):
-    """The final weights of run `cfg`. Checkpoints are not committed: if results_dir has none,
+    """The final weights of run `cfg`. Checkpoints are not committed: if results_dir has none (nor the
+    run's kept final state, RunConfig.keep_final_state),
     the run is retrained (deterministic on CPU: same config, same weights) into `retrain_into`
     (default results_dir/scratch, which git ignores), never over the committed record."""
-    if checkpoint_path(cfg, results_dir).exists():
+    if has_weights(cfg, results_dir):
         return load_model(cfg, results_dir)
     from .train import run
 

@@ -5,6 +5,7 @@
     python -m bench.lm_choices --from-scratch --seconds 300        # diagonal vs Kronecker from the start
     python -m bench.lm_choices --late --seconds 600 --out results/lm_choices/late   # near the level
     python -m bench.lm_choices --gd-step --seconds 900 --out results/lm_choices/gd_step
+    python -m bench.lm_choices --gd-step-early --seconds 900 --out results/lm_choices/gd_step_early
 
 The problem is the one the README's target names: BaseConv, the paper's primitive model
 (width 64, 2 layers, MLP x4 ReLU, no LayerNorm; 100,810 weights), MULTIPLY, float32, a fixed
@@ -25,6 +26,11 @@ results/scratch/lm_choices_late_warm.pt (git ignores it) for the next call.
 185451d5689189a2 of to_the_limit_extended: its checkpoint must be in results/checkpoints) and
 changes one thing of its LM phase per variant (GD_STEP_VARIANTS): half steps, a damping floor,
 a curvature slice twice as large, a line search.
+
+--gd-step-early starts that run's LM phase after a quarter of its Adam phase (24,000 steps, eval MSE
+3.8e-3; the warm state is kept in results/scratch for the next call) and compares the LM as grid 8 has
+it with the LM step of each curvature slice's own problem (`gradient: "slice"`) and with half steps.
+Two calls with different --gd-early-only can run at once into the same --out.
 
 Each variant writes <out>/<name>.log, one line per LM step (seconds, CG products so far, train
 MSE before the step, eval MSE after it, damping mu, rho, CG products and relative residual of
@@ -92,6 +98,18 @@ GD_STEP_VARIANTS = {
 }
 
 
+# --gd-step-early: the same run's LM phase started early, after GD_EARLY_ADAM_STEPS of its Adam phase (a
+# quarter of it), so that a variant shows its own rate over many steps rather than the end of another's
+GD_EARLY_ADAM_STEPS = 24_000
+GD_EARLY_VARIANTS = {
+    "early_as_is": {},
+    # g and rho from the curvature slice (bench.config: LevenbergMarquardtConfig.gradient); the last step,
+    # solved on another slice, is no start for this one
+    "early_slice_gradient": {"gradient": "slice", "warm_start": False},
+    "early_half_steps": {"lr": 0.5},
+}
+
+
 def gd_step_run():
     """Grid 8's 121-minute warm-started GD step: the run --gd-step starts from."""
     from .grids import to_the_limit_extended
@@ -118,6 +136,22 @@ def gd_step_start() -> dict:
     return state
 
 
+def gd_early_trainer(polish_overrides: dict, results: Path, adam_steps: int) -> Trainer:
+    """The 36-minute warm-started GD step (`gd_step_warm_started`) switching to its LM phase at `adam_steps`."""
+    from .grids import gd_step_warm_started, get_budget
+
+    cfg = gd_step_warm_started(get_budget("ci"))
+    cfg = cfg.model_copy(update={"polish_after": adam_steps, "time_limit_s": None,
+                                 "polish": cfg.polish.model_copy(update=polish_overrides)})
+    return Trainer(cfg, results, progress=False)
+
+
+def gd_early_warm_state(steps: int, cache: Path, scratch: Path, log) -> dict:
+    """The state of the warm-started GD step after `steps` Adam steps: from `cache` if it holds that, else trained."""
+    warm = gd_early_trainer({}, scratch / "gd_early_warmup", adam_steps=steps)
+    return cached_warm_state(warm, steps, cache, log, switch=False)
+
+
 def late_trainer(polish_overrides: dict, results: Path) -> Trainer:
     from .grids import matrix_free_lm
 
@@ -129,17 +163,23 @@ def late_trainer(polish_overrides: dict, results: Path) -> Trainer:
 
 def late_warm_state(steps: int, cache: Path, scratch: Path, log) -> dict:
     """The state of `late_trainer({})` after `steps` steps: from `cache` if it holds that, else trained."""
-    warm = late_trainer({}, scratch / "late_warmup")
+    return cached_warm_state(late_trainer({}, scratch / "late_warmup"), steps, cache, log, switch=True)
+
+
+def cached_warm_state(warm: Trainer, steps: int, cache: Path, log, switch: bool, log_every: int = 2000) -> dict:
+    """`warm`'s state after `steps` steps (switching to its polish phase when due if `switch`): from `cache`
+    if it holds that state of the same config, else trained and saved there."""
     if cache.exists():
         state = torch.load(cache, map_location="cpu", weights_only=False)
         if state.get("config_hash") == warm.cfg.hash and state.get("step") == steps:
             return state
     while warm.state.step < steps:
-        if warm.state.switched_at is None:
+        if switch and warm.state.switched_at is None:
             warm.maybe_switch()
         warm.step_once()
-        point = warm.add_curve_point()
-        log(f"{warm.state.step} eval={point.eval_mse:.3e}")
+        if warm.full_batch or warm.state.step % log_every == 0 or warm.state.step == steps:
+            point = warm.add_curve_point()
+            log(f"{warm.state.step} eval={point.eval_mse:.3e}")
     state = warm.state_dict()
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, cache)
@@ -178,6 +218,19 @@ def run_variant(trainer: Trainer, log_path: Path, start_line: str, seconds: floa
         return train(trainer, seconds=seconds, log=lambda line: print(line, file=f, flush=True))
 
 
+def add_to_summary(path: Path, name: str, entry: dict) -> None:
+    """Set `name` in the JSON object at `path`, read and written under a lock: two calls writing variants
+    to the same --out at once keep both."""
+    from filelock import FileLock
+
+    from .records import atomic_write_text
+
+    with FileLock(str(path) + ".lock"):
+        summary = json.loads(path.read_text()) if path.exists() else {}
+        summary[name] = entry
+        atomic_write_text(path, json.dumps(summary, indent=1))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("results/lm_choices"))
@@ -193,12 +246,25 @@ def main(argv=None) -> int:
     ap.add_argument("--gd-step", action="store_true",
                     help="instead: the GD_STEP_VARIANTS from grid 8's 121-minute warm-started GD step")
     ap.add_argument("--gd-step-only", nargs="*", choices=sorted(GD_STEP_VARIANTS))
+    ap.add_argument("--gd-step-early", action="store_true",
+                    help="instead: the GD_EARLY_VARIANTS from step --gd-early-adam-steps of that run's Adam phase")
+    ap.add_argument("--gd-early-adam-steps", type=int, default=GD_EARLY_ADAM_STEPS)
+    ap.add_argument("--gd-early-only", nargs="*", choices=sorted(GD_EARLY_VARIANTS))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp())
-    if args.late or args.gd_step:
-        if args.late:
+    if args.late or args.gd_step or args.gd_step_early:
+        if args.gd_step_early:
+            adam_steps = args.gd_early_adam_steps
+            with open(args.out / "warmup.log", "a") as f:
+                state = gd_early_warm_state(adam_steps, Path(f"results/scratch/lm_choices_gd_early_{adam_steps}.pt"),
+                                            scratch, log=lambda line: print(line, file=f, flush=True))
+            variants = {k: GD_EARLY_VARIANTS[k] for k in args.gd_early_only or GD_EARLY_VARIANTS}
+
+            def make(settings, results):
+                return gd_early_trainer(settings, results, adam_steps)
+        elif args.late:
             with open(args.out / "late_warmup.log", "a") as f:
                 state = late_warm_state(args.late_warmup_steps, Path("results/scratch/lm_choices_late_warm.pt"),
                                         scratch, log=lambda line: print(line, file=f, flush=True))
@@ -206,15 +272,14 @@ def main(argv=None) -> int:
         else:
             state = gd_step_start()
             variants, make = {k: GD_STEP_VARIANTS[k] for k in args.gd_step_only or GD_STEP_VARIANTS}, gd_step_trainer
-        summary_path = args.out / "summary.json"  # --late-only / --gd-step-only add to the variants already there
-        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
         for name, settings in variants.items():
             trainer = make(settings, scratch / name)
             trainer.load_state_dict(state)  # weights, the training problems, and the LM's damping and statistics
+            trainer.maybe_switch()  # --gd-step-early: from Adam to the LM (the others are in their LM phase)
             rows = run_variant(trainer, args.out / f"{name}.log",
                                f"start step {trainer.state.step} eval {trainer.evaluate()['mse']}", args.seconds)
-            summary[name] = dict(settings=settings, final=rows[-1] if rows else None)
-            summary_path.write_text(json.dumps(summary, indent=1))  # a cut-off call keeps the variants it finished
+            # a cut-off call keeps the variants it finished; --*-only calls add to the ones already there
+            add_to_summary(args.out / "summary.json", name, dict(settings=settings, final=rows[-1] if rows else None))
             print(f"{name}: eval MSE {rows[-1]['eval']:.3e} after {rows[-1]['t']} s, {len(rows)} steps")
         return 0
     if args.from_scratch:

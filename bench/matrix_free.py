@@ -10,7 +10,8 @@ Gauss-Newton curvature G = J^T J / n; one step solves
 where each product G v = J^T (J v) / n_c is a forward-mode jvp and a reverse-mode vjp
 (torch.func) on n_c = `curvature_size` samples of the training set (a different slice each step:
 Martens' curvature minibatch, so a CG iteration costs a fraction of a pass over the set) while g
-and the loss use the whole set. The step is taken if it lowers the loss on the whole set, and mu
+and the loss use the whole set (with gradient "slice", the slice too: each step is then the LM step
+of the slice's own problem, a block-Kaczmarz step for a model that can fit every sample). The step is taken if it lowers the loss on the whole set, and mu
 follows the ratio rho = actual / predicted reduction (Nielsen's rule, a trust region in all but
 name). Memory: the parameters, a few float64 vectors of their size, and the activations of the
 curvature slice.
@@ -322,6 +323,7 @@ class MatrixFreeLevenbergMarquardt:
 
     # ---- one step -----------------------------------------------------------------
     def _curvature_slice(self, n: int) -> slice:
+        """This step's slice of a set of n samples (all of a set no larger than curvature_size)."""
         n_c = self._chunk_size(n)
         slices = max(1, n // n_c)
         start = (self.steps_done % slices) * n_c
@@ -376,6 +378,9 @@ class MatrixFreeLevenbergMarquardt:
     def direction(self, inputs, targets, mask, damping: float, max_iter: int = 10_000, tol: float = 1e-13):
         """The LM step at the current weights for damping `damping`, CG run to convergence (from zero).
         For tests: with scaling "identity" it solves (J^T J / n + damping I) d = -J^T r / n."""
+        if self.cfg.gradient == "slice":
+            sl = self._curvature_slice(inputs.shape[0])
+            inputs, targets = inputs[sl], targets[sl]
         _, g = self._gradient(inputs, targets, mask)
         gauss_newton, diag = self._operators(inputs, targets, mask, self._flat())
         return self._solve(g, gauss_newton, diag, damping, None, max_iter, tol)[0]
@@ -399,6 +404,11 @@ class MatrixFreeLevenbergMarquardt:
     def step(self, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
         """One LM step on the fixed set. Returns (MSE before the step, |d MSE / d theta| before it)."""
         cfg = self.cfg
+        whole_mse = None
+        if cfg.gradient == "slice":  # this step is the LM step of the curvature slice's own problem
+            whole_mse = self.loss(inputs, targets, mask)
+            sl = self._curvature_slice(inputs.shape[0])
+            inputs, targets = inputs[sl], targets[sl]
         mse0, g = self._gradient(inputs, targets, mask)
         grad_norm = 2.0 * g.norm().item()  # d/dtheta of the MSE = 2 g
         if not (math.isfinite(mse0) and math.isfinite(grad_norm)):
@@ -452,4 +462,4 @@ class MatrixFreeLevenbergMarquardt:
             self._set(start)  # no acceptable step: stay put (the damping stays raised)
         self.steps_done += 1
         self.last = result
-        return mse0, grad_norm
+        return (mse0 if whole_mse is None else whole_mse), grad_norm

@@ -63,7 +63,7 @@ from primitives.least_squares import gd_tokens
 from .config import RunConfig, describe_validation_error
 from .grids import ODE_TASK
 from .frames import budget_text, fmt_mse
-from .records import atomic_write_text, checkpoint_path, environment, load_model, load_result
+from .records import atomic_write_text, environment, has_weights, load_model, load_result
 
 OUT = Path("results/ode")
 DEFAULT_GRID = "bench.grids:ode_ci"
@@ -265,7 +265,7 @@ def learned_models(configs: list[RunConfig], results_dir: Path, retrain: bool) -
             entry["status"] = "not trained"
         elif record.status != "ok":
             entry["status"] = f"run {record.status}"
-        elif checkpoint_path(cfg, results_dir).exists():
+        elif has_weights(cfg, results_dir):
             entry.update(status="ok", model=load_model(cfg, results_dir), eval_mse=record.eval_mse)
         elif retrain:
             from .iterate import trained_model

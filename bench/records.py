@@ -146,6 +146,12 @@ def checkpoints_dir(results_dir: str | Path) -> Path:
     return Path(results_dir) / "checkpoints"
 
 
+def final_state_path(cfg_or_hash: RunConfig | str, results_dir: str | Path) -> Path:
+    """Where a finished run with keep_final_state keeps its last checkpoint (committed, unlike checkpoints/)."""
+    h = cfg_or_hash.hash if isinstance(cfg_or_hash, RunConfig) else cfg_or_hash
+    return Path(results_dir) / "final_states" / f"{h}.pt"
+
+
 def record_path(cfg_or_hash: RunConfig | str, results_dir: str | Path) -> Path:
     h = cfg_or_hash.hash if isinstance(cfg_or_hash, RunConfig) else cfg_or_hash
     return runs_dir(results_dir) / f"{h}.json"
@@ -154,6 +160,11 @@ def record_path(cfg_or_hash: RunConfig | str, results_dir: str | Path) -> Path:
 def checkpoint_path(cfg_or_hash: RunConfig | str, results_dir: str | Path) -> Path:
     h = cfg_or_hash.hash if isinstance(cfg_or_hash, RunConfig) else cfg_or_hash
     return checkpoints_dir(results_dir) / f"{h}.pt"
+
+
+def has_weights(cfg: RunConfig, results_dir: str | Path) -> bool:
+    """Whether load_model can load the run without training it: a checkpoint or a kept final state."""
+    return checkpoint_path(cfg, results_dir).exists() or final_state_path(cfg, results_dir).exists()
 
 
 def locks_dir(results_dir: str | Path) -> Path:
@@ -359,8 +370,11 @@ def is_finished(cfg: RunConfig, results_dir: str | Path = "results") -> bool:
 
 def load_checkpoint(cfg: RunConfig | str, results_dir: str | Path) -> Optional[dict]:
     """The checkpoint of `cfg` (or of the run with that config hash), or None if there is none (or
-    it is another run's or format's); BadFileError if the file cannot be read."""
+    it is another run's or format's); BadFileError if the file cannot be read. Without a checkpoint, a
+    finished run's kept final state (final_state_path) stands in for it."""
     path = checkpoint_path(cfg, results_dir)
+    if not path.exists():
+        path = final_state_path(cfg, results_dir)
     if not path.exists():
         return None
     try:

@@ -69,6 +69,7 @@ from .records import (
     check_writable,
     checkpoint_path,
     environment,
+    final_state_path,
     load_checkpoint,
     load_result,
     record_failure,
@@ -327,10 +328,12 @@ class Trainer:
             getattr(self, name).set_state(state[name])
         self.state = RunState.restored(state)
 
-    def save_checkpoint(self, result: Optional[RunResult] = None) -> None:
+    def save_checkpoint(self, result: Optional[RunResult] = None, path: Optional[Path] = None) -> None:
         state = self.state_dict()
         state["result"] = None if result is None else result.model_dump_json()
-        atomic_torch_save(state, checkpoint_path(self.cfg, self.results_dir))
+        path = checkpoint_path(self.cfg, self.results_dir) if path is None else path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(state, path)
 
     # ---- the polish phase ---------------------------------------------------------
     def switch_optimizer(self, optimizer: OptimizerConfig, draw_state: Optional[torch.Tensor] = None) -> None:
@@ -541,6 +544,8 @@ class Trainer:
         self.state.wall_time_s = wall_before + time.perf_counter() - session_start
         result = self.result()
         self.save_checkpoint(result if result.finished else None)
+        if result.finished and cfg.keep_final_state:
+            self.save_checkpoint(result, final_state_path(cfg, self.results_dir))
         write_result(result, self.results_dir)
         return result
 

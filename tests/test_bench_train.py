@@ -453,3 +453,26 @@ def test_a_checkpoint_is_written_by_the_clock_between_step_multiples(tmp_path, m
     assert saved_at == [(6, True)]
     reference = run(tiny(steps=6, eval_every=3, checkpoint_every=1000), tmp_path / "ref", progress=False)
     assert numbers(by_clock) == numbers(reference)  # a checkpoint changes nothing the run computes
+
+
+def test_a_kept_final_state_stands_in_for_the_checkpoint_on_a_fresh_clone(tmp_path):
+    """keep_final_state: the finished run's state is also in results/final_states (committed); with
+    checkpoints/ gone, as on a fresh clone, the weights load from it and a longer run goes on from it."""
+    import shutil
+
+    from bench.records import final_state_path, has_weights
+
+    short = tiny(steps=200, eval_every=1, time_limit_s=0.02, keep_final_state=True)
+    assert short.hash == tiny(steps=200, eval_every=1, time_limit_s=0.02).hash  # not hashed
+    base = run(short, tmp_path, progress=False)
+    assert base.status == "ok" and final_state_path(short, tmp_path).exists()
+    trained = load_model(short, tmp_path).state_dict()
+    shutil.rmtree(tmp_path / "checkpoints")
+    assert has_weights(short, tmp_path)
+    kept = load_model(short, tmp_path).state_dict()
+    assert all(torch.equal(trained[k], kept[k]) for k in trained)
+    longer = run(tiny(steps=200, eval_every=1, time_limit_s=1000.0, extends=short.hash), tmp_path, progress=False)
+    assert longer.resumed_at == [base.steps_done] and longer.steps_done == 200
+    plain = tiny(steps=5)
+    run(plain, tmp_path, progress=False)
+    assert not final_state_path(plain, tmp_path).exists()  # only where the config asks

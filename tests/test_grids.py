@@ -57,7 +57,7 @@ def test_ci_budget_is_small():
 def test_registry_and_sweep_names():
     assert set(grids.GRIDS) == {"primitives", "attention_multiply", "gd_step", "gd_k_least_squares",
                                 "dtype_optimizer", "added_mixers", "second_order", "to_the_limit", "to_the_limit_extended",
-                                "ode"}
+                                "to_the_limit_slice", "ode"}
     for name in grids.GRIDS:
         for budget in grids.grid_budgets(name):
             assert callable(getattr(grids, f"{name}_{budget}"))
@@ -221,6 +221,24 @@ def test_the_extended_grid_is_grid_8s_warm_started_gd_step_given_longer():
         assert longer.model_copy(update={"time_limit_s": base.time_limit_s, "extends": None}).hash == base.hash
 
 
+def test_the_slice_grid_is_grid_8s_gd_steps_with_the_slice_s_own_lm_step():
+    for budget in ("ci", "paper"):
+        warm, *cold = grids.to_the_limit_slice(budget)
+        grid8 = grids.to_the_limit(budget)
+        for c in cold + [warm]:
+            lm = c.polish or c.optimizer
+            assert lm.solver == "cg" and (lm.gradient, lm.warm_start) == ("slice", False)
+            assert (lm.train_size, lm.curvature_size) == (16384, 2048)
+        # the random-start runs are grid 8's GD-step rows but for the LM's gradient
+        for c in cold:
+            [twin] = [g for g in grid8 if g.task.name == "gd_step" and g.model == c.model and g.dtype == "float32"
+                      and g.polish is None]
+            assert c.model_copy(update={"optimizer": twin.optimizer}).hash == twin.hash
+        adam_steps, seconds = grids.GD_SLICE_WARM_START[budget]
+        assert warm.polish_after == adam_steps and warm.time_limit_s == seconds and warm.optimizer.name == "adam"
+        assert warm.schedule.every == adam_steps // 30  # its Adam phase decays 30 times, as grid 8's
+
+
 def test_ode_grid_trains_the_transformer_end_to_end_and_the_prompt_sized_gd_step():
     for budget in ("ci", "paper"):
         configs = grids.ode(budget)
@@ -240,6 +258,8 @@ def test_ode_grid_trains_the_transformer_end_to_end_and_the_prompt_sized_gd_step
         assert c.polish.solver == "cg" and c.polish.train_size == 8192
         assert c.polish_after == grids.ODE_GD_STEP_RECIPE[c.model.name][0] and c.optimizer.name == "adam"
     assert linear_attention.time_limit_s == 2400 and baseconv.time_limit_s == 1200
+    # BaseConv's 2,048-problem slice has fewer residuals than its weights: it takes each slice's own step
+    assert (baseconv.polish.gradient, linear_attention.polish.gradient) == ("slice", "whole")
     base = grids.ode_gd_step(grids.get_budget("ci"), "linear_attention")
     assert linear_attention.extends == base.hash and base.time_limit_s == 1200
     assert linear_attention.model_copy(update={"time_limit_s": 1200.0, "extends": None}).hash == base.hash

@@ -20,3 +20,28 @@ def test_the_gd_step_comparison_without_its_checkpoint_says_how_to_make_it(tmp_p
     run = grids.gd_step_warm_started(grids.CI, grids.GD_EXTENDED_SECONDS["ci"])
     with pytest.raises(SystemExit, match=f"checkpoint of run {run.hash}.*to_the_limit_extended_ci"):
         lm_choices.gd_step_start()
+
+
+def test_an_early_gd_step_variant_switches_at_its_adam_steps(tmp_path):
+    base = grids.gd_step_warm_started(grids.CI)
+    for name, overrides in lm_choices.GD_EARLY_VARIANTS.items():
+        cfg = lm_choices.gd_early_trainer(overrides, tmp_path / name, adam_steps=24_000).cfg
+        assert cfg.polish_after == 24_000 and cfg.time_limit_s is None
+        assert cfg.polish == base.polish.model_copy(update=overrides)
+        assert cfg.model_copy(update={"polish": base.polish, "polish_after": base.polish_after,
+                                      "time_limit_s": base.time_limit_s}) == base
+
+
+def test_two_writers_of_the_summary_keep_both_variants(tmp_path):
+    import json
+    import multiprocessing
+
+    path = tmp_path / "summary.json"
+    ctx = multiprocessing.get_context("spawn")
+    writers = [ctx.Process(target=lm_choices.add_to_summary, args=(path, f"v{i}", {"final": i})) for i in range(4)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join()
+    assert all(w.exitcode == 0 for w in writers)
+    assert json.loads(path.read_text()) == {f"v{i}": {"final": i} for i in range(4)}
