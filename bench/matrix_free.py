@@ -10,10 +10,10 @@ Gauss-Newton curvature G = J^T J / n; one step solves
 where each product G v = J^T (J v) / n_c is a forward-mode jvp and a reverse-mode vjp
 (torch.func) on n_c = `curvature_size` samples of the training set (a different slice each step:
 Martens' curvature minibatch, so a CG iteration costs a fraction of a pass over the set) while g
-and the loss use the whole set (with gradient "slice", the slice too: each step is then the LM step
-of the slice's own problem, a block-Kaczmarz step for a model that can fit every sample). The step is taken if it lowers the loss on the whole set, and mu
+and the loss use the whole set. The step is taken if it lowers the loss on the whole set, and mu
 follows the ratio rho = actual / predicted reduction (Nielsen's rule, a trust region in all but
-name). Memory: the parameters, a few float64 vectors of their size, and the activations of the
+name). With gradient "slice" the slice stands for the whole set in all of that: each step is the LM
+step of the slice's own problem, a block-Kaczmarz step for a model that can fit every sample. Memory: the parameters, a few float64 vectors of their size, and the activations of the
 curvature slice.
 
 Each choice that decides how fast this converges is a config field (see the config's docstring),
