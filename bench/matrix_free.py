@@ -13,8 +13,9 @@ Martens' curvature minibatch, so a CG iteration costs a fraction of a pass over 
 and the loss use the whole set. The step is taken if it lowers the loss on the whole set, and mu
 follows the ratio rho = actual / predicted reduction (Nielsen's rule, a trust region in all but
 name). With gradient "slice" the slice stands for the whole set in all of that: each step is the LM
-step of the slice's own problem, a block-Kaczmarz step for a model that can fit every sample. Memory: the parameters, a few float64 vectors of their size, and the activations of the
-curvature slice.
+step of the slice's own problem, a block-Kaczmarz step for a model that can fit every sample.
+Memory: the parameters, a few float64 vectors of their size, and the activations of the curvature
+slice.
 
 Each choice that decides how fast this converges is a config field (see the config's docstring),
 measured against the others in the README ("Matrix-free Levenberg-Marquardt: what each choice
