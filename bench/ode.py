@@ -50,7 +50,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import pandas as pd
 import torch
@@ -103,6 +103,9 @@ class ODEComparisonConfig(BaseModel):
     n_examples: int = Field(ODE_TASK["n_examples"], ge=3)
     seed: int = Field(0, ge=0)
     grid: Optional[str] = DEFAULT_GRID
+    # the grid's runs to load, by model name (None: all): one new row evaluated on its own, e.g. into
+    # another --out while the other rows' weights are not on this machine
+    models: Optional[tuple[Literal["attention", "baseconv", "linear_attention"], ...]] = None
     retrain: bool = False
 
     @property
@@ -371,6 +374,8 @@ def run(cfg: ODEComparisonConfig, results_dir: Path = Path("results"), log=print
     # (a), (b): trained models named by the grid
     if configs is None:
         configs = resolve_grid(cfg.grid) if cfg.grid else []
+    if cfg.models is not None:
+        configs = [c for c in configs if c.model.name in cfg.models]
     learned = learned_models(configs, results_dir, cfg.retrain)
     for entry in learned:
         model = entry.pop("model")
@@ -725,6 +730,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--construction-settings", default="in_distribution", choices=("in_distribution", "all"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grid", default=DEFAULT_GRID, help="the grid naming the trained rows; 'none' for none")
+    p.add_argument("--models", nargs="+", default=None, help="load only the grid's runs of these models "
+                   "(attention: the Transformer; baseconv, linear_attention: the learned steps)")
     p.add_argument("--retrain", action="store_true", help="retrain runs whose checkpoint is missing")
     p.add_argument("--results", type=Path, default=Path("results"))
     p.add_argument("--out", type=Path, default=OUT)
@@ -739,7 +746,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         cfg = ODEComparisonConfig(prompts=args.prompts, gd_steps=args.gd_steps, learned_steps=args.learned_steps,
                                   construction_steps=args.construction_steps,
                                   construction_settings=args.construction_settings, seed=args.seed,
-                                  grid=None if args.grid == "none" else args.grid, retrain=args.retrain)
+                                  grid=None if args.grid == "none" else args.grid, retrain=args.retrain,
+                                  models=None if args.models is None else tuple(args.models))
     except ValidationError as err:
         print(f"error: invalid ODE comparison: {describe_validation_error(err)}", file=sys.stderr)
         return 2

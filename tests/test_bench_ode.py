@@ -115,6 +115,17 @@ def test_harness_end_to_end_on_a_tiny_size_with_the_grid_trained_a_few_steps(tmp
     assert "Transformer (softmax attention, end to end)" in md and "not trained" in md
 
 
+def test_models_loads_only_the_runs_it_names(tmp_path, one_thread):
+    configs = [tiny(c) for c in grids.ode("ci")]
+    assert train(configs[2], tmp_path, progress=False).status == "ok"
+    cfg = ode.ODEComparisonConfig(prompts=2, gd_steps=2, construction_steps=1, grid=None, models=("linear_attention",))
+    result = ode.run(cfg, tmp_path, configs=configs, log=lambda m: None)
+    assert [e["hash"] for e in result["learned"]] == [configs[2].hash]
+    assert set(ode.final_rows(result["rows"])["method"]) == {"learned_step", "gd", "least_squares", "construction"}
+    with pytest.raises(Exception, match="models"):
+        ode.ODEComparisonConfig(models=("transformer",))
+
+
 def test_gd_in_exact_arithmetic_is_float64_gd():
     task = make_task("ode_operator", n_points=6, n_examples=10)
     p = ode.draw(task, 8, 0, torch.float64)
