@@ -106,6 +106,8 @@ GD_EARLY_VARIANTS = {
     # g and rho from the curvature slice (bench.config: LevenbergMarquardtConfig.gradient); the last step,
     # solved on another slice, is no start for this one
     "early_slice_gradient": {"gradient": "slice", "warm_start": False},
+    # each step projects onto a slice twice as large (20,480 residuals), at twice the cost of a product
+    "early_slice_curvature_4096": {"gradient": "slice", "warm_start": False, "curvature_size": 4096},
     "early_half_steps": {"lr": 0.5},
 }
 
