@@ -4,6 +4,8 @@
     python -m bench tables --budget paper           # the paper-budget grids (only the runs that exist)
     python -m bench tables --benchmark-json out.json  # also a table of a pytest-benchmark run
     python -m bench tables --no-iterate             # skip what needs trained weights (GD iteration, OOD)
+    python -m bench tables --no-retrain             # iterate only the runs whose weights are here; keep the
+                                                    # committed rows of the others
     python -m bench tables --model mymixer:MyMixer  # with the runs of a mixer of your own (bench sweep --model)
 
 Each table is built from the grids of bench/grids.py at one budget: a grid's configs are
@@ -229,6 +231,9 @@ class Context:
     records: dict[str, RunResult]
     frames: dict[str, pd.DataFrame]
     iterate: bool = True
+    # a GD-step run whose weights are not on this machine (no checkpoint, no kept final state): retrained
+    # (bench.iterate.trained_model), or, if False, its rows kept from the tables already written
+    retrain: bool = True
     iterations: int = 150
     benchmark_json: Optional[Path] = None
     log: Callable[[str], None] = print
@@ -468,29 +473,57 @@ def to_the_limit(ctx: Context) -> None:
     # the learned steps applied iteratively next to true GD, and out of distribution: needs the
     # trained weights (results/checkpoints, or a retrain into results/scratch)
     from .iterate import gd_iteration_curves, ood_table, trained_model
+    from .records import has_weights
 
-    learned, labels = [], {}
+    learned, labels, kept = [], {}, []
     for _, r in gd.iterrows():
         cfg = ctx.records[r["hash"]].config
+        label = grid8_step_label(cfg)
+        if not ctx.retrain and not has_weights(cfg, ctx.results_dir):
+            ctx.log(f"tables: no weights of {cfg.label()} ({r['hash']}) here: its rows are kept from the last tables")
+            kept.append(label)
+            continue
         ctx.log(f"tables: loading the weights of {cfg.label()} ({r['hash']})")
-        how = "matrix-free LM" if cfg.polish is None else f"{cfg.optimizer.name}, then matrix-free LM"
-        minutes = "" if cfg.time_limit_s is None else f", {cfg.time_limit_s / 60:.0f} min"
-        label = f"{cfg.model.name} paper model, {how}, {cfg.dtype}{minutes}"
         learned.append((label, trained_model(cfg, ctx.results_dir), cfg))
         labels[label] = r["budget"] + f" (gd_step eval MSE {fmt_mse(r['eval_mse'])})"
     curves = gd_iteration_curves([(lab, m) for lab, m, _ in learned], steps=ctx.iterations)
     levels = iteration_levels(curves, labels)
     for column in ("level (median MSE, last 20 iterations)", "mean MSE, last 20"):
         levels[column] = levels[column].map(fmt_mse)
+    levels = with_kept_rows(levels, ctx.out.tables / "to_the_limit_gd_iteration.csv", "curve", kept)
     ctx.out.table("to_the_limit_gd_iteration", levels, "Grid 8's learned GD steps applied iteratively, next to "
                   "true GD and the constructions", [f"{ctx.iterations} iterations, eta 0.5, 256 held-out problems "
                                                     "D=5, N=20 (as gd_iteration)."])
     f32 = [(lab, m, c) for lab, m, c in learned if c.dtype == "float32"]
-    if f32:
-        ood = ood_table(f32)
+    if f32 or kept:
+        ood = ood_table(f32) if f32 else pd.DataFrame(columns=["model", "shifted", "scale", "mse", "rel"])
         ood = ood.assign(mse=ood["mse"].map(fmt_mse), rel=ood["rel"].map(fmt_mse))
+        ood = with_kept_rows(ood, ctx.out.tables / "to_the_limit_ood.csv", "model", kept)
         ctx.out.table("to_the_limit_ood", ood, "Grid 8's learned GD steps out of distribution: x or A scaled at "
                       "test time (trained at scale 1)", ["MSE of the predicted gradient on 512 held-out problems."])
+
+
+def grid8_step_label(cfg) -> str:
+    """A grid-8 GD-step run's row label: model, how it was trained, dtype, time cap."""
+    lm = cfg.polish or cfg.optimizer
+    how = "matrix-free LM" + (" (each slice's own step)" if getattr(lm, "gradient", "whole") == "slice" else "")
+    how = how if cfg.polish is None else f"{cfg.optimizer.name}, then {how}"
+    minutes = "" if cfg.time_limit_s is None else f", {cfg.time_limit_s / 60:.0f} min"
+    return f"{cfg.model.name} paper model, {how}, {cfg.dtype}{minutes}"
+
+
+def with_kept_rows(table: pd.DataFrame, previous_csv: Path, key: str, kept: list[str]) -> pd.DataFrame:
+    """`table` with the rows of `previous_csv` whose `key` is in `kept` (runs not recomputed), before the
+    exact rows of `table`. The kept rows are the text they were written as."""
+    if not kept or not previous_csv.exists():
+        return table
+    old = pd.read_csv(previous_csv, dtype=str, keep_default_na=False)
+    carried = old[old[key].isin(kept)]
+    missing = sorted(set(kept) - set(carried[key]))
+    if missing:
+        print(f"tables: no earlier rows in {previous_csv} for {', '.join(missing)}", file=sys.stderr)
+    learned = table["method"] == "learned" if "method" in table.columns else pd.Series(True, index=table.index)
+    return pd.concat([table[learned].astype(str), carried, table[~learned].astype(str)], ignore_index=True)
 
 
 def gd_iteration(ctx: Context) -> None:
@@ -557,7 +590,7 @@ TABLES: list[Callable[[Context], None]] = [
 ]
 
 
-def build(results_dir: Path, out: Output, budget_name: str = "ci", *, iterate: bool = True,
+def build(results_dir: Path, out: Output, budget_name: str = "ci", *, iterate: bool = True, retrain: bool = True,
           iterations: int = 150, benchmark_json: Optional[Path] = None, log=print,
           only: Optional[Iterable[str]] = None, models: Iterable[str] = ()) -> list[Path]:
     """Write every table of TABLES (or those named in `only`); the paths written. Each model of
@@ -572,7 +605,7 @@ def build(results_dir: Path, out: Output, budget_name: str = "ci", *, iterate: b
     for extra, host in G.ROWS_OF.items():  # e.g. grid 8's runs given longer are grid 8's rows too
         if extra in frames:
             frames[host] = pd.concat([frames[host], frames.pop(extra)], ignore_index=True).drop_duplicates("hash")
-    ctx = Context(Path(results_dir), out, budget, records, frames, iterate=iterate, iterations=iterations,
+    ctx = Context(Path(results_dir), out, budget, records, frames, iterate=iterate, retrain=retrain, iterations=iterations,
                   benchmark_json=benchmark_json, log=log)
     for table in TABLES:
         if only is None or table.__name__ in only:
@@ -591,6 +624,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmark-json", type=Path, help="also tabulate a pytest-benchmark JSON of bench/test_precision.py")
     p.add_argument("--no-iterate", action="store_true",
                    help="skip the GD-iteration figure and OOD table (they need trained weights)")
+    p.add_argument("--no-retrain", action="store_true",
+                   help="grid 8's GD-iteration and OOD tables: iterate only the runs whose weights are here "
+                        "(a checkpoint or a kept final state); keep the rows of the others from the tables written before")
     p.add_argument("--iterations", type=int, default=150, help="GD iterations of the iteration figure")
     p.add_argument("--only", nargs="+", choices=[t.__name__ for t in TABLES], metavar="TABLE",
                    help=f"write only these tables ({', '.join(t.__name__ for t in TABLES)})")
@@ -612,7 +648,8 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"(python -m bench sweep bench.grids:all_ci)", file=sys.stderr)
         return 2
     out = Output(args.tables or args.results / "tables", args.figures or args.results / "figures")
-    written = build(args.results, out, args.budget, iterate=not args.no_iterate, iterations=args.iterations,
+    written = build(args.results, out, args.budget, iterate=not args.no_iterate, retrain=not args.no_retrain,
+                    iterations=args.iterations,
                     benchmark_json=args.benchmark_json, only=args.only, models=args.model)
     print(f"wrote {len(written)} files under {out.tables} and {out.figures}")
     return 0

@@ -193,3 +193,28 @@ def test_to_the_limit_table_stands_beside_grid_1_and_says_what_stopped_each_run(
     assert verdict[("baseconv", "2", "off", "float32")] == "time cap (still falling)"
     assert verdict[("attention", "2", "off", "float32")] == "training set (eval >> train)"
     assert verdict[("linear_attention", "2", "off", "float32")] == "missing"
+
+
+def test_no_retrain_keeps_the_rows_of_runs_whose_weights_are_not_here(tmp_path, monkeypatch):
+    """--no-retrain: a grid-8 GD step without a checkpoint or kept final state is not retrained; its rows
+    in the iteration and OOD tables are carried over from the tables already written, as they were."""
+    monkeypatch.setattr(iterate, "trained_model", lambda *a, **k: pytest.fail("retrained"))
+    gd = [c for c in grids.to_the_limit("ci") if c.task.name == "gd_step" and c.dtype == "float32" and c.polish is None]
+    slice_gd = [c for c in grids.to_the_limit_slice("ci") if c.polish is None]
+    for cfg in gd[:1] + slice_gd[:1]:
+        write_result(fake_result(cfg, 0.3), tmp_path)
+    labels = [tables.grid8_step_label(c) for c in (gd[0], slice_gd[0])]
+    assert labels[0] != labels[1] and "each slice's own step" in labels[1]
+    out = tables.Output(tmp_path / "tables", tmp_path / "figures")
+    pd.DataFrame([{"method": "learned", "curve": labels[0], "dtype": "float32", "level (median MSE, last 20 iterations)":
+                   "2.11e-01", "mean MSE, last 20": "3.33e-01", "non-finite from iteration": "—", "budget": "old"},
+                  {"method": "true_gd", "curve": "stale", "dtype": "float32", "level (median MSE, last 20 iterations)":
+                   "1", "mean MSE, last 20": "1", "non-finite from iteration": "—", "budget": "x"}]
+                 ).to_csv(out.tables / "to_the_limit_gd_iteration.csv", index=False)
+    tables.build(tmp_path, out, "ci", iterate=True, retrain=False, iterations=3, only=["to_the_limit"])
+    t = pd.read_csv(out.tables / "to_the_limit_gd_iteration.csv", dtype=str, keep_default_na=False)
+    assert t.iloc[0].to_dict() == {"method": "learned", "curve": labels[0], "dtype": "float32",
+                                   "level (median MSE, last 20 iterations)": "2.11e-01", "mean MSE, last 20": "3.33e-01",
+                                   "non-finite from iteration": "—", "budget": "old"}
+    assert labels[1] not in set(t["curve"])  # no earlier row, no weights: left out
+    assert "stale" not in set(t["curve"]) and "true GD (float32)" in set(t["curve"])  # exact rows recomputed
