@@ -44,6 +44,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -112,29 +113,43 @@ GD_EARLY_VARIANTS = {
 }
 
 
-def gd_step_run():
-    """Grid 8's 121-minute warm-started GD step: the run --gd-step starts from."""
-    from .grids import to_the_limit_extended
+def gd_step_runs() -> dict:
+    """The warm-started GD steps --gd-step can start from, by hash: grid 8's given 121 minutes (the default)
+    and the one with each slice's own LM step, with the grid that trains each."""
+    from .grids import to_the_limit_extended, to_the_limit_slice
 
-    return to_the_limit_extended("ci")[0]
+    runs = {cfg.hash: (cfg, "to_the_limit_extended_ci, about 2 hours of one core") for cfg in to_the_limit_extended("ci")}
+    runs.update({cfg.hash: (cfg, "to_the_limit_slice_ci, about 80 minutes of one core")
+                 for cfg in to_the_limit_slice("ci") if cfg.polish is not None})
+    return runs
 
 
-def gd_step_trainer(polish_overrides: dict, results: Path) -> Trainer:
-    cfg = gd_step_run()
+def gd_step_run(run: Optional[str] = None):
+    """The run --gd-step starts from: `run` (a hash of `gd_step_runs`), by default grid 8's 121-minute one."""
+    runs = gd_step_runs()
+    if run is None:
+        return next(iter(runs.values()))[0]
+    if run not in runs:
+        raise SystemExit(f"--gd-step-run must be one of {', '.join(runs)}, got {run!r}")
+    return runs[run][0]
+
+
+def gd_step_trainer(polish_overrides: dict, results: Path, run: Optional[str] = None) -> Trainer:
+    cfg = gd_step_run(run)
     cfg = cfg.model_copy(update={"extends": None, "polish": cfg.polish.model_copy(update=polish_overrides)})
     return Trainer(cfg, results, progress=False)
 
 
-def gd_step_start() -> dict:
-    """The checkpoint of `gd_step_run`, or a SystemExit that says how to make it."""
+def gd_step_start(run: Optional[str] = None) -> dict:
+    """The checkpoint (or kept final state) of `gd_step_run(run)`, or a SystemExit that says how to make it."""
     from .records import load_checkpoint
 
-    cfg = gd_step_run()
+    cfg = gd_step_run(run)
     state = load_checkpoint(cfg, "results")
     if state is None:
-        raise SystemExit(f"--gd-step starts from the checkpoint of run {cfg.hash}, which is not in results/checkpoints: "
-                         "train it first (python -m bench sweep bench.grids:to_the_limit_extended_ci, about 2 hours "
-                         "of one core)")
+        raise SystemExit(f"--gd-step starts from the checkpoint of run {cfg.hash}, which is not in results/checkpoints "
+                         f"or results/final_states: train it first (python -m bench sweep bench.grids:"
+                         f"{gd_step_runs()[cfg.hash][1]})")
     return state
 
 
@@ -248,6 +263,8 @@ def main(argv=None) -> int:
     ap.add_argument("--gd-step", action="store_true",
                     help="instead: the GD_STEP_VARIANTS from grid 8's 121-minute warm-started GD step")
     ap.add_argument("--gd-step-only", nargs="*", choices=sorted(GD_STEP_VARIANTS))
+    ap.add_argument("--gd-step-run", help="the hash of the run --gd-step starts from (default: grid 8's 121-minute "
+                    "one; also: the warm-started run of to_the_limit_slice), from its checkpoint wherever it is")
     ap.add_argument("--gd-step-early", action="store_true",
                     help="instead: the GD_EARLY_VARIANTS from step --gd-early-adam-steps of that run's Adam phase")
     ap.add_argument("--gd-early-adam-steps", type=int, default=GD_EARLY_ADAM_STEPS)
@@ -272,8 +289,11 @@ def main(argv=None) -> int:
                                         scratch, log=lambda line: print(line, file=f, flush=True))
             variants, make = {k: LATE_VARIANTS[k] for k in args.late_only or LATE_VARIANTS}, late_trainer
         else:
-            state = gd_step_start()
-            variants, make = {k: GD_STEP_VARIANTS[k] for k in args.gd_step_only or GD_STEP_VARIANTS}, gd_step_trainer
+            state = gd_step_start(args.gd_step_run)
+            variants = {k: GD_STEP_VARIANTS[k] for k in args.gd_step_only or GD_STEP_VARIANTS}
+
+            def make(settings, results):
+                return gd_step_trainer(settings, results, args.gd_step_run)
         for name, settings in variants.items():
             trainer = make(settings, scratch / name)
             trainer.load_state_dict(state)  # weights, the training problems, and the LM's damping and statistics

@@ -45,3 +45,14 @@ def test_two_writers_of_the_summary_keep_both_variants(tmp_path):
         w.join()
     assert all(w.exitcode == 0 for w in writers)
     assert json.loads(path.read_text()) == {f"v{i}": {"final": i} for i in range(4)}
+
+
+def test_gd_step_can_start_from_the_slice_grid_s_warm_run(tmp_path, monkeypatch):
+    [warm] = [c for c in grids.to_the_limit_slice("ci") if c.polish is not None]
+    cfg = lm_choices.gd_step_trainer({"lr": 0.5}, tmp_path, run=warm.hash).cfg
+    assert cfg.polish == warm.polish.model_copy(update={"lr": 0.5}) and cfg.polish.gradient == "slice"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=f"checkpoint of run {warm.hash}.*to_the_limit_slice_ci"):
+        lm_choices.gd_step_start(warm.hash)
+    with pytest.raises(SystemExit, match="--gd-step-run must be one of"):
+        lm_choices.gd_step_run("0123456789abcdef")
