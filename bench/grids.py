@@ -526,7 +526,8 @@ def to_the_limit(budget: str | Budget = "ci") -> list[RunConfig]:
                      else matrix_free_lm())
         return b.run(task, model, model_params=model_params, optimizer=optimizer,
                      schedule={"name": "constant"}, steps=100_000, eval_every=5, eval_size=1024, dtype=dtype,
-                     time_limit_s=limit, checkpoint_every=20, depth=model_params["depth"])
+                     time_limit_s=limit, checkpoint_every=20, depth=model_params["depth"],
+                     keep_final_state=task == "gd_step")  # the tables iterate the learned steps
 
     # in the order a cut-off sweep should have done them: multiply and the GD step first
     prim = {(task, model, depth, layernorm): one(task, model, paper_primitive_model(depth, layernorm),
