@@ -481,7 +481,7 @@ def to_the_limit(ctx: Context) -> None:
         label = grid8_step_label(cfg)
         if not ctx.retrain and not has_weights(cfg, ctx.results_dir):
             ctx.log(f"tables: no weights of {cfg.label()} ({r['hash']}) here: its rows are kept from the last tables")
-            kept.append(label)
+            kept.append((label, cfg.dtype))
             continue
         ctx.log(f"tables: loading the weights of {cfg.label()} ({r['hash']})")
         learned.append((label, trained_model(cfg, ctx.results_dir), cfg))
@@ -490,7 +490,7 @@ def to_the_limit(ctx: Context) -> None:
     levels = iteration_levels(curves, labels)
     for column in ("level (median MSE, last 20 iterations)", "mean MSE, last 20"):
         levels[column] = levels[column].map(fmt_mse)
-    levels = with_kept_rows(levels, ctx.out.tables / "to_the_limit_gd_iteration.csv", "curve", kept)
+    levels = with_kept_rows(levels, ctx.out.tables / "to_the_limit_gd_iteration.csv", "curve", [k for k, _ in kept])
     ctx.out.table("to_the_limit_gd_iteration", levels, "Grid 8's learned GD steps applied iteratively, next to "
                   "true GD and the constructions", [f"{ctx.iterations} iterations, eta 0.5, 256 held-out problems "
                                                     "D=5, N=20 (as gd_iteration)."])
@@ -498,7 +498,8 @@ def to_the_limit(ctx: Context) -> None:
     if f32 or kept:
         ood = ood_table(f32) if f32 else pd.DataFrame(columns=["model", "shifted", "scale", "mse", "rel"])
         ood = ood.assign(mse=ood["mse"].map(fmt_mse), rel=ood["rel"].map(fmt_mse))
-        ood = with_kept_rows(ood, ctx.out.tables / "to_the_limit_ood.csv", "model", kept)
+        ood = with_kept_rows(ood, ctx.out.tables / "to_the_limit_ood.csv", "model",
+                             [k for k, dtype in kept if dtype == "float32"])  # the OOD table is float32's
         ctx.out.table("to_the_limit_ood", ood, "Grid 8's learned GD steps out of distribution: x or A scaled at "
                       "test time (trained at scale 1)", ["MSE of the predicted gradient on 512 held-out problems."])
 
