@@ -30,7 +30,9 @@ a curvature slice twice as large, a line search.
 --gd-step-early starts that run's LM phase after a quarter of its Adam phase (24,000 steps, eval MSE
 3.8e-3; the warm state is kept in results/scratch for the next call) and compares the LM as grid 8 has
 it with the LM step of each curvature slice's own problem (`gradient: "slice"`) and with half steps.
-Two calls with different --gd-early-only can run at once into the same --out.
+Two calls with different --gd-early-only can run at once into the same --out. `--gd-step-run HASH`
+makes --gd-step start from the warm-started run of `to_the_limit_slice` instead (from its checkpoint,
+or its kept final state in results/final_states).
 
 Each variant writes <out>/<name>.log, one line per LM step (seconds, CG products so far, train
 MSE before the step, eval MSE after it, damping mu, rho, CG products and relative residual of
