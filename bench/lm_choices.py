@@ -98,6 +98,8 @@ GD_STEP_VARIANTS = {
     "gd_damping_floor": {"min_damping": 2e-4},  # never into the overshooting part of the cycle
     "gd_curvature_4096": {"curvature_size": 4096},
     "gd_line_search": {"line_search": True},  # the length per step among 1, 1/2, 1/4 where rho < 0.5
+    # the Gauss-Newton step of the whole set (81,920 residuals, ~8 s a product): is the level the slice?
+    "gd_curvature_whole_set": {"curvature_size": 16384, "gradient": "whole", "warm_start": False},
 }
 
 
