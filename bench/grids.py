@@ -601,12 +601,9 @@ def to_the_limit_slice(budget: str | Budget = "ci") -> list[RunConfig]:
     started by a quarter of grid 8's Adam phase (ci: 24,000 steps, then the LM; 80 minutes in all)."""
     b = get_budget(budget)
     _no_smoke("to_the_limit_slice", b)
-    seconds = TO_THE_LIMIT_SECONDS[b.name]["gd_step"]
-    runs = [b.run("gd_step", model, model_params=paper_gd_step_model(model, b.name),
-                  optimizer=matrix_free_lm(train_size=16384, curvature_size=2048, **SLICE_LM),
-                  schedule={"name": "constant"}, steps=100_000, eval_every=5, eval_size=1024, time_limit_s=seconds,
-                  checkpoint_every=20, depth=GD_DEPTH, keep_final_state=True)
-            for model in ("baseconv", "linear_attention")]
+    # grid 8's float32 GD steps from the random start, their LM changed and nothing else
+    runs = [c.model_copy(update={"optimizer": c.optimizer.model_copy(update=SLICE_LM)}) for c in to_the_limit(b)
+            if c.task.name == "gd_step" and c.dtype == "float32" and c.polish is None]
     adam_steps, total = GD_SLICE_WARM_START[b.name]
     return [gd_step_warm_started(b, total, adam_steps=adam_steps, **SLICE_LM)] + runs
 

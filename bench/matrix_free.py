@@ -330,6 +330,14 @@ class MatrixFreeLevenbergMarquardt:
         start = (self.steps_done % slices) * n_c
         return slice(start, start + n_c)
 
+    def _step_set(self, inputs: torch.Tensor, targets: torch.Tensor):
+        """The samples this step's gradient, acceptance and rho use: the whole set, or with gradient "slice"
+        the curvature slice (whose own LM problem the step then solves)."""
+        if self.cfg.gradient == "whole":
+            return inputs, targets
+        sl = self._curvature_slice(inputs.shape[0])
+        return inputs[sl], targets[sl]
+
     def _operators(self, inputs, targets, mask, start):
         """(g on the whole set, the Gauss-Newton product on this step's curvature slice, its diag)."""
         cfg = self.cfg
@@ -379,9 +387,7 @@ class MatrixFreeLevenbergMarquardt:
     def direction(self, inputs, targets, mask, damping: float, max_iter: int = 10_000, tol: float = 1e-13):
         """The LM step at the current weights for damping `damping`, CG run to convergence (from zero).
         For tests: with scaling "identity" it solves (J^T J / n + damping I) d = -J^T r / n."""
-        if self.cfg.gradient == "slice":
-            sl = self._curvature_slice(inputs.shape[0])
-            inputs, targets = inputs[sl], targets[sl]
+        inputs, targets = self._step_set(inputs, targets)
         _, g = self._gradient(inputs, targets, mask)
         gauss_newton, diag = self._operators(inputs, targets, mask, self._flat())
         return self._solve(g, gauss_newton, diag, damping, None, max_iter, tol)[0]
@@ -405,11 +411,8 @@ class MatrixFreeLevenbergMarquardt:
     def step(self, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
         """One LM step on the fixed set. Returns (MSE before the step, |d MSE / d theta| before it)."""
         cfg = self.cfg
-        whole_mse = None
-        if cfg.gradient == "slice":  # this step is the LM step of the curvature slice's own problem
-            whole_mse = self.loss(inputs, targets, mask)
-            sl = self._curvature_slice(inputs.shape[0])
-            inputs, targets = inputs[sl], targets[sl]
+        whole_mse = self.loss(inputs, targets, mask) if cfg.gradient == "slice" else None  # reported, not used
+        inputs, targets = self._step_set(inputs, targets)
         mse0, g = self._gradient(inputs, targets, mask)
         grad_norm = 2.0 * g.norm().item()  # d/dtheta of the MSE = 2 g
         if not (math.isfinite(mse0) and math.isfinite(grad_norm)):

@@ -162,9 +162,17 @@ def checkpoint_path(cfg_or_hash: RunConfig | str, results_dir: str | Path) -> Pa
     return checkpoints_dir(results_dir) / f"{h}.pt"
 
 
+def state_file(cfg_or_hash: RunConfig | str, results_dir: str | Path) -> Optional[Path]:
+    """The file that holds the run's latest state: its checkpoint, else its kept final state, else None."""
+    for path in (checkpoint_path(cfg_or_hash, results_dir), final_state_path(cfg_or_hash, results_dir)):
+        if path.exists():
+            return path
+    return None
+
+
 def has_weights(cfg: RunConfig, results_dir: str | Path) -> bool:
     """Whether load_model can load the run without training it: a checkpoint or a kept final state."""
-    return checkpoint_path(cfg, results_dir).exists() or final_state_path(cfg, results_dir).exists()
+    return state_file(cfg, results_dir) is not None
 
 
 def locks_dir(results_dir: str | Path) -> Path:
@@ -372,10 +380,8 @@ def load_checkpoint(cfg: RunConfig | str, results_dir: str | Path) -> Optional[d
     """The checkpoint of `cfg` (or of the run with that config hash), or None if there is none (or
     it is another run's or format's); BadFileError if the file cannot be read. Without a checkpoint, a
     finished run's kept final state (final_state_path) stands in for it."""
-    path = checkpoint_path(cfg, results_dir)
-    if not path.exists():
-        path = final_state_path(cfg, results_dir)
-    if not path.exists():
+    path = state_file(cfg, results_dir)
+    if path is None:
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -328,12 +328,15 @@ class Trainer:
             getattr(self, name).set_state(state[name])
         self.state = RunState.restored(state)
 
-    def save_checkpoint(self, result: Optional[RunResult] = None, path: Optional[Path] = None) -> None:
+    def save_checkpoint(self, result: Optional[RunResult] = None, keep: bool = False) -> None:
+        """The state to results/checkpoints; with `keep`, to results/final_states too (keep_final_state)."""
         state = self.state_dict()
         state["result"] = None if result is None else result.model_dump_json()
-        path = checkpoint_path(self.cfg, self.results_dir) if path is None else path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save(state, path)
+        atomic_torch_save(state, checkpoint_path(self.cfg, self.results_dir))
+        if keep:
+            path = final_state_path(self.cfg, self.results_dir)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_torch_save(state, path)
 
     # ---- the polish phase ---------------------------------------------------------
     def switch_optimizer(self, optimizer: OptimizerConfig, draw_state: Optional[torch.Tensor] = None) -> None:
@@ -543,9 +546,7 @@ class Trainer:
                 bar.close()
         self.state.wall_time_s = wall_before + time.perf_counter() - session_start
         result = self.result()
-        self.save_checkpoint(result if result.finished else None)
-        if result.finished and cfg.keep_final_state:
-            self.save_checkpoint(result, final_state_path(cfg, self.results_dir))
+        self.save_checkpoint(result if result.finished else None, keep=result.finished and cfg.keep_final_state)
         write_result(result, self.results_dir)
         return result
 

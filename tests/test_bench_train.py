@@ -437,9 +437,9 @@ def test_a_checkpoint_is_written_by_the_clock_between_step_multiples(tmp_path, m
     saved_at = []
     real_save = Trainer.save_checkpoint
 
-    def counting(self, result=None):
+    def counting(self, result=None, **kwargs):
         saved_at.append((self.state.step, result is not None))
-        real_save(self, result)
+        real_save(self, result, **kwargs)
 
     monkeypatch.setattr(Trainer, "save_checkpoint", counting)
     run(tiny(steps=6, eval_every=3, checkpoint_every=1000), tmp_path / "steps", progress=False)
