@@ -397,6 +397,11 @@ class RunConfig(_Frozen):
     # is this run from the start, minus the steps already paid for. Without the checkpoint on disk the
     # run trains from the start. Not hashed: it says where to start, not what is computed
     extends: Optional[Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]] = None
+    # the hash of a finished run whose final state (weights, training set, optimizer state, steps and
+    # seconds so far) this run goes on from with another polish optimizer, further in steps or seconds:
+    # the rest of its config is that run's; its steps and time_limit_s count that run's too. Hashed:
+    # where it starts is what it computes
+    starts_from: Optional[Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]] = None
     # checkpoints are not committed (results/checkpoints is ignored); a run whose weights the tables
     # use afterwards (a learned step applied iteratively), or that another run goes on from, keeps its
     # final state in results/final_states/<hash>.pt, which is committed. Not hashed
@@ -444,6 +449,9 @@ class RunConfig(_Frozen):
         if self.extends is not None and self.time_limit_s is None:
             raise ValueError("extends: only a time-capped run can extend another (the same config with a shorter "
                              "time_limit_s); set time_limit_s or leave extends unset")
+        if self.starts_from is not None and self.polish is None:
+            raise ValueError("starts_from: a run goes on from another one with its own polish optimizer; set polish "
+                             "or leave starts_from unset")
         for key in ("polish_after", "polish_eval_every"):
             if getattr(self, key) is not None and self.polish is None:
                 raise ValueError(f"{key}: there is no polish optimizer to switch to; set polish or leave "
@@ -482,6 +490,8 @@ class RunConfig(_Frozen):
                 del data[key]
         if data["time_limit_s"] is None:  # nor do runs without a time limit
             del data["time_limit_s"]
+        if data["starts_from"] is None:  # nor runs that start from the random init
+            del data["starts_from"]
         if data["compile"] is None:  # nor uncompiled ones (a compiled step may round differently)
             del data["compile"]
         if data["device"].startswith("cuda"):  # which GPU is not what the run computes: a run made

@@ -608,6 +608,34 @@ def to_the_limit_slice(budget: str | Budget = "ci") -> list[RunConfig]:
     return [gd_step_warm_started(b, total, adam_steps=adam_steps, **SLICE_LM)] + runs
 
 
+# The Gauss-Newton step of the whole training set: the curvature on all 16,384 problems (81,920 residuals for
+# 43,589 weights), gradient and acceptance on the same set; the last step is no start for CG's next solve
+WHOLE_SET_LM = {"curvature_size": 16384, "gradient": "whole", "warm_start": False}
+# seconds of training in all, the slice run's included, of each run of the chain (ci: 30 minutes more each)
+WHOLE_SET_SECONDS = {"ci": tuple(4800.0 + 1800.0 * k for k in range(1, 9)), "paper": (24 * 3600.0,)}
+
+
+@cached
+def to_the_limit_whole_set(budget: str | Budget = "ci") -> list[RunConfig]:
+    """(8, whole set) The warm-started BaseConv GD step of `to_the_limit_slice` (80 minutes; eval MSE 2.8e-7,
+    the training MSE level at 1.4e-7 for every LM on 2,048-problem slices) gone on from its end
+    (RunConfig.starts_from) with the whole set's Gauss-Newton step (`WHOLE_SET_LM`: ~7.5 minutes a step of
+    one core; one such step measured 2.8e-7 -> 1.5e-7, bench.lm_choices gd_curvature_whole_set).
+
+    A chain of runs, 30 minutes more each (ci), each extending the one before (RunConfig.extends) and
+    keeping its final state, so a sweep cut off goes on from the last one committed: run it with
+    --workers 1, in order. Each run is a row of grid 8's tables."""
+    b = get_budget(budget)
+    _no_smoke("to_the_limit_whole_set", b)
+    start = to_the_limit_slice(b)[0]
+    polish = start.polish.model_copy(update=WHOLE_SET_LM)
+    runs: list[RunConfig] = []
+    for seconds in WHOLE_SET_SECONDS[b.name]:
+        runs.append(start.model_copy(update={"polish": polish, "time_limit_s": seconds, "starts_from": start.hash,
+                                             "extends": runs[-1].hash if runs else None}))
+    return runs
+
+
 # ---- (9) the ODE operator in context -------------------------------------------------
 
 # The prompt size of bench.ode: 25 solved examples and a query (n_examples 26), c at 20 points, so the
@@ -687,12 +715,14 @@ GRIDS: dict[str, Callable[[str | Budget], list[RunConfig]]] = {
     "to_the_limit": to_the_limit,
     "to_the_limit_extended": to_the_limit_extended,
     "to_the_limit_slice": to_the_limit_slice,
+    "to_the_limit_whole_set": to_the_limit_whole_set,
     "ode": ode,
 }
 
 
 # grids whose runs are rows of another grid's tables (tables and the report fold them in)
-ROWS_OF = {"to_the_limit_extended": "to_the_limit", "to_the_limit_slice": "to_the_limit"}
+ROWS_OF = {"to_the_limit_extended": "to_the_limit", "to_the_limit_slice": "to_the_limit",
+           "to_the_limit_whole_set": "to_the_limit"}
 
 
 def grid_budgets(name: str) -> tuple[str, ...]:

@@ -507,8 +507,11 @@ def to_the_limit(ctx: Context) -> None:
 def grid8_step_label(cfg) -> str:
     """A grid-8 GD-step run's row label: model, how it was trained, dtype, time cap."""
     lm = cfg.polish or cfg.optimizer
-    how = "matrix-free LM" + (" (each slice's own step)" if getattr(lm, "gradient", "whole") == "slice" else "")
+    slices = getattr(lm, "gradient", "whole") == "slice"
+    whole_set = getattr(lm, "curvature_size", None) == getattr(lm, "train_size", 0)
+    how = "matrix-free LM" + (" (each slice's own step)" if slices else " (curvature on the whole set)" if whole_set else "")
     how = how if cfg.polish is None else f"{cfg.optimizer.name}, then {how}"
+    how += "" if cfg.starts_from is None else f" from the end of run {cfg.starts_from}"
     minutes = "" if cfg.time_limit_s is None else f", {cfg.time_limit_s / 60:.0f} min"
     return f"{cfg.model.name} paper model, {how}, {cfg.dtype}{minutes}"
 

@@ -621,6 +621,8 @@ def run(cfg: RunConfig, results_dir: str | Path = "results", *, force: bool = Fa
                 return result
             if state is None and not force and cfg.extends is not None:
                 state = extended_start(cfg, results_dir)
+            if state is None and cfg.starts_from is not None:
+                state = branch_start(cfg, results_dir)
             if state is not None:
                 trainer.load_state_dict(state)
             return trainer.train()
@@ -649,6 +651,36 @@ def extended_start(cfg: RunConfig, results_dir) -> Optional[dict]:
     if state.get("status") == "diverged":
         raise RunConfigError(f"extends: run {cfg.extends} diverged: there is nothing to go on from; leave extends "
                              "unset to train from the start")
+    return state
+
+
+# what a run that starts from another one (RunConfig.starts_from) may change of that run's config
+BRANCH_FIELDS = ("polish", "steps", "time_limit_s", "starts_from")
+
+
+def branch_start(cfg: RunConfig, results_dir) -> dict:
+    """The final state of the run `cfg.starts_from` names, for cfg to go on from with its own polish.
+    Raises RunConfigError if none is under results_dir, if that run did not end ok, if it is not cfg
+    with another polish, steps or time limit (BRANCH_FIELDS), or if cfg would go no further than it."""
+    parent = cfg.starts_from
+    state = _readable(load_checkpoint, parent, results_dir)
+    if state is None:
+        raise RunConfigError(f"starts_from: run {parent} has no checkpoint or kept final state under {results_dir}; "
+                             "train it first (keep_final_state keeps its final state), or leave starts_from unset")
+    if not state.get("result") or state.get("status") != "ok":
+        raise RunConfigError(f"starts_from: run {parent} is {state.get('status') or 'not finished'}; a run goes on "
+                             "only from where another one ended ok")
+    base, ours = json.loads(state["config"]), json.loads(cfg.canonical_json())
+    differ = sorted(k for k in set(base) | set(ours) if k not in BRANCH_FIELDS and base.get(k) != ours.get(k))
+    if differ:
+        raise RunConfigError(f"starts_from: run {parent} differs from this run ({cfg.hash}) in {', '.join(differ)}; "
+                             f"only {', '.join(BRANCH_FIELDS[:3])} may change")
+    # a time limit counts the parent's seconds too
+    shorter = [k for k in ("steps", "time_limit_s") if ours.get(k) is not None and base.get(k) is not None
+               and ours[k] <= base[k]]
+    if shorter:
+        raise RunConfigError(f"starts_from: this run's {' and '.join(shorter)} would take it no further than it "
+                             f"took run {parent} (the counts include that run's); make them larger")
     return state
 
 

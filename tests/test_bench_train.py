@@ -427,6 +427,48 @@ def test_extends_must_name_the_same_run_with_a_shorter_time_limit(tmp_path):
         tiny(steps=50, time_limit_s=10.0, extends="not-a-hash")
 
 
+def branch_configs(**child):
+    """A run with an Adam polish from step 2, and a run going on from its end with another polish."""
+    parent = tiny(steps=6, eval_every=1, polish_after=2, polish={"name": "adam", "lr": 1e-3}, keep_final_state=True)
+    child = parent.model_copy(update={"steps": 30, "polish": parent.polish.model_copy(update={"lr": 1e-12}),
+                                      "starts_from": parent.hash, "keep_final_state": False, **child})
+    return parent, child
+
+
+def test_a_run_goes_on_from_another_runs_final_state_with_its_own_polish(tmp_path):
+    """starts_from: the parent's weights, steps and seconds, then this run's polish: at LR 1e-12 it moves
+    nothing (the eval MSE stays the parent's), where the parent's own polish (LR 1e-3) goes on gaining.
+    Hashed, and it works from the kept final state alone (a fresh clone)."""
+    import shutil
+
+    parent, child = branch_configs()
+    assert child.hash != child.model_copy(update={"starts_from": None}).hash
+    assert tiny(steps=5).hash == tiny(steps=5, starts_from=None).hash  # runs without it keep their hashes
+    first = run(parent, tmp_path, progress=False)
+    shutil.rmtree(tmp_path / "checkpoints")  # only results/final_states, as committed
+    branched = run(child, tmp_path, progress=False)
+    assert branched.status == "ok" and branched.steps_done == 30 and branched.resumed_at == [6]
+    assert branched.config.starts_from == parent.hash and branched.curve[:7] == first.curve
+    assert branched.eval_mse == pytest.approx(first.eval_mse, rel=1e-6)
+    own = run(parent.model_copy(update={"steps": 30}), tmp_path, progress=False)
+    assert own.curve[:7] == first.curve and own.eval_mse < 0.9 * first.eval_mse
+
+
+def test_starts_from_names_a_finished_run_that_differs_only_in_its_polish_and_length(tmp_path):
+    parent, child = branch_configs()
+    with pytest.raises(RunConfigError, match=f"starts_from: run {parent.hash} has no checkpoint or kept final state"):
+        run(child, tmp_path, progress=False)
+    run(parent, tmp_path, progress=False)
+    with pytest.raises(RunConfigError, match=f"starts_from: run {parent.hash} differs .* in batch_size; only polish, "
+                                             "steps, time_limit_s may change"):
+        run(branch_configs(batch_size=4)[1], tmp_path, progress=False)
+    with pytest.raises(RunConfigError, match="no further than it"):
+        run(branch_configs(steps=6)[1], tmp_path, progress=False)
+    with pytest.raises(RunConfigError, match="starts_from: a run goes on from another one with its own polish"):
+        tiny(steps=5, starts_from=parent.hash)
+    assert run(child, tmp_path, progress=False).steps_done == 30
+
+
 def test_a_checkpoint_is_written_by_the_clock_between_step_multiples(tmp_path, monkeypatch):
     """checkpoint_every counts steps; a run also checkpoints once CHECKPOINT_EVERY_S seconds have
     passed since the last one, so slow (second-order) steps are never an hour from a checkpoint.

@@ -57,7 +57,7 @@ def test_ci_budget_is_small():
 def test_registry_and_sweep_names():
     assert set(grids.GRIDS) == {"primitives", "attention_multiply", "gd_step", "gd_k_least_squares",
                                 "dtype_optimizer", "added_mixers", "second_order", "to_the_limit", "to_the_limit_extended",
-                                "to_the_limit_slice", "ode"}
+                                "to_the_limit_slice", "to_the_limit_whole_set", "ode"}
     for name in grids.GRIDS:
         for budget in grids.grid_budgets(name):
             assert callable(getattr(grids, f"{name}_{budget}"))
@@ -237,6 +237,22 @@ def test_the_slice_grid_is_grid_8s_gd_steps_with_the_slice_s_own_lm_step():
         adam_steps, seconds = grids.GD_SLICE_WARM_START[budget]
         assert warm.polish_after == adam_steps and warm.time_limit_s == seconds and warm.optimizer.name == "adam"
         assert warm.schedule.every == adam_steps // 30  # its Adam phase decays 30 times, as grid 8's
+
+
+def test_the_whole_set_grid_goes_on_from_the_slice_run_as_a_chain_of_longer_runs():
+    for budget in ("ci", "paper"):
+        start = grids.to_the_limit_slice(budget)[0]
+        chain = grids.to_the_limit_whole_set(budget)
+        assert [c.time_limit_s for c in chain] == sorted({c.time_limit_s for c in chain})
+        assert chain[0].time_limit_s > start.time_limit_s and all(c.keep_final_state for c in chain)
+        assert [c.extends for c in chain] == [None] + [c.hash for c in chain[:-1]]
+        for c in chain:
+            assert c.starts_from == start.hash
+            assert (c.polish.curvature_size, c.polish.train_size, c.polish.gradient) == (16384, 16384, "whole")
+            # all but the polish and the time limit are the slice run's, as RunConfig.starts_from asks
+            same = c.model_copy(update={"polish": start.polish, "time_limit_s": start.time_limit_s, "starts_from": None,
+                                        "extends": None})
+            assert same.hash == start.hash
 
 
 def test_ode_grid_trains_the_transformer_end_to_end_and_the_prompt_sized_gd_step():
