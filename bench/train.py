@@ -675,12 +675,15 @@ def branch_start(cfg: RunConfig, results_dir) -> dict:
     if differ:
         raise RunConfigError(f"starts_from: run {parent} differs from this run ({cfg.hash}) in {', '.join(differ)}; "
                              f"only {', '.join(BRANCH_FIELDS[:3])} may change")
-    # a time limit counts the parent's seconds too
-    shorter = [k for k in ("steps", "time_limit_s") if ours.get(k) is not None and base.get(k) is not None
-               and ours[k] <= base[k]]
-    if shorter:
-        raise RunConfigError(f"starts_from: this run's {' and '.join(shorter)} would take it no further than it "
-                             f"took run {parent} (the counts include that run's); make them larger")
+    # its steps and seconds count the parent's: neither may be fewer, and one must be more (None: no limit)
+    def limits(config):
+        return [config.get(k) if config.get(k) is not None else math.inf for k in ("steps", "time_limit_s")]
+
+    (our_steps, our_seconds), (base_steps, base_seconds) = limits(ours), limits(base)
+    if our_steps < base_steps or our_seconds < base_seconds or (our_steps, our_seconds) == (base_steps, base_seconds):
+        raise RunConfigError(f"starts_from: this run's steps and time_limit_s ({ours.get('steps')}, "
+                             f"{ours.get('time_limit_s')}) would take it no further than run {parent} went "
+                             f"({base.get('steps')}, {base.get('time_limit_s')}); the counts include that run's")
     return state
 
 

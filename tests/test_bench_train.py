@@ -462,11 +462,17 @@ def test_starts_from_names_a_finished_run_that_differs_only_in_its_polish_and_le
     with pytest.raises(RunConfigError, match=f"starts_from: run {parent.hash} differs .* in batch_size; only polish, "
                                              "steps, time_limit_s may change"):
         run(branch_configs(batch_size=4)[1], tmp_path, progress=False)
-    with pytest.raises(RunConfigError, match="no further than it"):
-        run(branch_configs(steps=6)[1], tmp_path, progress=False)
+    for shorter in ({"steps": 6}, {"steps": 5}, {"time_limit_s": 100.0}):  # the parent ran 6 steps, no time limit
+        with pytest.raises(RunConfigError, match=f"would take it no further than run {parent.hash} went"):
+            run(branch_configs(**shorter)[1], tmp_path, progress=False)
     with pytest.raises(RunConfigError, match="starts_from: a run goes on from another one with its own polish"):
         tiny(steps=5, starts_from=parent.hash)
     assert run(child, tmp_path, progress=False).steps_done == 30
+    # as grid to_the_limit_whole_set: the same steps, a longer time limit
+    capped = parent.model_copy(update={"steps": 200, "time_limit_s": 0.05})
+    first = run(capped, tmp_path, progress=False)
+    longer = capped.model_copy(update={"time_limit_s": 1000.0, "starts_from": capped.hash, "polish": child.polish})
+    assert run(longer, tmp_path, progress=False).resumed_at == [first.steps_done]
 
 
 def test_a_checkpoint_is_written_by_the_clock_between_step_multiples(tmp_path, monkeypatch):
