@@ -611,28 +611,38 @@ def to_the_limit_slice(budget: str | Budget = "ci") -> list[RunConfig]:
 # The Gauss-Newton step of the whole training set: the curvature on all 16,384 problems (81,920 residuals for
 # 43,589 weights), gradient and acceptance on the same set; the last step is no start for CG's next solve
 WHOLE_SET_LM = {"curvature_size": 16384, "gradient": "whole", "warm_start": False}
-# seconds of training in all, the slice run's included, of each run of the chain (ci: 30 minutes more each)
-WHOLE_SET_SECONDS = {"ci": tuple(4800.0 + 1800.0 * k for k in range(1, 9)), "paper": (24 * 3600.0,)}
+# ... with a trust region that acts: the slice run leaves the damping at its 1e-15 floor, where doubling it
+# on a refused step changes nothing, so every whole-set step after the first was cut to 1/4-1/8 of its length
+# (rho 0) and a refused one re-solved at the same damping. A floor of 1e-8 (the GN diagonal's median is 6e-4),
+# x10 on a poor step, and the length among 1, 1/2, 1/4 where rho < 0.5
+WHOLE_SET_DAMPED = {**WHOLE_SET_LM, "min_damping": 1e-8, "damping_up": 10.0, "line_search": True}
+# seconds of training in all, the slice run's 4,800 included: the first whole-set run, then each run of the
+# damped chain (ci: 30 minutes more each from 170 minutes)
+WHOLE_SET_SECONDS = {"ci": (6600.0, tuple(10200.0 + 1800.0 * k for k in range(6))),
+                     "paper": (16 * 3600.0, (24 * 3600.0,))}
 
 
 @cached
 def to_the_limit_whole_set(budget: str | Budget = "ci") -> list[RunConfig]:
     """(8, whole set) The warm-started BaseConv GD step of `to_the_limit_slice` (80 minutes; eval MSE 2.8e-7,
     the training MSE level at 1.4e-7 for every LM on 2,048-problem slices) gone on from its end
-    (RunConfig.starts_from) with the whole set's Gauss-Newton step (`WHOLE_SET_LM`: ~7.5 minutes a step of
-    one core; one such step measured 2.8e-7 -> 1.5e-7, bench.lm_choices gd_curvature_whole_set).
+    (RunConfig.starts_from) with the whole set's Gauss-Newton step (`WHOLE_SET_LM`: ~8 minutes a step of
+    one core), then from that run's end with its damping made to act (`WHOLE_SET_DAMPED`).
 
-    A chain of runs, 30 minutes more each (ci), each extending the one before (RunConfig.extends) and
-    keeping its final state, so a sweep cut off goes on from the last one committed: run it with
-    --workers 1, in order. Each run is a row of grid 8's tables."""
+    The damped runs are a chain, 30 minutes more each (ci), each extending the one before
+    (RunConfig.extends) and keeping its final state, so a sweep cut off goes on from the last one
+    committed: run it with --workers 1, in order. Each run is a row of grid 8's tables."""
     b = get_budget(budget)
     _no_smoke("to_the_limit_whole_set", b)
     start = to_the_limit_slice(b)[0]
-    polish = start.polish.model_copy(update=WHOLE_SET_LM)
-    runs: list[RunConfig] = []
-    for seconds in WHOLE_SET_SECONDS[b.name]:
-        runs.append(start.model_copy(update={"polish": polish, "time_limit_s": seconds, "starts_from": start.hash,
-                                             "extends": runs[-1].hash if runs else None}))
+    first_seconds, chain_seconds = WHOLE_SET_SECONDS[b.name]
+    first = start.model_copy(update={"polish": start.polish.model_copy(update=WHOLE_SET_LM),
+                                     "time_limit_s": first_seconds, "starts_from": start.hash})
+    damped = first.polish.model_copy(update=WHOLE_SET_DAMPED)
+    runs = [first]
+    for seconds in chain_seconds:
+        runs.append(first.model_copy(update={"polish": damped, "time_limit_s": seconds, "starts_from": first.hash,
+                                             "extends": runs[-1].hash if len(runs) > 1 else None}))
     return runs
 
 

@@ -198,7 +198,8 @@ class MatrixFreeLevenbergMarquardt:
                 "master": None if self.work is self.model else self._flat()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.damping = float(state["damping"])
+        # at least this config's floor: a run going on from another one (RunConfig.starts_from) may raise it
+        self.damping = max(float(state["damping"]), self.cfg.min_damping)
         self.nu = float(state["nu"])
         self.param_groups[0]["lr"] = float(state["lr"])
         # checkpoints load on the CPU: move the float64 state to where the parameters are

@@ -324,14 +324,27 @@ def test_a_polish_phase_on_a_larger_set_keeps_the_trust_region(tmp_path):
     assert trainer.optimizer.damping == reached
 
 
-def _slice_setup(gradient: str, curvature_size: int):
+def test_a_loaded_state_starts_at_this_configs_damping_floor():
+    """A run going on from another one with a higher min_damping (RunConfig.starts_from) starts at that floor,
+    not at the other run's damping; a state above the floor loads as it was."""
+    low, _ = _slice_setup("whole", 4)
+    low.damping = 1e-15
+    floored, _ = _slice_setup("whole", 4, min_damping=1e-8)
+    floored.load_state_dict(low.state_dict())
+    assert floored.damping == 1e-8
+    low.damping = 3e-5
+    floored.load_state_dict(low.state_dict())
+    assert floored.damping == 3e-5
+
+
+def _slice_setup(gradient: str, curvature_size: int, **lm):
     """The small BaseConv (float64) on 16 problems, 10 residuals each: a curvature slice of 4 problems
     has 40 residuals for its 254 weights (the smallest singular value of its J / sqrt(40) is 2e-4)."""
     task = make_task(**{"name": SMALL_TASK["name"], **SMALL_TASK["params"]})
     model = build_model("baseconv", task, **SMALL_BASECONV["params"], seed=0).double()
     batch = task.sample(16, generator=stream_generator(0, "train"), dtype=torch.float64)
     cfg = LevenbergMarquardtConfig(solver="cg", train_size=16, curvature_size=curvature_size, gradient=gradient,
-                                   preconditioner="none")
+                                   preconditioner="none", **lm)
     return MatrixFreeLevenbergMarquardt(model, cfg), (batch.inputs, batch.targets, batch.mask)
 
 

@@ -239,20 +239,23 @@ def test_the_slice_grid_is_grid_8s_gd_steps_with_the_slice_s_own_lm_step():
         assert warm.schedule.every == adam_steps // 30  # its Adam phase decays 30 times, as grid 8's
 
 
-def test_the_whole_set_grid_goes_on_from_the_slice_run_as_a_chain_of_longer_runs():
+def test_the_whole_set_grid_goes_on_from_the_slice_run_then_as_a_damped_chain():
     for budget in ("ci", "paper"):
         start = grids.to_the_limit_slice(budget)[0]
-        chain = grids.to_the_limit_whole_set(budget)
+        first, *chain = grids.to_the_limit_whole_set(budget)
+        assert first.starts_from == start.hash and first.time_limit_s > start.time_limit_s
+        assert all(c.starts_from == first.hash and c.keep_final_state for c in chain)
         assert [c.time_limit_s for c in chain] == sorted({c.time_limit_s for c in chain})
-        assert chain[0].time_limit_s > start.time_limit_s and all(c.keep_final_state for c in chain)
+        assert chain[0].time_limit_s > first.time_limit_s
         assert [c.extends for c in chain] == [None] + [c.hash for c in chain[:-1]]
-        for c in chain:
-            assert c.starts_from == start.hash
+        for c in [first] + chain:
             assert (c.polish.curvature_size, c.polish.train_size, c.polish.gradient) == (16384, 16384, "whole")
             # all but the polish and the time limit are the slice run's, as RunConfig.starts_from asks
             same = c.model_copy(update={"polish": start.polish, "time_limit_s": start.time_limit_s, "starts_from": None,
                                         "extends": None})
             assert same.hash == start.hash
+        assert first.polish.min_damping == 1e-15
+        assert all((c.polish.min_damping, c.polish.damping_up, c.polish.line_search) == (1e-8, 10.0, True) for c in chain)
 
 
 def test_ode_grid_trains_the_transformer_end_to_end_and_the_prompt_sized_gd_step():
