@@ -643,15 +643,20 @@ def extended_start(cfg: RunConfig, results_dir) -> Optional[dict]:
         print(f"run {cfg.hash}: no checkpoint of the run it extends ({cfg.extends}) under {results_dir}; "
               "training from the start", file=sys.stderr)
         return None
-    base, ours = json.loads(state["config"]), json.loads(cfg.canonical_json())
-    base_limit, our_limit = base.pop("time_limit_s", None), ours.pop("time_limit_s")
-    if base != ours or base_limit is None or base_limit >= our_limit:
+    base_limit, our_limit = json.loads(state["config"]).get("time_limit_s"), cfg.time_limit_s
+    if config_differences(state, cfg, free=("time_limit_s",)) or base_limit is None or base_limit >= our_limit:
         raise RunConfigError(f"extends: run {cfg.extends} is not this run ({cfg.hash}) with a shorter time_limit_s; "
                              "name the hash of that run, or leave extends unset")
     if state.get("status") == "diverged":
         raise RunConfigError(f"extends: run {cfg.extends} diverged: there is nothing to go on from; leave extends "
                              "unset to train from the start")
     return state
+
+
+def config_differences(state: dict, cfg: RunConfig, free: tuple[str, ...]) -> list[str]:
+    """The hashed fields, other than `free`, in which the run whose checkpoint is `state` differs from cfg."""
+    base, ours = json.loads(state["config"]), json.loads(cfg.canonical_json())
+    return sorted(k for k in set(base) | set(ours) if k not in free and base.get(k) != ours.get(k))
 
 
 # what a run that starts from another one (RunConfig.starts_from) may change of that run's config
@@ -670,20 +675,18 @@ def branch_start(cfg: RunConfig, results_dir) -> dict:
     if not state.get("result") or state.get("status") != "ok":
         raise RunConfigError(f"starts_from: run {parent} is {state.get('status') or 'not finished'}; a run goes on "
                              "only from where another one ended ok")
-    base, ours = json.loads(state["config"]), json.loads(cfg.canonical_json())
-    differ = sorted(k for k in set(base) | set(ours) if k not in BRANCH_FIELDS and base.get(k) != ours.get(k))
+    differ = config_differences(state, cfg, free=BRANCH_FIELDS)
     if differ:
         raise RunConfigError(f"starts_from: run {parent} differs from this run ({cfg.hash}) in {', '.join(differ)}; "
                              f"only {', '.join(BRANCH_FIELDS[:3])} may change")
     # its steps and seconds count the parent's: neither may be fewer, and one must be more (None: no limit)
-    def limits(config):
-        return [config.get(k) if config.get(k) is not None else math.inf for k in ("steps", "time_limit_s")]
-
-    (our_steps, our_seconds), (base_steps, base_seconds) = limits(ours), limits(base)
+    base = json.loads(state["config"])
+    ours, theirs = (cfg.steps, cfg.time_limit_s), (base["steps"], base.get("time_limit_s"))
+    our_steps, our_seconds = (math.inf if v is None else v for v in ours)
+    base_steps, base_seconds = (math.inf if v is None else v for v in theirs)
     if our_steps < base_steps or our_seconds < base_seconds or (our_steps, our_seconds) == (base_steps, base_seconds):
-        raise RunConfigError(f"starts_from: this run's steps and time_limit_s ({ours.get('steps')}, "
-                             f"{ours.get('time_limit_s')}) would take it no further than run {parent} went "
-                             f"({base.get('steps')}, {base.get('time_limit_s')}); the counts include that run's")
+        raise RunConfigError(f"starts_from: this run's steps and time_limit_s {ours} would take it no further than "
+                             f"run {parent} went {theirs}; the counts include that run's")
     return state
 
 
