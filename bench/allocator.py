@@ -8,8 +8,11 @@ arithmetic of an elementwise op: a ReLU over such a tensor runs several times sl
 fresh pages than into reused ones. With mmap off and trimming off, freed blocks stay in the heap
 and the next step reuses them; the process keeps its peak footprint instead.
 
-Process-wide and one-way (mallopt has no "restore"); applied once by the harness on CPU runs,
-skipped where the C library is not glibc, and off when PB_KEEP_FREED_MEMORY=0.
+Process-wide; applied once by the harness on CPU runs, skipped where the C library is not glibc,
+and off when PB_KEEP_FREED_MEMORY=0. `give_back_freed_memory` sets glibc's defaults again, for a
+process whose live memory is a large part of the machine's: a heap that keeps every freed block
+grows past the live peak as it fragments (measured: the matrix-free LM's 16,384-problem curvature,
+~14 GB live, was killed for memory at 24 GB RSS on a 23 GB machine in its second step).
 """
 from __future__ import annotations
 
@@ -18,7 +21,10 @@ import ctypes.util
 import os
 
 # mallopt parameters (glibc malloc.h)
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -2, -3, -4
+# glibc's defaults (malloc.c: DEFAULT_MMAP_MAX, DEFAULT_TRIM_THRESHOLD, DEFAULT_TOP_PAD,
+# DEFAULT_MMAP_THRESHOLD); setting the threshold fixes it where glibc would have let it grow to 32 MiB
+GLIBC_DEFAULTS = ((M_MMAP_MAX, 65536), (M_TRIM_THRESHOLD, 128 * 1024), (M_TOP_PAD, 0), (M_MMAP_THRESHOLD, 128 * 1024))
 _applied: bool | None = None
 
 
@@ -46,6 +52,20 @@ def keep_freed_memory() -> bool:
             for param, value in ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1), (M_TOP_PAD, 64 << 20))
         )
     return _applied
+
+
+def give_back_freed_memory() -> bool:
+    """Undo keep_freed_memory: large blocks mmap'd again, free memory at the heap's top trimmed, and
+    what is free now handed back (malloc_trim). True if this process had kept freed memory."""
+    global _applied
+    if not _applied:
+        return False
+    libc = _glibc()
+    for param, value in GLIBC_DEFAULTS:
+        libc.mallopt(param, value)
+    libc.malloc_trim(0)
+    _applied = False
+    return True
 
 
 def applied() -> bool:

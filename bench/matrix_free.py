@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jvp, linearize, vjp
 
+from .allocator import give_back_freed_memory
 from .config import LevenbergMarquardtConfig, RunConfigError
 
 
@@ -303,6 +304,24 @@ class MatrixFreeLevenbergMarquardt:
                 first = first_line(err)
                 raise RunConfigError(f"{what}: products 'linearize' cannot trace the model {type(self.model).__name__}: "
                                      f"{first}. Use products: 'jvp'") from None
+        n_c = self._chunk_size(inputs.shape[0])
+        need = self.curvature_bytes(inputs, targets, mask)
+        have = available_memory_bytes()
+        if inputs.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(inputs.device)
+            have = free
+        if have is not None and need > 0.25 * have and inputs.device.type == "cpu":
+            give_back_freed_memory()  # a heap that keeps every freed block outgrows a live set this size
+        if have is not None and need > 0.8 * have:
+            raise RunConfigError(
+                f"{what}: Gauss-Newton products on {n_c} samples need about {need / 2**30:.1f} GiB of activations, "
+                f"this machine has {have / 2**30:.1f} GiB available; lower {what}.curvature_size "
+                f"(or train_size), e.g. to {max(1, int(0.5 * have * n_c / need))}")
+
+    def curvature_bytes(self, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> int:
+        """About what a step's Gauss-Newton products keep in memory: vjp's saved activations of the curvature
+        slice, plus jvp's primal and tangent (measured on one sample, times the slice's size)."""
+        f = self._residual_fn(inputs[:1], targets[:1], mask)
         saved = [0]
 
         def pack(t):
@@ -310,18 +329,8 @@ class MatrixFreeLevenbergMarquardt:
             return t
 
         with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            f(flat.clone().requires_grad_(True))  # what autograd keeps for the backward of one sample
-        n_c = self._chunk_size(inputs.shape[0])
-        need = 3 * saved[0] * n_c  # vjp's saved activations, plus jvp's primal and tangent
-        have = available_memory_bytes()
-        if inputs.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(inputs.device)
-            have = free
-        if have is not None and need > 0.8 * have:
-            raise RunConfigError(
-                f"{what}: Gauss-Newton products on {n_c} samples need about {need / 2**30:.1f} GiB of activations, "
-                f"this machine has {have / 2**30:.1f} GiB available; lower {what}.curvature_size "
-                f"(or train_size), e.g. to {max(1, int(0.5 * have / (3 * saved[0])))}")
+            f(self._flat().clone().requires_grad_(True))  # what autograd keeps for the backward of one sample
+        return 3 * saved[0] * self._chunk_size(inputs.shape[0])
 
     # ---- one step -----------------------------------------------------------------
     def _curvature_slice(self, n: int) -> slice:

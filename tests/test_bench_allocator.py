@@ -55,3 +55,26 @@ def test_environment_variable_turns_it_off():
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True,
                          env={**__import__("os").environ, "PB_KEEP_FREED_MEMORY": "0"})
     assert out.stdout.strip() == "False"
+
+
+GIVE_BACK = """
+import torch
+from bench import allocator
+def rss_mib():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 // 2**20
+kept = allocator.keep_freed_memory()
+x = torch.ones(64 * 2**20)  # 256 MiB
+del x
+held = rss_mib()
+gave = allocator.give_back_freed_memory()
+print(kept, gave, held - rss_mib(), allocator.applied(), allocator.give_back_freed_memory())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings are Linux-only")
+def test_give_back_freed_memory_returns_a_freed_block_to_the_kernel():
+    out = subprocess.run([sys.executable, "-c", GIVE_BACK], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout.split()
+    kept, gave, released, applied, again = out
+    assert (kept, gave, applied, again) == ("True", "True", "False", "False")  # a second call has nothing to undo
+    assert int(released) > 200  # of the freed 256 MiB the kept heap held on to

@@ -209,6 +209,23 @@ def test_a_training_set_too_large_for_memory_is_refused_before_training(tmp_path
         run(cfg, tmp_path, progress=False)
 
 
+@pytest.mark.parametrize("share,gives_back", [(0.01, False), (0.5, True)])
+def test_a_curvature_slice_large_for_the_machine_gives_freed_memory_back(tmp_path, monkeypatch, share, gives_back):
+    """A slice needing over a quarter of the memory available (but under 0.8) trains, in a heap that hands
+    freed memory back to the kernel (bench.allocator.give_back_freed_memory); a small one leaves the heap as is."""
+    called = []
+    monkeypatch.setattr(matrix_free, "give_back_freed_memory", lambda: called.append(True))
+    cfg = make_run_config(task=SMALL_TASK, model=SMALL_BASECONV, optimizer={**CG, "train_size": 64}, steps=1,
+                          eval_size=8)
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    data = trainer.train_set
+    need = trainer.optimizer.curvature_bytes(data.inputs, data.targets, data.mask)
+    assert need > 0
+    monkeypatch.setattr(matrix_free, "available_memory_bytes", lambda: int(need / share))
+    trainer.optimizer.check(data.inputs, data.targets, data.mask)  # no error: the slice fits
+    assert bool(called) == gives_back
+
+
 def test_non_finite_curvature_is_recorded_diverged(tmp_path, monkeypatch):
     real_jvp = matrix_free.jvp
 
