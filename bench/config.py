@@ -398,7 +398,7 @@ class RunConfig(_Frozen):
     # run trains from the start. Not hashed: it says where to start, not what is computed
     extends: Optional[Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]] = None
     # the hash of a finished run whose final state (weights, training set, optimizer state, steps and
-    # seconds so far) this run goes on from with another polish optimizer, further in steps or seconds:
+    # seconds so far) this run goes on from with another polish optimizer or dtype, further in steps or seconds:
     # the rest of its config is that run's; its steps and time_limit_s count that run's too. Hashed:
     # where it starts is what it computes
     starts_from: Optional[Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]] = None

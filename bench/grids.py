@@ -32,6 +32,8 @@ Grids (`GRIDS`; the module also exposes `<grid>_<budget>` for `bench sweep`):
                       GD step, trained by the matrix-free Levenberg-Marquardt under a time cap
   to_the_limit_extended  grid 8's warm-started GD step given longer (goes on from its checkpoint)
   to_the_limit_slice  grid 8's GD steps with the LM step of the curvature slice's own problem
+  to_the_limit_whole_set  grid 8's warm-started GD step gone on with whole-set Gauss-Newton steps
+  to_the_limit_float64  the paper's primitive BaseConv on multiply: 30 minutes of float32, then float64
   ode                 (9) the ODE operator in context: a softmax Transformer end to end on ode_operator,
                       BaseConv and linear attention on the prompt-sized GD step (applied by bench.ode)
 """
@@ -646,6 +648,33 @@ def to_the_limit_whole_set(budget: str | Budget = "ci") -> list[RunConfig]:
     return runs
 
 
+# seconds of training in all: the float32 run, then each float64 run going on from it (a chain, as the
+# whole-set runs: each extends the one before)
+FLOAT64_LADDER_SECONDS = {"ci": (1800.0, (3600.0, 5400.0, 7200.0)), "paper": (4 * 3600.0, (12 * 3600.0,))}
+
+
+@cached
+def to_the_limit_float64(budget: str | Budget = "ci") -> list[RunConfig]:
+    """(8, float64) How far below float32's floor the paper's primitive BaseConv gets on MULTIPLY: the
+    recipe that took it to 8.2e-13 in 26 minutes of one core in float32 (time to precision,
+    `cg_lm_512_then_2048_line_search`: the LM on 512 problems for 40 steps, then on 2,048 fresh ones with
+    the line search), trained in float32 for 30 minutes (ci), then going on from its end in float64
+    (RunConfig.starts_from with dtype float64), 30 minutes more a run. Run with --workers 1, in order."""
+    b = get_budget(budget)
+    _no_smoke("to_the_limit_float64", b)
+    float32_seconds, float64_seconds = FLOAT64_LADDER_SECONDS[b.name]
+    first = b.run("multiply", "baseconv", model_params=paper_primitive_model(2), depth=2, optimizer=matrix_free_lm(),
+                  schedule={"name": "constant"}, steps=100_000, eval_every=1, eval_size=1024,
+                  polish=matrix_free_lm(train_size=2048, curvature_size=256, line_search=True), polish_after=40,
+                  polish_patience=1000, polish_eval_every=1, checkpoint_every=5, time_limit_s=float32_seconds,
+                  keep_final_state=True)
+    runs = [first]
+    for seconds in float64_seconds:
+        runs.append(first.model_copy(update={"dtype": "float64", "time_limit_s": seconds, "starts_from": first.hash,
+                                             "extends": runs[-1].hash if len(runs) > 1 else None}))
+    return runs
+
+
 # ---- (9) the ODE operator in context -------------------------------------------------
 
 # The prompt size of bench.ode: 25 solved examples and a query (n_examples 26), c at 20 points, so the
@@ -726,6 +755,7 @@ GRIDS: dict[str, Callable[[str | Budget], list[RunConfig]]] = {
     "to_the_limit_extended": to_the_limit_extended,
     "to_the_limit_slice": to_the_limit_slice,
     "to_the_limit_whole_set": to_the_limit_whole_set,
+    "to_the_limit_float64": to_the_limit_float64,
     "ode": ode,
 }
 

@@ -659,14 +659,16 @@ def config_differences(state: dict, cfg: RunConfig, free: tuple[str, ...]) -> li
     return sorted(k for k in set(base) | set(ours) if k not in free and base.get(k) != ours.get(k))
 
 
-# what a run that starts from another one (RunConfig.starts_from) may change of that run's config
-BRANCH_FIELDS = ("polish", "steps", "time_limit_s", "starts_from")
+# what a run that starts from another one (RunConfig.starts_from) may change of that run's config: its
+# polish and length, and its dtype (a float32 run's end polished in float64: the weights widen exactly,
+# every problem is drawn in float64 and rounded to the run's dtype, so the problems stay the same)
+BRANCH_FIELDS = ("polish", "steps", "time_limit_s", "dtype", "starts_from")
 
 
 def branch_start(cfg: RunConfig, results_dir) -> dict:
     """The final state of the run `cfg.starts_from` names, for cfg to go on from with its own polish.
     Raises RunConfigError if none is under results_dir, if that run did not end ok, if it is not cfg
-    with another polish, steps or time limit (BRANCH_FIELDS), or if cfg would go no further than it."""
+    with another polish, steps, time limit or dtype (BRANCH_FIELDS), or if cfg would go no further than it."""
     parent = cfg.starts_from
     state = _readable(load_checkpoint, parent, results_dir)
     if state is None:
@@ -678,7 +680,7 @@ def branch_start(cfg: RunConfig, results_dir) -> dict:
     differ = config_differences(state, cfg, free=BRANCH_FIELDS)
     if differ:
         raise RunConfigError(f"starts_from: run {parent} differs from this run ({cfg.hash}) in {', '.join(differ)}; "
-                             f"only {', '.join(BRANCH_FIELDS[:3])} may change")
+                             f"only {', '.join(BRANCH_FIELDS[:4])} may change")
     # its steps and seconds count the parent's: neither may be fewer, and one must be more (None: no limit)
     base = json.loads(state["config"])
     ours, theirs = (cfg.steps, cfg.time_limit_s), (base["steps"], base.get("time_limit_s"))

@@ -454,13 +454,24 @@ def test_a_run_goes_on_from_another_runs_final_state_with_its_own_polish(tmp_pat
     assert own.curve[:7] == first.curve and own.eval_mse < 0.9 * first.eval_mse
 
 
+def test_a_float32_run_goes_on_in_float64(tmp_path):
+    """starts_from with dtype float64: the float32 weights widened exactly, the same eval problems, so at LR
+    1e-12 the eval MSE is the parent's to float32 rounding of the forward pass."""
+    parent, child = branch_configs(dtype="float64")
+    first = run(parent, tmp_path, progress=False)
+    branched = run(child, tmp_path, progress=False)
+    assert branched.status == "ok" and branched.config.dtype == "float64" and branched.resumed_at == [6]
+    assert branched.eval_mse == pytest.approx(first.eval_mse, rel=1e-4)
+    assert branched.eval_mse != first.eval_mse  # computed in float64, not carried over
+
+
 def test_starts_from_names_a_finished_run_that_differs_only_in_its_polish_and_length(tmp_path):
     parent, child = branch_configs()
     with pytest.raises(RunConfigError, match=f"starts_from: run {parent.hash} has no checkpoint or kept final state"):
         run(child, tmp_path, progress=False)
     run(parent, tmp_path, progress=False)
     with pytest.raises(RunConfigError, match=f"starts_from: run {parent.hash} differs .* in batch_size; only polish, "
-                                             "steps, time_limit_s may change"):
+                                             "steps, time_limit_s, dtype may change"):
         run(branch_configs(batch_size=4)[1], tmp_path, progress=False)
     for shorter in ({"steps": 6}, {"steps": 5}, {"time_limit_s": 100.0}):  # the parent ran 6 steps, no time limit
         with pytest.raises(RunConfigError, match=f"would take it no further than run {parent.hash} went"):

@@ -57,7 +57,7 @@ def test_ci_budget_is_small():
 def test_registry_and_sweep_names():
     assert set(grids.GRIDS) == {"primitives", "attention_multiply", "gd_step", "gd_k_least_squares",
                                 "dtype_optimizer", "added_mixers", "second_order", "to_the_limit", "to_the_limit_extended",
-                                "to_the_limit_slice", "to_the_limit_whole_set", "ode"}
+                                "to_the_limit_slice", "to_the_limit_whole_set", "to_the_limit_float64", "ode"}
     for name in grids.GRIDS:
         for budget in grids.grid_budgets(name):
             assert callable(getattr(grids, f"{name}_{budget}"))
@@ -237,6 +237,28 @@ def test_the_slice_grid_is_grid_8s_gd_steps_with_the_slice_s_own_lm_step():
         adam_steps, seconds = grids.GD_SLICE_WARM_START[budget]
         assert warm.polish_after == adam_steps and warm.time_limit_s == seconds and warm.optimizer.name == "adam"
         assert warm.schedule.every == adam_steps // 30  # its Adam phase decays 30 times, as grid 8's
+
+
+def test_the_float64_grid_goes_on_from_the_float32_recipe_in_float64():
+    from bench.test_bench_training import PAPER_MODEL, paper_model_recipes
+
+    for budget in ("ci", "paper"):
+        first, *chain = grids.to_the_limit_float64(budget)
+        assert first.dtype == "float32" and first.keep_final_state and first.starts_from is None
+        # the time-to-precision recipe that reached 8.2e-13 in float32, on the same model
+        recipe = paper_model_recipes()["cg_lm_512_then_2048_line_search"]
+        assert first.polish.model_dump() == first.polish.model_validate(recipe["polish"]).model_dump()
+        assert first.polish_after == recipe["polish_after"] and first.optimizer.train_size == 512
+        assert {k: first.model.params[k] for k in PAPER_MODEL["params"]} == PAPER_MODEL["params"]
+        assert all(c.dtype == "float64" and c.starts_from == first.hash and c.keep_final_state for c in chain)
+        assert [c.extends for c in chain] == [None] + [c.hash for c in chain[:-1]]
+        assert first.time_limit_s < chain[0].time_limit_s
+        assert [c.time_limit_s for c in chain] == sorted({c.time_limit_s for c in chain})
+        for c in chain:  # all but the dtype and the time limit are the float32 run's, as starts_from asks
+            assert c.model_copy(update={"dtype": "float32", "time_limit_s": first.time_limit_s, "starts_from": None,
+                                        "extends": None}).hash == first.hash
+    with pytest.raises(Exception, match="smoke"):
+        grids.to_the_limit_float64("smoke")
 
 
 def test_the_whole_set_grid_goes_on_from_the_slice_run_then_as_a_damped_chain():
