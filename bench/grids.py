@@ -440,7 +440,11 @@ def lm_gd_step(b: Budget, dtype: str, steps: int, size: int) -> RunConfig:
 # step 76 for BaseConv and at step 32 for softmax attention (grid 7's records de4997bfe75a96d2 and
 # 66407166c37501b7, one torch thread); each then gets 12 Levenberg-Marquardt steps. BaseConv is at
 # 7.0e-14 after them; attention's eval MSE only rises from its L-BFGS plateau (0.94) under them.
+# The switch is also forced there (polish_after): the stall is the CPU's to decide, and on an Intel
+# Xeon BaseConv's L-BFGS was still gaining 7% every 20 steps at step 88 (1.6e-8), so without it the
+# main job ran no Levenberg-Marquardt step at all
 QUICK_MULTIPLY_STEPS = {"baseconv": 88, "attention": 44}
+QUICK_LM_STEPS = 12
 
 
 def quick() -> list[RunConfig]:
@@ -448,13 +452,15 @@ def quick() -> list[RunConfig]:
     answered in minutes on one core, by the recipes of grid 7 that reach the float32 floor.
 
     - multiply with the bare one-layer BaseConv and softmax attention (width 32): L-BFGS until it
-      stalls, then 12 Levenberg-Marquardt steps (QUICK_MULTIPLY_STEPS; grid 7 runs the same recipe
+      stalls or reaches the step where it stalled in grid 7, then 12 Levenberg-Marquardt steps
+      (QUICK_MULTIPLY_STEPS; grid 7 runs the same recipe
       for 112 steps, about 17 minutes a model);
     - the GD step learned by the bare linear attention that can express it, by Levenberg-Marquardt
       (grid 7's float32 run itself: 60 steps on 1,024 problems, about 4 minutes); the main job applies
       it iteratively next to true GD.
     """
-    polished = [polished_multiply(CI, model, steps=steps) for model, steps in QUICK_MULTIPLY_STEPS.items()]
+    polished = [polished_multiply(CI, model, steps=steps, polish_after=steps - QUICK_LM_STEPS)
+                for model, steps in QUICK_MULTIPLY_STEPS.items()]
     return polished + [lm_gd_step(CI, "float32", 60, 1024)]
 
 
@@ -650,7 +656,8 @@ def to_the_limit_whole_set(budget: str | Budget = "ci") -> list[RunConfig]:
 
 # seconds of training in all: the float32 run, then each float64 run going on from it (a chain, as the
 # whole-set runs: each extends the one before)
-FLOAT64_LADDER_SECONDS = {"ci": (1800.0, (3600.0, 5400.0, 7200.0)), "paper": (4 * 3600.0, (12 * 3600.0,))}
+FLOAT64_LADDER_SECONDS = {"ci": (1800.0, tuple(1800.0 + 1200.0 * k for k in range(1, 7))),
+                          "paper": (4 * 3600.0, (12 * 3600.0,))}
 
 
 @cached
@@ -659,7 +666,7 @@ def to_the_limit_float64(budget: str | Budget = "ci") -> list[RunConfig]:
     recipe that took it to 8.2e-13 in 26 minutes of one core in float32 (time to precision,
     `cg_lm_512_then_2048_line_search`: the LM on 512 problems for 40 steps, then on 2,048 fresh ones with
     the line search), trained in float32 for 30 minutes (ci), then going on from its end in float64
-    (RunConfig.starts_from with dtype float64), 30 minutes more a run. Run with --workers 1, in order."""
+    (RunConfig.starts_from with dtype float64), 20 minutes more a run. Run with --workers 1, in order."""
     b = get_budget(budget)
     _no_smoke("to_the_limit_float64", b)
     float32_seconds, float64_seconds = FLOAT64_LADDER_SECONDS[b.name]

@@ -7,8 +7,9 @@
 Profile quick, one case after another on one torch thread (each says what it is and how many
 remain):
 
-    1-2  multiply with the bare one-layer BaseConv and softmax attention: L-BFGS until it stalls,
-         then 12 Levenberg-Marquardt steps, which take BaseConv to the float32 floor (bench.grids.quick)
+    1-2  multiply with the bare one-layer BaseConv and softmax attention: L-BFGS until it stalls (at
+         grid 7's stall step at the latest), then 12 Levenberg-Marquardt steps, which take BaseConv to
+         the float32 floor (bench.grids.quick)
     3    the GD step learned by the bare linear attention that can express it (Levenberg-Marquardt)
     4    that learned step applied iteratively, next to true GD and the exact constructions
          (bench.iterate)
