@@ -465,6 +465,20 @@ def test_a_float32_run_goes_on_in_float64(tmp_path):
     assert branched.eval_mse != first.eval_mse  # computed in float64, not carried over
 
 
+def test_a_levenberg_marquardt_damping_starts_again_in_another_dtype(tmp_path):
+    from bench.train import branch_start
+
+    lm = {"name": "levenberg_marquardt", "solver": "cg", "train_size": 16, "damping": 0.5}
+    parent = tiny(steps=6, eval_every=1, polish_after=2, polish=lm, keep_final_state=True)
+    child = parent.model_copy(update={"steps": 30, "starts_from": parent.hash, "keep_final_state": False})
+    run(parent, tmp_path, progress=False)
+    kept = branch_start(child, tmp_path)["optimizer"]["damping"]
+    assert kept != 0.5  # the same dtype goes on with the parent's damping
+    wider = child.model_copy(update={"dtype": "float64"})
+    assert branch_start(wider, tmp_path)["optimizer"]["damping"] == 0.5
+    assert run(wider, tmp_path, progress=False).status == "ok"
+
+
 def test_starts_from_names_a_finished_run_that_differs_only_in_its_polish_and_length(tmp_path):
     parent, child = branch_configs()
     with pytest.raises(RunConfigError, match=f"starts_from: run {parent.hash} has no checkpoint or kept final state"):
