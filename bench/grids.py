@@ -42,7 +42,7 @@ from __future__ import annotations
 import functools
 import itertools
 from dataclasses import dataclass, replace
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from .config import RunConfig, unique_configs
 
@@ -498,6 +498,25 @@ def matrix_free_lm(train_size: int = 512, **overrides) -> dict:
             "damping_up": 2.0, **overrides}
 
 
+def lm_512_then_2048(**polish) -> dict:
+    """The time-to-precision recipe for the paper's primitive BaseConv (bench/test_bench_training.py):
+    the matrix-free LM on 512 problems for the first 40 steps (fast to ~1e-9), then on 2,048 fresh ones,
+    its curvature on 256 of them a step; `polish` changes the second phase's LM."""
+    return {"optimizer": matrix_free_lm(), "polish_after": 40, "polish_patience": 1000,
+            "polish": matrix_free_lm(train_size=2048, curvature_size=256, **polish)}
+
+
+def extension_chain(base: RunConfig, seconds: Sequence[float], **update) -> list[RunConfig]:
+    """`base` changed by `update`, once for each total of training seconds in `seconds`, each run
+    extending the one before it (RunConfig.extends), so a sweep cut off goes on from the last one
+    committed: run such a chain with --workers 1, in order."""
+    runs: list[RunConfig] = []
+    for total in seconds:
+        runs.append(base.model_copy(update={**update, "time_limit_s": total,
+                                            "extends": runs[-1].hash if runs else None}))
+    return runs
+
+
 # The LM step of the curvature slice's own problem (LevenbergMarquardtConfig.gradient "slice"; each
 # solve starts from zero, since the last step was solved on another slice): for a slice with fewer
 # residuals than the model has weights (`to_the_limit_slice`)
@@ -647,11 +666,7 @@ def to_the_limit_whole_set(budget: str | Budget = "ci") -> list[RunConfig]:
     first = start.model_copy(update={"polish": start.polish.model_copy(update=WHOLE_SET_LM),
                                      "time_limit_s": first_seconds, "starts_from": start.hash})
     damped = first.polish.model_copy(update=WHOLE_SET_DAMPED)
-    runs = [first]
-    for seconds in chain_seconds:
-        runs.append(first.model_copy(update={"polish": damped, "time_limit_s": seconds, "starts_from": first.hash,
-                                             "extends": runs[-1].hash if len(runs) > 1 else None}))
-    return runs
+    return [first] + extension_chain(first, chain_seconds, polish=damped, starts_from=first.hash)
 
 
 # seconds of training in all: the float32 run, then each float64 run going on from it (a chain, as the
@@ -670,16 +685,11 @@ def to_the_limit_float64(budget: str | Budget = "ci") -> list[RunConfig]:
     b = get_budget(budget)
     _no_smoke("to_the_limit_float64", b)
     float32_seconds, float64_seconds = FLOAT64_LADDER_SECONDS[b.name]
-    first = b.run("multiply", "baseconv", model_params=paper_primitive_model(2), depth=2, optimizer=matrix_free_lm(),
+    first = b.run("multiply", "baseconv", model_params=paper_primitive_model(2), depth=2,
                   schedule={"name": "constant"}, steps=100_000, eval_every=1, eval_size=1024,
-                  polish=matrix_free_lm(train_size=2048, curvature_size=256, line_search=True), polish_after=40,
-                  polish_patience=1000, polish_eval_every=1, checkpoint_every=5, time_limit_s=float32_seconds,
-                  keep_final_state=True)
-    runs = [first]
-    for seconds in float64_seconds:
-        runs.append(first.model_copy(update={"dtype": "float64", "time_limit_s": seconds, "starts_from": first.hash,
-                                             "extends": runs[-1].hash if len(runs) > 1 else None}))
-    return runs
+                  **lm_512_then_2048(line_search=True), polish_eval_every=1, checkpoint_every=5,
+                  time_limit_s=float32_seconds, keep_final_state=True)
+    return [first] + extension_chain(first, float64_seconds, dtype="float64", starts_from=first.hash)
 
 
 # ---- (9) the ODE operator in context -------------------------------------------------

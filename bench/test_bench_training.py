@@ -196,11 +196,10 @@ PAPER_MODEL_BUDGET_S = {"ci": 1800.0, "paper": 4 * 3600.0}
 
 
 def paper_model_recipes():
-    from bench.grids import matrix_free_lm
+    from bench.grids import lm_512_then_2048, matrix_free_lm
 
     def then_2048(**polish):  # 512 problems for the first 40 steps (fast to ~1e-9), then 2,048 fresh ones
-        return dict(optimizer=matrix_free_lm(), eval_every=1, polish_after=40, polish_patience=1000,
-                    polish=matrix_free_lm(train_size=2048, curvature_size=256, **polish))
+        return dict(lm_512_then_2048(**polish), eval_every=1)
 
     return {
         "adam": dict(optimizer={"name": "adam", "lr": 1e-3, "eps": 1e-16},
