@@ -718,7 +718,7 @@ def ode(budget: str | Budget = "ci") -> list[RunConfig]:
     if b.name == "paper":
         runs = [b.run("ode_operator", "attention", task_params=ODE_TASK, depth=12, lr=1e-4, batch_size=64,
                       model_params={"width": 256, "heads": 8, "mlp_factor": 4})]
-        return runs + [b.run("gd_step", m, task_params=ODE_GD_TASK, depth=4, lr=1e-3,
+        return runs + [b.run("gd_step", m, task_params=ode_gd_task(m), depth=4, lr=1e-3,
                              model_params={"width": 256, "mlp": False}) for m in ("baseconv", "linear_attention")]
     # linear attention was still gaining x0.5 a step at 20 minutes: it gets 40, going on from the 20-minute
     # run's checkpoint where one is on disk (RunConfig.extends)
@@ -732,27 +732,40 @@ def ode(budget: str | Budget = "ci") -> list[RunConfig]:
 
 
 # Adam steps before the matrix-free LM takes over, and the run's seconds of training in all (ci)
-ODE_GD_STEP_RECIPE = {"linear_attention": (20_000, 1200.0), "baseconv": (15_000, 1200.0)}
-# BaseConv's curvature slice has fewer residuals (45,056) than it has weights (111,806), but Adam leaves
-# it far from a fit (eval MSE 0.66 at step 15,000), and there each slice's own LM step (`SLICE_LM`) made
-# it worse: 1.07 after 5 steps (record 14de7d4df710705e). With the whole set's gradient it ends at 0.58
+ODE_GD_STEP_RECIPE = {"linear_attention": (20_000, 1200.0), "baseconv": (15_000, 2400.0)}
+# BaseConv reads the problem in Liu et al.'s layout, x in every token (gd_step layout "broadcast"): in the
+# first_token layout its first layer must learn to find x at position 0, and at 4 layers, width 89 (111,806
+# weights) Adam was at eval MSE 0.66 after 15,000 steps and the LM after it at 0.58 (record e32bd224d6edd62f;
+# with each slice's own LM step 1.07, record 14de7d4df710705e). In the broadcast layout the same Adam
+# reaches 5e-4 by step 11,000 at 3 layers, the depth of Liu et al.'s construction (87,064 weights), whose
+# curvature slice is 4,096 problems so that it has more residuals (90,112) than the model has weights.
+ODE_GD_LAYOUT = {"linear_attention": "first_token", "baseconv": "broadcast"}
+ODE_GD_CURVATURE = {"linear_attention": 2048, "baseconv": 4096}
+
+
+def ode_gd_task(model: str) -> dict:
+    """The gd_step parameters of grid 9's learned step for `model`: the prompt's size, in its layout."""
+    layout = ODE_GD_LAYOUT[model]
+    return ODE_GD_TASK if layout == "first_token" else {**ODE_GD_TASK, "layout": layout}
 
 
 def ode_gd_step(b: Budget, model: str, seconds: Optional[float] = None, extends: Optional[str] = None) -> RunConfig:
     """Grid 9's learned GD step at the prompt's size (`ODE_GD_TASK`), in the architecture of its exact
     construction: linear attention as `exact_gd_step_model(22)` (2 layers, width 68, 42,454 weights),
-    BaseConv as `baseconv_gd_step` (4 layers, width 4D + 1 = 89, 111,806 weights). Adam first (about
-    22 / 40 ms a step on one core), then the matrix-free LM on 8,192 problems (22 residuals each: 180,224
-    residuals), curvature on 2,048 of them a step (45,056 residuals), as grid 8's warm-started GD step."""
+    BaseConv in Liu et al.'s layout as `baseconv_gd_step_broadcast` (3 layers, width 4D + 1 = 89, 87,064
+    weights; `ODE_GD_LAYOUT`). Adam first (about 22 / 26 ms a step on one core), then the matrix-free LM on
+    8,192 problems (22 residuals each: 180,224 residuals), curvature on 2,048 (BaseConv: 4,096) of them a
+    step, as grid 8's warm-started GD step."""
     adam_steps, default_seconds = ODE_GD_STEP_RECIPE[model]
     seconds = default_seconds if seconds is None else seconds
     D = ODE_GD_TASK["D"]
     params = (exact_gd_step_model(D) if model == "linear_attention"
-              else {"width": 4 * D + 1, "depth": 4, "prenorm": False, "final_norm": False, "mlp": False})
-    return b.run("gd_step", model, task_params=ODE_GD_TASK, model_params=params, depth=params["depth"], lr=3e-3,
-                 steps=adam_steps + 100_000, batch_size=64,
+              else {"width": 4 * D + 1, "depth": 3, "prenorm": False, "final_norm": False, "mlp": False})
+    return b.run("gd_step", model, task_params=ode_gd_task(model), model_params=params, depth=params["depth"],
+                 lr=3e-3, steps=adam_steps + 100_000, batch_size=64,
                  schedule={"name": "step", "gamma": 0.9, "every": adam_steps // 30},
-                 polish=matrix_free_lm(train_size=8192, curvature_size=2048), polish_after=adam_steps,
+                 polish=matrix_free_lm(train_size=8192, curvature_size=ODE_GD_CURVATURE[model]),
+                 polish_after=adam_steps,
                  polish_patience=1000, polish_eval_every=1, eval_every=1000, eval_size=1024, checkpoint_every=4000,
                  time_limit_s=seconds, extends=extends, keep_final_state=True)
 

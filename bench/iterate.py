@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import pandas as pd
 import torch
@@ -70,14 +70,16 @@ def iterate_errors(xs: torch.Tensor, x_ls: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def learned_gd_iterates(model: torch.nn.Module, problem: LeastSquaresProblem, steps: int, eta: float = ETA) -> torch.Tensor:
-    """x_0..x_steps of GD with the model's gradient, in the model's dtype: (steps + 1, B, D)."""
+def learned_gd_iterates(model: torch.nn.Module, problem: LeastSquaresProblem, steps: int, eta: float = ETA,
+                        tokens: Callable = gd_tokens) -> torch.Tensor:
+    """x_0..x_steps of GD with the model's gradient, in the model's dtype: (steps + 1, B, D). `tokens`:
+    the layout the model was trained on (its task's `tokens`; default gd_step's first_token)."""
     dtype = next(model.parameters()).dtype
     model.eval()
     A, b, x = problem.A.to(dtype), problem.b.to(dtype), problem.x0.to(dtype)
     xs = [x]
     for _ in range(steps):
-        x = x - eta * model(gd_tokens(A, b, x))[:, -1]
+        x = x - eta * model(tokens(A, b, x))[:, -1]
         xs.append(x)
     return torch.stack(xs)
 

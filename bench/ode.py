@@ -50,7 +50,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional
 
 import pandas as pd
 import torch
@@ -209,10 +209,11 @@ def true_gd_step(A, b, x, eta):
     return alg.gd_step(A, b, x, eta)
 
 
-def learned_gd_step(model: torch.nn.Module, chunk: int = 1024):
-    """The learned step as a GD update: x - eta * model(tokens)[:, -1], in chunks of prompts."""
+def learned_gd_step(model: torch.nn.Module, tokens: Callable = gd_tokens, chunk: int = 1024):
+    """The learned step as a GD update: x - eta * model(tokens(A, b, x))[:, -1], in chunks of prompts;
+    `tokens` is the layout of the task the model was trained on."""
     def step(A, b, x, eta):
-        grads = [model(gd_tokens(A[i:i + chunk], b[i:i + chunk], x[i:i + chunk]))[:, -1]
+        grads = [model(tokens(A[i:i + chunk], b[i:i + chunk], x[i:i + chunk]))[:, -1]
                  for i in range(0, A.shape[0], chunk)]
         return x - eta * torch.cat(grads)
     return step
@@ -262,7 +263,7 @@ def learned_models(configs: list[RunConfig], results_dir: Path, retrain: bool) -
         label = ("Transformer (softmax attention, end to end)" if role == "transformer"
                  else f"{cfg.model.name} learned GD step, iterated")
         entry = {"role": role, "label": label, "hash": cfg.hash, "config": cfg.label(), "budget": budget_text(cfg),
-                 "model": None}
+                 "model": None, "tokens": cfg.build_task().tokens if role == "learned_step" else None}
         record = load_result(cfg, results_dir)
         if record is None:
             entry["status"] = "not trained"
@@ -378,7 +379,7 @@ def run(cfg: ODEComparisonConfig, results_dir: Path = Path("results"), log=print
         configs = [c for c in configs if c.model.name in cfg.models]
     learned = learned_models(configs, results_dir, cfg.retrain)
     for entry in learned:
-        model = entry.pop("model")
+        model, tokens = entry.pop("model"), entry.pop("tokens")
         if model is None:
             log(f"ode: {entry['label']} ({entry['hash']}): {entry['status']}")
             continue
@@ -394,7 +395,7 @@ def run(cfg: ODEComparisonConfig, results_dir: Path = Path("results"), log=print
                         run=entry["hash"])
         else:
             steps = cfg.learned_iterations
-            batched(by_key, learned_gd_step(model), dtype_name, "learned_step", entry["label"], steps,
+            batched(by_key, learned_gd_step(model, tokens), dtype_name, "learned_step", entry["label"], steps,
                     tuple(t for t in keep if t < steps))
         log(f"ode: {entry['label']}: {time.time() - t0:.0f} s")
 

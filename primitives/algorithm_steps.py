@@ -14,7 +14,7 @@ from pydantic import model_validator
 
 from . import algorithms as alg
 from .base import TaskConfigError, positive, positive_finite, round_to
-from .least_squares import LeastSquaresTask, gd_tokens
+from .least_squares import GD_LAYOUTS, LeastSquaresTask
 from .registry import register
 
 
@@ -50,15 +50,25 @@ class LeastSquares(LeastSquaresTask):
 
 
 class _GDLayout(LeastSquaresTask):
-    """Token 0 = [x0 (D), 0], tokens 1..N = [a_i (D), b_i]: inputs (B, N + 1, D + 1)."""
+    """The GD-step layouts (`layout`, least_squares.GD_LAYOUTS):
+
+        first_token  token 0 = [x0 (D), 0], tokens 1..N = [a_i (D), b_i]: inputs (B, N + 1, D + 1)
+        broadcast    token i = [a_i (D), b_i, x0 (D)], i = 1..N (Liu et al.'s): inputs (B, N, 2D + 1)
+    """
+
+    layout: Literal["first_token", "broadcast"] = "first_token"
+
+    def tokens(self, A: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The input sequence of problems (A, b) at the point x, in this task's layout."""
+        return GD_LAYOUTS[self.layout](A, b, x)
 
     @property
     def seq_len(self) -> int:
-        return self.N + 1
+        return self.N + 1 if self.layout == "first_token" else self.N
 
     @property
     def d_in(self) -> int:
-        return self.D + 1
+        return self.D + 1 if self.layout == "first_token" else 2 * self.D + 1
 
     @property
     def d_out(self) -> int:
@@ -69,24 +79,26 @@ class _GDLayout(LeastSquaresTask):
 class GDStep(_GDLayout):
     """GD_STEP: the explicit gradient A^T (A x0 - b) / N (the paper's least-squares primitive).
 
-    Layout: token 0 = [x0 (D), 0], tokens 1..N = [a_i (D), b_i].
-    Shapes: inputs (B, N + 1, D + 1); targets (B, N + 1, D), scored only at the last
-    position N, where the target is the gradient at x0.
+    Layout (`layout`, see _GDLayout): token 0 = [x0 (D), 0], tokens 1..N = [a_i (D), b_i]; or
+    broadcast, token i = [a_i (D), b_i, x0 (D)].
+    Shapes: inputs (B, N + 1, D + 1) (broadcast: (B, N, 2D + 1)); targets (B, L, D), scored only at
+    the last position, where the target is the gradient at x0.
     """
 
     name: ClassVar[str] = "gd_step"
 
     def _sample_exact(self, batch_size, generator, dtype):
         p = self._problem(batch_size, generator, dtype)
-        return gd_tokens(p.A, p.b, p.x0), *self._last_position(batch_size, alg.gradient(p.A, p.b, p.x0))
+        return self.tokens(p.A, p.b, p.x0), *self._last_position(batch_size, alg.gradient(p.A, p.b, p.x0))
 
 
 @register
 class GDK(_GDLayout):
     """GD_K: the iterate x_k after k >= 1 GD steps x_{t+1} = x_t - eta A^T (A x_t - b) / N.
 
-    Layout as gd_step: token 0 = [x0 (D), 0], tokens 1..N = [a_i (D), b_i].
-    Shapes: inputs (B, N + 1, D + 1); targets (B, N + 1, D), scored only at the last position N.
+    Layout as gd_step (`layout`): token 0 = [x0 (D), 0], tokens 1..N = [a_i (D), b_i], or broadcast.
+    Shapes: inputs (B, N + 1, D + 1) (broadcast: (B, N, 2D + 1)); targets (B, L, D), scored only at
+    the last position.
     Default eta = 0.5: stable for the default D = 5, N = 20 (largest eigenvalue of
     A^T A / N is about (1 + sqrt(D / N))^2 = 2.25 < 2 / eta).
     """
@@ -104,7 +116,7 @@ class GDK(_GDLayout):
     def _sample_exact(self, batch_size, generator, dtype):
         p = self._problem(batch_size, generator, dtype)
         x_k = alg.gd_iterates(p.A, p.b, p.x0, self.eta, self.k)[:, -1]
-        return gd_tokens(p.A, p.b, p.x0), *self._last_position(batch_size, x_k)
+        return self.tokens(p.A, p.b, p.x0), *self._last_position(batch_size, x_k)
 
 
 @register
@@ -124,13 +136,20 @@ class NewtonStep(_GDLayout):
     needs_full_rank: ClassVar[bool] = True
     with_inverse: bool = False
 
+    @model_validator(mode="after")
+    def _check_inverse_layout(self):
+        if self.with_inverse and self.layout != "first_token":
+            raise TaskConfigError("newton_step: with_inverse=True appends the rows of M^-1 to the first_token layout; "
+                                  f"set layout='first_token' or with_inverse=False, got layout={self.layout!r}")
+        return self
+
     @property
     def seq_len(self) -> int:
-        return self.N + 1 + (self.D if self.with_inverse else 0)
+        return super().seq_len + (self.D if self.with_inverse else 0)
 
     def _sample_exact(self, batch_size, generator, dtype):
         p = self._problem(batch_size, generator, dtype)
-        tokens = gd_tokens(p.A, p.b, p.x0)
+        tokens = self.tokens(p.A, p.b, p.x0)
         if not self.with_inverse:
             return tokens, *self._last_position(batch_size, alg.newton_step(p.A, p.b, p.x0))
         M_inv = round_to(torch.linalg.inv(alg.hessian(p.A)), dtype)

@@ -156,3 +156,13 @@ def gd_tokens(A: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor
     first = torch.cat([x, torch.zeros_like(x[:, :1])], dim=-1).unsqueeze(1)
     rows = torch.cat([A, b.unsqueeze(-1)], dim=-1)
     return torch.cat([first, rows], dim=1)
+
+
+def broadcast_tokens(A: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Liu et al.'s layout: token i = [a_i (D), b_i, x (D)] for i = 1..N, x in every token; (B, N, 2D + 1).
+    No position is set apart for x, so a causal model need not first find where it is."""
+    return torch.cat([A, b.unsqueeze(-1), x.unsqueeze(1).expand(-1, A.shape[1], -1)], dim=-1)
+
+
+# the token layouts of the GD-step tasks (their `layout` parameter), by name
+GD_LAYOUTS = {"first_token": gd_tokens, "broadcast": broadcast_tokens}

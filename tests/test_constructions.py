@@ -113,6 +113,14 @@ def test_broadcast_layout_step_is_one_gd_step():
         rel = ((pred - target).norm(dim=-1) / target.norm(dim=-1)).max().item()
         assert rel <= 1e-13, (output, rel)
 
+    # the gd_step task's broadcast layout is this construction's input: its samples score to rounding
+    task = make_task("gd_step", D=D, N=N, layout="broadcast")
+    batch = task.sample(32, generator=stream_generator(2, "eval"), dtype=torch.float64)
+    with torch.no_grad():
+        pred = baseconv_gd_step_broadcast(D, N, ETA, output="gradient").model(batch.inputs)[:, -1]
+    target = batch.exact_targets[:, -1]
+    assert ((pred - target).norm(dim=-1) / target.norm(dim=-1)).max().item() <= 1e-13
+
 
 # ---- iterated GD: per-step agreement and floors ----------------------------------------------
 

@@ -290,16 +290,20 @@ def test_ode_grid_trains_the_transformer_end_to_end_and_the_prompt_sized_gd_step
         # the least-squares problem of a prompt (n_examples - 1 equations in n_points + 2 unknowns) is the
         # gd_step problem the steps are trained on: 25 equations, 22 unknowns
         assert (ode_task.n_examples - 1, ode_task.n_points + 2) == (25, 22)
-        assert all(c.task.params == {"D": 22, "N": 25} for c in configs[1:])
+        # BaseConv reads the problems in Liu et al.'s layout (x in every token), linear attention in gd_step's
+        assert [c.task.params for c in configs[1:]] == [{"D": 22, "N": 25, "layout": "broadcast"}, {"D": 22, "N": 25}]
     # ci: each step in the architecture of its construction at D = 22, Adam and then the matrix-free LM;
     # linear attention given 40 minutes, going on from the 20-minute run
     _, baseconv, linear_attention = grids.ode("ci")
     assert linear_attention.model.params == grids.exact_gd_step_model(22) and linear_attention.model.params["width"] == 68
-    assert (baseconv.model.params["width"], baseconv.model.params["depth"]) == (89, 4)
+    assert (baseconv.model.params["width"], baseconv.model.params["depth"]) == (89, 3)
+    assert baseconv.build_model().num_parameters() == 87_064  # the broadcast construction's 3 layers, width 4D + 1
     for c in (baseconv, linear_attention):
         assert c.polish.solver == "cg" and c.polish.train_size == 8192
         assert c.polish_after == grids.ODE_GD_STEP_RECIPE[c.model.name][0] and c.optimizer.name == "adam"
-    assert linear_attention.time_limit_s == 2400 and baseconv.time_limit_s == 1200
+    # the BaseConv's curvature slice has more residuals (22 a problem) than it has weights
+    assert baseconv.polish.curvature_size * 22 > 87_064 and linear_attention.polish.curvature_size == 2048
+    assert linear_attention.time_limit_s == 2400 and baseconv.time_limit_s == 2400
     base = grids.ode_gd_step(grids.get_budget("ci"), "linear_attention")
     assert linear_attention.extends == base.hash and base.time_limit_s == 1200
     assert linear_attention.model_copy(update={"time_limit_s": 1200.0, "extends": None}).hash == base.hash

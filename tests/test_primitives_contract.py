@@ -166,6 +166,8 @@ BAD = [
     ("ode_operator", dict(query_time=1.5), r"query_time must be in \[-1, 1\] .*got 1.5"),
     ("ode_operator", dict(eqn_class="one"), r"eqn_class: Input should be a valid integer"),
     ("gd_step", dict(D="five"), r"D: Input should be a valid integer"),
+    ("gd_step", dict(layout="diagonal"), r"layout: Input should be 'first_token' or 'broadcast'"),
+    ("newton_step", dict(with_inverse=True, layout="broadcast"), r"with_inverse=True .*set layout='first_token'"),
 ]
 
 

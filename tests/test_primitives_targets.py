@@ -141,6 +141,23 @@ def test_gd_step_target_is_explicit_gradient(dtype):
         assert_close(target[n], grad, 1e-13)
 
 
+@pytest.mark.parametrize("name, params", [("gd_step", {}), ("gd_k", dict(k=3, eta=0.3)), ("newton_step", {})])
+def test_broadcast_layout_holds_the_same_problems_with_x0_in_every_token(name, params):
+    D, N = 4, 9
+    first = make_task(name, D=D, N=N, **params)
+    broad = make_task(name, D=D, N=N, layout="broadcast", **params)
+    assert (broad.seq_len, broad.d_in, broad.d_out) == (N, 2 * D + 1, D)
+    batch = draw(broad, torch.float32)
+    check_cast_once(batch, torch.float32)
+    u = np64(batch.inputs)
+    assert u.shape[1:] == (N, 2 * D + 1)
+    A, b, x0 = decode_gd_layout(draw(first, torch.float32), D, N)
+    assert np.array_equal(u[:, :, :D], A) and np.array_equal(u[:, :, D], b)
+    assert np.array_equal(u[:, :, D + 1:], np.repeat(x0[:, None], N, axis=1))
+    # the same draws, so the same targets, read at the last position of each layout
+    assert np.array_equal(only_last_scored(batch), only_last_scored(draw(first, torch.float32)))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_gd_k_target_is_kth_iterate(dtype):
     task = make_task("gd_k", D=3, N=8, k=5, eta=0.3)

@@ -127,6 +127,18 @@ def test_learned_iteration_with_an_exact_model_is_true_gd():
     assert torch.equal(learned, true)
 
 
+def test_learned_iteration_feeds_the_model_its_own_layout():
+    from architectures.constructions import baseconv_gd_step_broadcast, broadcast_tokens
+
+    problem = iterate.sample_problems(8, 5, 20, torch.float64)
+    model = baseconv_gd_step_broadcast(5, 20, iterate.ETA, output="gradient", dtype=torch.float64).model
+    learned = iterate.learned_gd_iterates(model, problem, steps=20, tokens=broadcast_tokens)
+    true = iterate.true_gd_iterates(problem, 20, torch.float64)
+    assert (learned - true).abs().max().item() <= 1e-12
+    with pytest.raises(Exception, match="expected input of shape"):  # the first_token layout does not fit it
+        iterate.learned_gd_iterates(model, problem, steps=1)
+
+
 def test_gd_curves_reach_the_float32_floor():
     df = iterate.gd_iteration_curves([("exact", ExactGradient(5))], steps=100, batch=16,
                                      dtypes=("float32",))

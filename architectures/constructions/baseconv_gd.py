@@ -63,7 +63,8 @@ from __future__ import annotations
 
 import torch
 
-from primitives.least_squares import gd_tokens  # the gd_step layout (token 0 = [x, 0]), re-exported
+# the gd_step layouts (token 0 = [x, 0]; x in every token), re-exported
+from primitives.least_squares import broadcast_tokens, gd_tokens
 
 from .. import build_model
 from .base import (
@@ -239,11 +240,6 @@ def baseconv_gd_step_3layer(
         "iterate by feeding x_{t+1} back as token 0",
         eta=eta, D=D, N=N, output=output, dtype=dtype,
     )
-
-
-def broadcast_tokens(A: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Liu et al.'s construction layout: token i = [a_i, b_i, x]; (B, N, 2D + 1)."""
-    return torch.cat([A, b.unsqueeze(-1), x.unsqueeze(1).expand(-1, A.shape[1], -1)], dim=-1)
 
 
 @torch.no_grad()
