@@ -16,7 +16,8 @@ but the Transformer predicts a_q . x with its own x:
 
   (a) transformer     softmax attention trained end to end on ode_operator: it reads the prompt
   (b) learned step    BaseConv / linear attention trained on gd_step (D=22, N=25, Gaussian problems) and
-                      applied as GD: x <- x - eta * model(gd_tokens(A, b, x))[:, -1], `gd_steps` times
+                      applied as GD: x <- x - eta * model(tokens(A, b, x))[:, -1], `learned_steps` times,
+                      in the layout of the run's task (gd_tokens; BaseConv: x in every token, broadcast_tokens)
   (c) GD              x <- x - eta A^T (A x - b) / N from x = 0 (primitives.algorithms.gd_step), `gd_steps`
                       times in float32; in float64 its exact-arithmetic value (`gd_exact_arithmetic`,
                       through the eigendecomposition of A^T A / N), at `gd_steps` and 10 x `gd_steps`
