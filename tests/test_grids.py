@@ -303,10 +303,12 @@ def test_ode_grid_trains_the_transformer_end_to_end_and_the_prompt_sized_gd_step
         assert c.polish_after == grids.ODE_GD_STEP_RECIPE[c.model.name][0] and c.optimizer.name == "adam"
     # the BaseConv's curvature slice has more residuals (22 a problem) than it has weights
     assert baseconv.polish.curvature_size * 22 > 87_064 and linear_attention.polish.curvature_size == 2048
-    assert linear_attention.time_limit_s == 2400 and baseconv.time_limit_s == 2400
-    base = grids.ode_gd_step(grids.get_budget("ci"), "linear_attention")
-    assert linear_attention.extends == base.hash and base.time_limit_s == 1200
-    assert linear_attention.model_copy(update={"time_limit_s": 1200.0, "extends": None}).hash == base.hash
+    # each goes on from a run half as long (the linear-attention step 20 minutes, BaseConv 40)
+    assert linear_attention.time_limit_s == 2400 and baseconv.time_limit_s == 4800
+    for c in (linear_attention, baseconv):
+        base = grids.ode_gd_step(grids.get_budget("ci"), c.model.name)
+        assert c.extends == base.hash and base.time_limit_s == c.time_limit_s / 2
+        assert c.model_copy(update={"time_limit_s": base.time_limit_s, "extends": None}).hash == base.hash
     assert grids.exact_gd_step_model() == grids.exact_gd_step_model(5) and grids.exact_gd_step_model()["width"] == 18
     paper = grids.ode("paper")[0]
     assert (paper.model.params["depth"], paper.model.params["width"], paper.model.params["heads"]) == (12, 256, 8)
