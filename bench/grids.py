@@ -692,6 +692,28 @@ def to_the_limit_float64(budget: str | Budget = "ci") -> list[RunConfig]:
     return [first] + extension_chain(first, float64_seconds, dtype="float64", starts_from=first.hash)
 
 
+
+# The float64 chain's curvature slice is 256 problems, 102,400 residuals (400 a problem) for the model's 100,810
+# weights: barely more. By 3.85e-15 (b61a6e1a10e9a7e5) half of its steps were refused at full length and CG
+# ended at a residual of 0.4-1.7 of |g| at damping below 1e-12, the ODE BaseConv's slice pathology
+# (`ODE_WHOLE_SET_LM`). Twice the slice (204,800 residuals, ~2x the time a product), all else the chain's
+FLOAT64_WIDER_SLICE = {"curvature_size": 512}
+FLOAT64_WIDER_SLICE_SECONDS = {"ci": 7800.0 + 2400.0, "paper": 12 * 3600.0 + 4 * 3600.0}
+
+
+@cached
+def to_the_limit_float64_wider_slice(budget: str | Budget = "ci") -> list[RunConfig]:
+    """(8, float64 wider slice) The float64 chain's run at 3.85e-15 (ci: its fifth float64 run, 130 minutes
+    in all; paper: its only one) gone on from its end (RunConfig.starts_from) for 40 more minutes (ci) with
+    a curvature slice twice as large (`FLOAT64_WIDER_SLICE`): whether the slice stops the chain."""
+    b = get_budget(budget)
+    _no_smoke("to_the_limit_float64_wider_slice", b)
+    first, *chain = to_the_limit_float64(b)
+    start = chain[-2] if b.name == "ci" else chain[-1]
+    return [start.model_copy(update={"polish": start.polish.model_copy(update=FLOAT64_WIDER_SLICE),
+                                     "time_limit_s": FLOAT64_WIDER_SLICE_SECONDS[b.name], "extends": None,
+                                     "starts_from": start.hash, "checkpoint_every": 1})]
+
 # ---- (9) the ODE operator in context -------------------------------------------------
 
 # The prompt size of bench.ode: 25 solved examples and a query (n_examples 26), c at 20 points, so the
@@ -730,8 +752,13 @@ def ode(budget: str | Budget = "ci") -> list[RunConfig]:
                         batch_size=64, model_params={"width": 64, "heads": 4}, checkpoint_every=2000,
                         keep_final_state=True)
     # BaseConv in the broadcast layout: 1.5e-5 at 40 minutes, 4 LM steps of ~8 minutes (x0.25 the first,
-    # x0.45-0.87 the next ones): it gets 80, going on from the 40-minute run as linear attention does
-    baseconv = ode_gd_step(b, "baseconv", 4800.0, extends=ode_gd_step(b, "baseconv").hash)
+    # x0.45-0.87 the next ones), 1.05e-5 at 80 (record fd101f35ce1207d6), going on from the 40-minute run
+    # as linear attention does; then from the 80-minute run's end with the whole set's Gauss-Newton step
+    # (`ODE_WHOLE_SET_LM`)
+    slice_run = ode_gd_step(b, "baseconv", 4800.0, extends=ode_gd_step(b, "baseconv").hash)
+    baseconv = slice_run.model_copy(update={"polish": slice_run.polish.model_copy(update=ODE_WHOLE_SET_LM),
+                                            "time_limit_s": ODE_WHOLE_SET_SECONDS, "extends": None,
+                                            "starts_from": slice_run.hash, "checkpoint_every": 1})
     return [transformer, baseconv, la]
 
 
@@ -744,6 +771,13 @@ ODE_GD_STEP_RECIPE = {"linear_attention": (20_000, 1200.0), "baseconv": (15_000,
 # reaches 6.2e-4 by step 12,000 (record ad7c7d062b3cab51) at 3 layers, the depth of Liu et al.'s construction (87,064 weights), whose
 # curvature slice is 4,096 problems so that it has more residuals (90,112) than the model has weights.
 ODE_GD_LAYOUT = {"linear_attention": "first_token", "baseconv": "broadcast"}
+# After 80 minutes on 4,096-problem curvature slices every full LM step of the BaseConv was refused and its
+# half accepted (x0.98-0.99 a step) while the damping doubled each step: the gradient of all 8,192 problems
+# has a part outside the slice's Gauss-Newton range (90,112 residuals for 87,064 weights), which the step
+# divides by mu alone, as grid 8's slices showed (`to_the_limit_whole_set`). So the curvature of the whole
+# set (180,224 residuals; ~2x the time a product), CG from zero each step, and the line search
+ODE_WHOLE_SET_LM = {"curvature_size": 8192, "warm_start": False, "line_search": True}
+ODE_WHOLE_SET_SECONDS = 9600.0  # in all, the 80-minute run's included
 ODE_GD_CURVATURE = {"linear_attention": 2048, "baseconv": 4096}
 
 
@@ -790,13 +824,14 @@ GRIDS: dict[str, Callable[[str | Budget], list[RunConfig]]] = {
     "to_the_limit_slice": to_the_limit_slice,
     "to_the_limit_whole_set": to_the_limit_whole_set,
     "to_the_limit_float64": to_the_limit_float64,
+    "to_the_limit_float64_wider_slice": to_the_limit_float64_wider_slice,
     "ode": ode,
 }
 
 
 # grids whose runs are rows of another grid's tables (tables and the report fold them in)
 ROWS_OF = {"to_the_limit_extended": "to_the_limit", "to_the_limit_slice": "to_the_limit",
-           "to_the_limit_whole_set": "to_the_limit"}
+           "to_the_limit_whole_set": "to_the_limit", "to_the_limit_float64_wider_slice": "to_the_limit_float64"}
 
 
 def grid_budgets(name: str) -> tuple[str, ...]:

@@ -114,21 +114,24 @@ def curve_rows(method: str, label: str, dtype: str, xs: torch.Tensor, x_ls: torc
     return rows
 
 
-def gd_iteration_curves(learned: Iterable[tuple[str, torch.nn.Module]] = (), *, steps: int = 300, batch: int = 256,
+def gd_iteration_curves(learned: Iterable[tuple] = (), *, steps: int = 300, batch: int = 256,
                         D: int = 5, N: int = 20, eta: float = ETA, seed: int = 0,
                         constructions: tuple[str, ...] = ("baseconv", "linear_attention"),
                         dtypes: tuple[str, ...] = ("float32", "float64")) -> pd.DataFrame:
-    """MSE vs GD iteration for each (label, model) in `learned`, for true GD and for the
-    constructions, on the same held-out problems (rounded to each dtype).
+    """MSE vs GD iteration for each (label, model) or (label, model, tokens) in `learned`, for true GD
+    and for the constructions, on the same held-out problems (rounded to each dtype). `tokens` is the
+    layout the model was trained on (its task's `tokens`; default gd_step's first_token).
 
     Columns: method (learned | true_gd | construction), label, dtype, iteration, median_mse, mean_mse.
     """
     rows: list[dict] = []
     problems = {name: sample_problems(batch, D, N, DTYPES[name], seed=seed) for name in dtypes}
-    for label, model in learned:
+    for label, model, *layout in learned:
+        tokens = layout[0] if layout else gd_tokens
         dtype_name = next(k for k, v in DTYPES.items() if v == next(model.parameters()).dtype)
         problem = problems.get(dtype_name) or sample_problems(batch, D, N, DTYPES[dtype_name], seed=seed)
-        rows += curve_rows("learned", label, dtype_name, learned_gd_iterates(model, problem, steps, eta), problem.x_ls)
+        xs = learned_gd_iterates(model, problem, steps, eta, tokens=tokens)
+        rows += curve_rows("learned", label, dtype_name, xs, problem.x_ls)
     for name in dtypes:
         problem = problems[name]
         rows += curve_rows("true_gd", f"true GD ({name})", name, true_gd_iterates(problem, steps, DTYPES[name], eta),

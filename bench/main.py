@@ -119,7 +119,7 @@ def iterate_case(job: Job) -> str:
     cfg = quick()[2]
     result = load_result(cfg, job.results)
     label = learned_step_label(cfg.model.name, cfg.optimizer.name)
-    curves = gd_iteration_curves([(label, trained_model(cfg, job.results))], steps=ITERATIONS)
+    curves = gd_iteration_curves([(label, trained_model(cfg, job.results), cfg.build_task().tokens)], steps=ITERATIONS)
     levels = iteration_levels(curves, {label: f"{budget_of(cfg)} (gd_step eval MSE {fmt_mse(result.eval_mse)})"})
     job.done["levels"] = levels
     out = Output(job.tables, job.figures)

@@ -486,7 +486,7 @@ def to_the_limit(ctx: Context) -> None:
         ctx.log(f"tables: loading the weights of {cfg.label()} ({r['hash']})")
         learned.append((label, trained_model(cfg, ctx.results_dir), cfg))
         labels[label] = r["budget"] + f" (gd_step eval MSE {fmt_mse(r['eval_mse'])})"
-    curves = gd_iteration_curves([(lab, m) for lab, m, _ in learned], steps=ctx.iterations)
+    curves = gd_iteration_curves([(lab, m, cfg.build_task().tokens) for lab, m, cfg in learned], steps=ctx.iterations)
     levels = iteration_levels(curves, labels)
     for column in ("level (median MSE, last 20 iterations)", "mean MSE, last 20"):
         levels[column] = levels[column].map(fmt_mse)
@@ -549,7 +549,7 @@ def gd_iteration(ctx: Context) -> None:
         label = learned_step_label(cfg.model.name, cfg.optimizer.name)
         learned.append((label, trained_model(cfg, ctx.results_dir), cfg))
         labels[label] = r["budget"] + f" (gd_step eval MSE {fmt_mse(r['eval_mse'])})"
-    curves = gd_iteration_curves([(lab, m) for lab, m, _ in learned], steps=iterations)
+    curves = gd_iteration_curves([(lab, m, cfg.build_task().tokens) for lab, m, cfg in learned], steps=iterations)
     curves.to_csv(out.tables / "gd_iteration_curves.csv", index=False)
     out.written.append(out.tables / "gd_iteration_curves.csv")
     ctx.levels = iteration_levels(curves, labels)

@@ -57,7 +57,8 @@ def test_ci_budget_is_small():
 def test_registry_and_sweep_names():
     assert set(grids.GRIDS) == {"primitives", "attention_multiply", "gd_step", "gd_k_least_squares",
                                 "dtype_optimizer", "added_mixers", "second_order", "to_the_limit", "to_the_limit_extended",
-                                "to_the_limit_slice", "to_the_limit_whole_set", "to_the_limit_float64", "ode"}
+                                "to_the_limit_slice", "to_the_limit_whole_set", "to_the_limit_float64",
+                                "to_the_limit_float64_wider_slice", "ode"}
     for name in grids.GRIDS:
         for budget in grids.grid_budgets(name):
             assert callable(getattr(grids, f"{name}_{budget}"))
@@ -262,6 +263,19 @@ def test_the_float64_grid_goes_on_from_the_float32_recipe_in_float64():
         grids.to_the_limit_float64("smoke")
 
 
+def test_the_float64_wider_slice_goes_on_from_the_chain_with_twice_its_curvature_slice():
+    for budget, start in (("ci", -2), ("paper", -1)):
+        first, *chain = grids.to_the_limit_float64(budget)
+        (wider,) = grids.to_the_limit_float64_wider_slice(budget)
+        parent = chain[start]
+        assert wider.starts_from == parent.hash and wider.time_limit_s > parent.time_limit_s and wider.dtype == "float64"
+        assert wider.polish.curvature_size == 2 * parent.polish.curvature_size == 512
+        same = wider.model_copy(update={"polish": parent.polish, "time_limit_s": parent.time_limit_s,
+                                        "starts_from": first.hash})
+        assert same.hash == parent.hash  # only the slice and the time differ from the run it goes on from
+    assert grids.ROWS_OF["to_the_limit_float64_wider_slice"] == "to_the_limit_float64"
+
+
 def test_the_whole_set_grid_goes_on_from_the_slice_run_then_as_a_damped_chain():
     for budget in ("ci", "paper"):
         start = grids.to_the_limit_slice(budget)[0]
@@ -304,11 +318,19 @@ def test_ode_grid_trains_the_transformer_end_to_end_and_the_prompt_sized_gd_step
     # the BaseConv's curvature slice has more residuals (22 a problem) than it has weights
     assert baseconv.polish.curvature_size * 22 > 87_064 and linear_attention.polish.curvature_size == 2048
     # each goes on from a run half as long (the linear-attention step 20 minutes, BaseConv 40)
-    assert linear_attention.time_limit_s == 2400 and baseconv.time_limit_s == 4800
-    for c in (linear_attention, baseconv):
-        base = grids.ode_gd_step(grids.get_budget("ci"), c.model.name)
+    ci = grids.get_budget("ci")
+    slice_run = grids.ode_gd_step(ci, "baseconv", 4800.0, extends=grids.ode_gd_step(ci, "baseconv").hash)
+    for c in (linear_attention, slice_run):
+        base = grids.ode_gd_step(ci, c.model.name)
         assert c.extends == base.hash and base.time_limit_s == c.time_limit_s / 2
         assert c.model_copy(update={"time_limit_s": base.time_limit_s, "extends": None}).hash == base.hash
+    assert linear_attention.time_limit_s == 2400 and slice_run.time_limit_s == 4800
+    # BaseConv then goes on from the 80-minute run's end with the curvature of its whole training set
+    assert baseconv.starts_from == slice_run.hash and baseconv.time_limit_s > slice_run.time_limit_s
+    assert baseconv.polish.curvature_size == baseconv.polish.train_size == 8192 and baseconv.polish.line_search
+    assert slice_run.polish.curvature_size == 4096
+    same = baseconv.model_copy(update={"polish": slice_run.polish, "time_limit_s": 4800.0, "starts_from": None})
+    assert same.hash == slice_run.hash  # all else is the 80-minute run's, as starts_from asks
     assert grids.exact_gd_step_model() == grids.exact_gd_step_model(5) and grids.exact_gd_step_model()["width"] == 18
     paper = grids.ode("paper")[0]
     assert (paper.model.params["depth"], paper.model.params["width"], paper.model.params["heads"]) == (12, 256, 8)

@@ -139,6 +139,20 @@ def test_learned_iteration_feeds_the_model_its_own_layout():
         iterate.learned_gd_iterates(model, problem, steps=1)
 
 
+def test_gd_curves_iterate_each_learned_step_in_its_own_layout():
+    from architectures.constructions import baseconv_gd_step_broadcast, broadcast_tokens
+
+    model = baseconv_gd_step_broadcast(5, 20, iterate.ETA, output="gradient", dtype=torch.float64).model
+    df = iterate.gd_iteration_curves([("broadcast", model, broadcast_tokens)], steps=40, batch=8,
+                                     constructions=(), dtypes=("float64",))
+    learned, true = (df[df["label"] == name].sort_values("iteration")["median_mse"].to_numpy()
+                     for name in ("broadcast", "true GD (float64)"))
+    assert abs(learned[0] - true[0]) == 0 and learned[-1] < 1e-3 * learned[0]  # it converges, from the same start
+    assert abs(learned - true).max() <= 1e-12 * true.max()  # as true GD does, iteration by iteration
+    with pytest.raises(Exception, match="expected input of shape"):  # without its layout: first_token
+        iterate.gd_iteration_curves([("broadcast", model)], steps=1, batch=8, constructions=(), dtypes=("float64",))
+
+
 def test_gd_curves_reach_the_float32_floor():
     df = iterate.gd_iteration_curves([("exact", ExactGradient(5))], steps=100, batch=16,
                                      dtypes=("float32",))
