@@ -262,7 +262,7 @@ def learned_models(configs: list[RunConfig], results_dir: Path, retrain: bool) -
     for cfg in configs:
         role = "transformer" if cfg.task.name == "ode_operator" else "learned_step"
         label = ("Transformer (softmax attention, end to end)" if role == "transformer"
-                 else f"{cfg.model.name} learned GD step, iterated")
+                 else f"{cfg.model.name} learned GD step ({cfg.task.params.get('layout', 'first_token')} layout), iterated")
         entry = {"role": role, "label": label, "hash": cfg.hash, "config": cfg.label(), "budget": budget_text(cfg),
                  "model": None, "tokens": cfg.build_task().tokens if role == "learned_step" else None}
         record = load_result(cfg, results_dir)
