@@ -58,7 +58,7 @@ def test_registry_and_sweep_names():
     assert set(grids.GRIDS) == {"primitives", "attention_multiply", "gd_step", "gd_k_least_squares",
                                 "dtype_optimizer", "added_mixers", "second_order", "to_the_limit", "to_the_limit_extended",
                                 "to_the_limit_slice", "to_the_limit_whole_set", "to_the_limit_float64",
-                                "to_the_limit_float64_wider_slice", "ode"}
+                                "to_the_limit_float64_variants", "ode"}
     for name in grids.GRIDS:
         for budget in grids.grid_budgets(name):
             assert callable(getattr(grids, f"{name}_{budget}"))
@@ -263,17 +263,21 @@ def test_the_float64_grid_goes_on_from_the_float32_recipe_in_float64():
         grids.to_the_limit_float64("smoke")
 
 
-def test_the_float64_wider_slice_goes_on_from_the_chain_with_twice_its_curvature_slice():
+def test_the_float64_variants_go_on_from_the_chain_with_one_change_each():
     for budget, start in (("ci", -2), ("paper", -1)):
         first, *chain = grids.to_the_limit_float64(budget)
-        (wider,) = grids.to_the_limit_float64_wider_slice(budget)
+        wider, longer = grids.to_the_limit_float64_variants(budget)
         parent = chain[start]
-        assert wider.starts_from == parent.hash and wider.time_limit_s > parent.time_limit_s and wider.dtype == "float64"
-        assert wider.polish.curvature_size == 2 * parent.polish.curvature_size == 512
-        same = wider.model_copy(update={"polish": parent.polish, "time_limit_s": parent.time_limit_s,
+        for c in (wider, longer):
+            assert c.starts_from == parent.hash and c.time_limit_s > parent.time_limit_s and c.dtype == "float64"
+            same = c.model_copy(update={"polish": parent.polish, "time_limit_s": parent.time_limit_s,
                                         "starts_from": first.hash})
-        assert same.hash == parent.hash  # only the slice and the time differ from the run it goes on from
-    assert grids.ROWS_OF["to_the_limit_float64_wider_slice"] == "to_the_limit_float64"
+            assert same.hash == parent.hash  # only the LM and the time differ from the run it goes on from
+        changed = {k for c in (wider, longer) for k, v in c.polish.model_dump().items() if v != getattr(parent.polish, k)}
+        assert changed == {"curvature_size", "cg_max_iter"}
+        assert wider.polish.curvature_size == 2 * parent.polish.curvature_size == 512
+        assert longer.polish.cg_max_iter == 4 * parent.polish.cg_max_iter == 400
+    assert grids.ROWS_OF["to_the_limit_float64_variants"] == "to_the_limit_float64"
 
 
 def test_the_whole_set_grid_goes_on_from_the_slice_run_then_as_a_damped_chain():
