@@ -266,17 +266,17 @@ def test_the_float64_grid_goes_on_from_the_float32_recipe_in_float64():
 def test_the_float64_variants_go_on_from_the_chain_with_one_change_each():
     for budget, start in (("ci", -2), ("paper", -1)):
         first, *chain = grids.to_the_limit_float64(budget)
-        wider, longer = grids.to_the_limit_float64_variants(budget)
+        wider, larger = grids.to_the_limit_float64_variants(budget)
         parent = chain[start]
-        for c in (wider, longer):
+        for c in (wider, larger):
             assert c.starts_from == parent.hash and c.time_limit_s > parent.time_limit_s and c.dtype == "float64"
             same = c.model_copy(update={"polish": parent.polish, "time_limit_s": parent.time_limit_s,
                                         "starts_from": first.hash})
             assert same.hash == parent.hash  # only the LM and the time differ from the run it goes on from
-        changed = {k for c in (wider, longer) for k, v in c.polish.model_dump().items() if v != getattr(parent.polish, k)}
-        assert changed == {"curvature_size", "cg_max_iter"}
+        changed = {k for c in (wider, larger) for k, v in c.polish.model_dump().items() if v != getattr(parent.polish, k)}
+        assert changed == {"curvature_size", "train_size"}
         assert wider.polish.curvature_size == 2 * parent.polish.curvature_size == 512
-        assert longer.polish.cg_max_iter == 4 * parent.polish.cg_max_iter == 400
+        assert larger.polish.train_size == 4 * parent.polish.train_size == 8192
     assert grids.ROWS_OF["to_the_limit_float64_variants"] == "to_the_limit_float64"
 
 
