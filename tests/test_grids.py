@@ -329,8 +329,11 @@ def test_ode_grid_trains_the_transformer_end_to_end_and_the_prompt_sized_gd_step
         assert c.extends == base.hash and base.time_limit_s == c.time_limit_s / 2
         assert c.model_copy(update={"time_limit_s": base.time_limit_s, "extends": None}).hash == base.hash
     assert linear_attention.time_limit_s == 2400 and slice_run.time_limit_s == 4800
-    # BaseConv then goes on from the 80-minute run's end with the curvature of its whole training set
+    # BaseConv then goes on from the 80-minute run's end with the curvature of its whole training set, in a
+    # chain of runs each extending the one before
     assert baseconv.starts_from == slice_run.hash and baseconv.time_limit_s > slice_run.time_limit_s
+    whole_set = baseconv.model_copy(update={"time_limit_s": grids.ODE_WHOLE_SET_SECONDS[0], "extends": None})
+    assert baseconv.extends == whole_set.hash and baseconv.time_limit_s == grids.ODE_WHOLE_SET_SECONDS[-1]
     assert baseconv.polish.curvature_size == baseconv.polish.train_size == 8192 and baseconv.polish.line_search
     assert slice_run.polish.curvature_size == 4096
     same = baseconv.model_copy(update={"polish": slice_run.polish, "time_limit_s": 4800.0, "starts_from": None})
