@@ -739,8 +739,9 @@ def ode(budget: str | Budget = "ci") -> list[RunConfig]:
     paper: the paper's recipes: the Transformer with 12 layers, width 256, 8 heads, MLP x4, LR 1e-4, batch
     64; the GD steps with 4 layers, width 256, no MLP, LR 1e-3 (the budget's 1M steps). ci: the Transformer
     at depth 4, width 64, 14,000 Adam steps (20 minutes); for the steps, Adam and then the matrix-free LM
-    (`ode_gd_step`), 40 minutes for linear attention and 80 for BaseConv (in the broadcast layout,
-    `ODE_GD_LAYOUT`): 140 minutes of one core.
+    (`ode_gd_step`), 40 minutes for linear attention and 190 for BaseConv (in the broadcast layout,
+    `ODE_GD_LAYOUT`; 80 minutes on curvature slices, then the whole set's, `ODE_WHOLE_SET_LM`): 250
+    minutes of one core.
     """
     b = get_budget(budget)
     _no_smoke("ode", b)
