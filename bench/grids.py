@@ -692,7 +692,6 @@ def to_the_limit_float64(budget: str | Budget = "ci") -> list[RunConfig]:
     return [first] + extension_chain(first, float64_seconds, dtype="float64", starts_from=first.hash)
 
 
-
 # Two ways the float64 chain might go on faster. By 3.85e-15 (b61a6e1a10e9a7e5) half of its steps were refused
 # at full length and CG ended at a residual of 0.4-1.7 of |g| at its 100-product cap, the damping below 1e-12.
 # Its curvature slice is 256 problems, 102,400 residuals (400 a problem) for the model's 100,810 weights,
@@ -766,8 +765,8 @@ def ode(budget: str | Budget = "ci") -> list[RunConfig]:
     whole_set = slice_run.model_copy(update={"polish": slice_run.polish.model_copy(update=ODE_WHOLE_SET_LM),
                                              "time_limit_s": ODE_WHOLE_SET_SECONDS[0], "extends": None,
                                              "starts_from": slice_run.hash, "checkpoint_every": 1})
-    # its steps gained x0.99, 0.99, 0.96, 0.91, 0.81 as the damping came down from the slice run's 4.7e-3
-    # (record 6a1e5c65a171455f): it goes on, a chain as grid 8's whole-set runs
+    # its steps gained x0.99, 0.99, 0.96, 0.91, 0.81, 0.68 as the damping came down from the slice run's
+    # 4.7e-3, to 5.04e-6 (record 6a1e5c65a171455f): it goes on, a chain as grid 8's whole-set runs
     baseconv = extension_chain(whole_set, ODE_WHOLE_SET_SECONDS)[-1]
     return [transformer, baseconv, la]
 
@@ -781,6 +780,7 @@ ODE_GD_STEP_RECIPE = {"linear_attention": (20_000, 1200.0), "baseconv": (15_000,
 # reaches 6.2e-4 by step 12,000 (record ad7c7d062b3cab51) at 3 layers, the depth of Liu et al.'s construction (87,064 weights), whose
 # curvature slice is 4,096 problems so that it has more residuals (90,112) than the model has weights.
 ODE_GD_LAYOUT = {"linear_attention": "first_token", "baseconv": "broadcast"}
+ODE_GD_CURVATURE = {"linear_attention": 2048, "baseconv": 4096}
 # After 80 minutes on 4,096-problem curvature slices every full LM step of the BaseConv was refused and its
 # half accepted (x0.98-0.99 a step) while the damping doubled each step: the gradient of all 8,192 problems
 # has a part outside the slice's Gauss-Newton range (90,112 residuals for 87,064 weights), which the step
@@ -789,7 +789,6 @@ ODE_GD_LAYOUT = {"linear_attention": "first_token", "baseconv": "broadcast"}
 ODE_WHOLE_SET_LM = {"curvature_size": 8192, "warm_start": False, "line_search": True}
 # seconds of training in all, the 80-minute run's included: the first whole-set run, then 30 minutes more
 ODE_WHOLE_SET_SECONDS = (9600.0, 11400.0)
-ODE_GD_CURVATURE = {"linear_attention": 2048, "baseconv": 4096}
 
 
 def ode_gd_task(model: str) -> dict:
