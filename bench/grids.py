@@ -506,6 +506,14 @@ def lm_512_then_2048(**polish) -> dict:
             "polish": matrix_free_lm(train_size=2048, curvature_size=256, **polish)}
 
 
+def branch(start: RunConfig, seconds: float, polish: dict, **update) -> RunConfig:
+    """`start` gone on from its end (RunConfig.starts_from) to `seconds` of training in all, its polish
+    changed by `polish` (and the run by `update`, e.g. checkpoint_every): the one way a grid changes the
+    solver partway through a run."""
+    return start.model_copy(update={"polish": start.polish.model_copy(update=polish), "time_limit_s": seconds,
+                                    "extends": None, "starts_from": start.hash, **update})
+
+
 def extension_chain(base: RunConfig, seconds: Sequence[float], **update) -> list[RunConfig]:
     """`base` changed by `update`, once for each total of training seconds in `seconds`, each run
     extending the one before it (RunConfig.extends), so a sweep cut off goes on from the last one
@@ -663,8 +671,7 @@ def to_the_limit_whole_set(budget: str | Budget = "ci") -> list[RunConfig]:
     _no_smoke("to_the_limit_whole_set", b)
     start = to_the_limit_slice(b)[0]
     first_seconds, chain_seconds = WHOLE_SET_SECONDS[b.name]
-    first = start.model_copy(update={"polish": start.polish.model_copy(update=WHOLE_SET_LM),
-                                     "time_limit_s": first_seconds, "starts_from": start.hash})
+    first = branch(start, first_seconds, WHOLE_SET_LM)
     damped = first.polish.model_copy(update=WHOLE_SET_DAMPED)
     return [first] + extension_chain(first, chain_seconds, polish=damped, starts_from=first.hash)
 
@@ -713,9 +720,7 @@ def to_the_limit_float64_variants(budget: str | Budget = "ci") -> list[RunConfig
     _no_smoke("to_the_limit_float64_variants", b)
     first, *chain = to_the_limit_float64(b)
     start = chain[-2] if b.name == "ci" else chain[-1]
-    return [start.model_copy(update={"polish": start.polish.model_copy(update=change),
-                                     "time_limit_s": FLOAT64_VARIANT_SECONDS[b.name], "extends": None,
-                                     "starts_from": start.hash, "checkpoint_every": 1})
+    return [branch(start, FLOAT64_VARIANT_SECONDS[b.name], change, checkpoint_every=1)
             for change in FLOAT64_VARIANTS.values()]
 
 
@@ -762,9 +767,7 @@ def ode(budget: str | Budget = "ci") -> list[RunConfig]:
     # as linear attention does; then from the 80-minute run's end with the whole set's Gauss-Newton step
     # (`ODE_WHOLE_SET_LM`)
     slice_run = ode_gd_step(b, "baseconv", 4800.0, extends=ode_gd_step(b, "baseconv").hash)
-    whole_set = slice_run.model_copy(update={"polish": slice_run.polish.model_copy(update=ODE_WHOLE_SET_LM),
-                                             "time_limit_s": ODE_WHOLE_SET_SECONDS[0], "extends": None,
-                                             "starts_from": slice_run.hash, "checkpoint_every": 1})
+    whole_set = branch(slice_run, ODE_WHOLE_SET_SECONDS[0], ODE_WHOLE_SET_LM, checkpoint_every=1)
     # its steps gained x0.99, 0.99, 0.96, 0.91, 0.81, 0.68 as the damping came down from the slice run's
     # 4.7e-3, to 5.04e-6 (record 6a1e5c65a171455f): it goes on, a chain as grid 8's whole-set runs
     baseconv = extension_chain(whole_set, ODE_WHOLE_SET_SECONDS)[-1]
