@@ -36,6 +36,7 @@ Grids (`GRIDS`; the module also exposes `<grid>_<budget>` for `bench sweep`):
   to_the_limit_float64  the paper's primitive BaseConv on multiply: 30 minutes of float32, then float64
   ode                 (9) the ODE operator in context: a softmax Transformer end to end on ode_operator,
                       BaseConv and linear attention on the prompt-sized GD step (applied by bench.ode)
+  ode_whole_set       grid 9's BaseConv step gone on with whole-set Gauss-Newton steps, a chain (ci only)
 """
 from __future__ import annotations
 
@@ -709,19 +710,28 @@ def to_the_limit_float64(budget: str | Budget = "ci") -> list[RunConfig]:
 # trial losses ~4x the time, the products the same)
 FLOAT64_VARIANTS = {"wider_slice": {"curvature_size": 512}, "more_problems": {"train_size": 8192}}
 FLOAT64_VARIANT_SECONDS = {"ci": 7800.0 + 2400.0, "paper": 12 * 3600.0 + 4 * 3600.0}
+# The 8,192 problems took the eval MSE to 1.81e-15 (record de5c0e70960f4305), x0.983 a step, with 17 of 32
+# steps refused at full length and CG ending at a residual of 0.24-1.5 of |g| at its 100-product cap. From
+# its end, four times the products: whether a solve nearer convergence buys more a second than it costs
+FLOAT64_LONGER_CG = {"cg_max_iter": 400}
+FLOAT64_LONGER_CG_SECONDS = {"ci": 2400.0, "paper": 4 * 3600.0}
 
 
 @cached
 def to_the_limit_float64_variants(budget: str | Budget = "ci") -> list[RunConfig]:
     """(8, float64 variants) The float64 chain's run at 3.85e-15 (ci: its fifth float64 run, 130 minutes
     in all; paper: its only one) gone on from its end (RunConfig.starts_from) for 40 more minutes (ci)
-    with one change each (`FLOAT64_VARIANTS`): whether the slice or the training set stops the chain."""
+    with one change each (`FLOAT64_VARIANTS`): whether the slice or the training set stops the chain; then
+    the larger training set's run gone on with a longer CG (`FLOAT64_LONGER_CG`): whether the solve does."""
     b = get_budget(budget)
     _no_smoke("to_the_limit_float64_variants", b)
     first, *chain = to_the_limit_float64(b)
     start = chain[-2] if b.name == "ci" else chain[-1]
-    return [branch(start, FLOAT64_VARIANT_SECONDS[b.name], change, checkpoint_every=1)
-            for change in FLOAT64_VARIANTS.values()]
+    variants = [branch(start, FLOAT64_VARIANT_SECONDS[b.name], change, checkpoint_every=1)
+                for change in FLOAT64_VARIANTS.values()]
+    more_problems = variants[-1]
+    longer_cg = branch(more_problems, more_problems.time_limit_s + FLOAT64_LONGER_CG_SECONDS[b.name], FLOAT64_LONGER_CG)
+    return variants + [longer_cg]
 
 
 # ---- (9) the ODE operator in context -------------------------------------------------
@@ -764,14 +774,23 @@ def ode(budget: str | Budget = "ci") -> list[RunConfig]:
                         keep_final_state=True)
     # BaseConv in the broadcast layout: 1.5e-5 at 40 minutes, 4 LM steps of ~8 minutes (x0.25 the first,
     # x0.45-0.87 the next ones), 1.05e-5 at 80 (record fd101f35ce1207d6), going on from the 40-minute run
-    # as linear attention does; then from the 80-minute run's end with the whole set's Gauss-Newton step
-    # (`ODE_WHOLE_SET_LM`)
+    # as linear attention does; then from the 80-minute run's end with the whole set's Gauss-Newton step, a
+    # chain of runs (`ode_whole_set`) whose last one is the step bench.ode applies
+    baseconv = ode_whole_set(b)[-1]
+    return [transformer, baseconv, la]
+
+
+@cached
+def ode_whole_set(budget: str | Budget = "ci") -> list[RunConfig]:
+    """(9, BaseConv; ci only) Grid 9's BaseConv step gone on from the 80-minute run's end (on curvature
+    slices) with the Gauss-Newton step of its whole training set (`ODE_WHOLE_SET_LM`), in a chain of runs
+    each extending the one before (`ODE_WHOLE_SET_SECONDS`): run it with --workers 1, before `ode`."""
+    b = get_budget(budget)
+    if b.name != "ci":
+        raise ValueError(f"ode_whole_set has a ci budget only, not {b.name!r}; the paper budget's step is Adam's")
     slice_run = ode_gd_step(b, "baseconv", 4800.0, extends=ode_gd_step(b, "baseconv").hash)
     whole_set = branch(slice_run, ODE_WHOLE_SET_SECONDS[0], ODE_WHOLE_SET_LM, checkpoint_every=1)
-    # its steps gained x0.99, 0.99, 0.96, 0.91, 0.81, 0.68 as the damping came down from the slice run's
-    # 4.7e-3, to 5.04e-6 (record 6a1e5c65a171455f): it goes on, a chain as grid 8's whole-set runs
-    baseconv = extension_chain(whole_set, ODE_WHOLE_SET_SECONDS)[-1]
-    return [transformer, baseconv, la]
+    return extension_chain(whole_set, ODE_WHOLE_SET_SECONDS)
 
 
 # Adam steps before the matrix-free LM takes over, and the run's seconds of training in all (ci)
@@ -790,8 +809,11 @@ ODE_GD_CURVATURE = {"linear_attention": 2048, "baseconv": 4096}
 # divides by mu alone, as grid 8's slices showed (`to_the_limit_whole_set`). So the curvature of the whole
 # set (180,224 residuals; ~2x the time a product), CG from zero each step, and the line search
 ODE_WHOLE_SET_LM = {"curvature_size": 8192, "warm_start": False, "line_search": True}
-# seconds of training in all, the 80-minute run's included: the first whole-set run, then 30 minutes more
-ODE_WHOLE_SET_SECONDS = (9600.0, 11400.0)
+# seconds of training in all, the 80-minute run's included: the first whole-set run, then 30 minutes more a
+# run. The first one's steps gained x0.99, 0.99, 0.96, 0.91, 0.81, 0.68 as the damping came down from the
+# slice run's 4.7e-3, to 5.04e-6 (record 6a1e5c65a171455f); the second x0.57, x0.51, to 1.46e-6
+# (39f6caa353d06876), still halving each step
+ODE_WHOLE_SET_SECONDS = (9600.0, 11400.0, 13200.0, 15000.0)
 
 
 def ode_gd_task(model: str) -> dict:
@@ -839,21 +861,23 @@ GRIDS: dict[str, Callable[[str | Budget], list[RunConfig]]] = {
     "to_the_limit_float64": to_the_limit_float64,
     "to_the_limit_float64_variants": to_the_limit_float64_variants,
     "ode": ode,
+    "ode_whole_set": ode_whole_set,
 }
 
 
 # grids whose runs are rows of another grid's tables (tables and the report fold them in)
 ROWS_OF = {"to_the_limit_extended": "to_the_limit", "to_the_limit_slice": "to_the_limit",
-           "to_the_limit_whole_set": "to_the_limit", "to_the_limit_float64_variants": "to_the_limit_float64"}
+           "to_the_limit_whole_set": "to_the_limit", "to_the_limit_float64_variants": "to_the_limit_float64",
+           "ode_whole_set": "ode"}
 
 
 def grid_budgets(name: str) -> tuple[str, ...]:
-    return BUDGETS if name == "primitives" else ("ci", "paper")
+    return BUDGETS if name == "primitives" else ("ci",) if name == "ode_whole_set" else ("ci", "paper")
 
 
 # The order `all_<budget>` runs the grids in: what the headline tables and figures need first.
 RUN_ORDER = ("gd_step", "primitives", "gd_k_least_squares", "added_mixers", "attention_multiply", "dtype_optimizer",
-             "second_order", "to_the_limit", "ode", "to_the_limit_extended", "to_the_limit_slice")
+             "second_order", "to_the_limit", "ode_whole_set", "ode", "to_the_limit_extended", "to_the_limit_slice")
 
 
 def all_grids(budget: str | Budget = "ci") -> list[RunConfig]:

@@ -58,7 +58,7 @@ def test_registry_and_sweep_names():
     assert set(grids.GRIDS) == {"primitives", "attention_multiply", "gd_step", "gd_k_least_squares",
                                 "dtype_optimizer", "added_mixers", "second_order", "to_the_limit", "to_the_limit_extended",
                                 "to_the_limit_slice", "to_the_limit_whole_set", "to_the_limit_float64",
-                                "to_the_limit_float64_variants", "ode"}
+                                "to_the_limit_float64_variants", "ode", "ode_whole_set"}
     for name in grids.GRIDS:
         for budget in grids.grid_budgets(name):
             assert callable(getattr(grids, f"{name}_{budget}"))
@@ -266,7 +266,7 @@ def test_the_float64_grid_goes_on_from_the_float32_recipe_in_float64():
 def test_the_float64_variants_go_on_from_the_chain_with_one_change_each():
     for budget, start in (("ci", -2), ("paper", -1)):
         first, *chain = grids.to_the_limit_float64(budget)
-        wider, larger = grids.to_the_limit_float64_variants(budget)
+        wider, larger, longer_cg = grids.to_the_limit_float64_variants(budget)
         parent = chain[start]
         for c in (wider, larger):
             assert c.starts_from == parent.hash and c.time_limit_s > parent.time_limit_s and c.dtype == "float64"
@@ -277,6 +277,11 @@ def test_the_float64_variants_go_on_from_the_chain_with_one_change_each():
         assert changed == {"curvature_size", "train_size"}
         assert wider.polish.curvature_size == 2 * parent.polish.curvature_size == 512
         assert larger.polish.train_size == 4 * parent.polish.train_size == 8192
+        # then the larger training set's run goes on from its end with four times CG's products
+        assert longer_cg.starts_from == larger.hash and longer_cg.time_limit_s > larger.time_limit_s
+        assert longer_cg.polish == larger.polish.model_copy(update={"cg_max_iter": 4 * larger.polish.cg_max_iter})
+        assert longer_cg.model_copy(update={"polish": larger.polish, "time_limit_s": larger.time_limit_s,
+                                            "starts_from": larger.starts_from}).hash == larger.hash
     assert grids.ROWS_OF["to_the_limit_float64_variants"] == "to_the_limit_float64"
 
 
@@ -332,8 +337,12 @@ def test_ode_grid_trains_the_transformer_end_to_end_and_the_prompt_sized_gd_step
     # BaseConv then goes on from the 80-minute run's end with the curvature of its whole training set, in a
     # chain of runs each extending the one before
     assert baseconv.starts_from == slice_run.hash and baseconv.time_limit_s > slice_run.time_limit_s
-    whole_set = baseconv.model_copy(update={"time_limit_s": grids.ODE_WHOLE_SET_SECONDS[0], "extends": None})
-    assert baseconv.extends == whole_set.hash and baseconv.time_limit_s == grids.ODE_WHOLE_SET_SECONDS[-1]
+    whole_set, *links = grids.ode_whole_set("ci")
+    assert links[-1] == baseconv and whole_set.extends is None and whole_set.starts_from == slice_run.hash
+    for before, link in zip([whole_set] + links, links):
+        assert link.extends == before.hash and link.time_limit_s > before.time_limit_s
+        assert link.model_copy(update={"time_limit_s": whole_set.time_limit_s, "extends": None}).hash == whole_set.hash
+    assert baseconv.time_limit_s == grids.ODE_WHOLE_SET_SECONDS[-1] and whole_set.checkpoint_every == 1
     assert baseconv.polish.curvature_size == baseconv.polish.train_size == 8192 and baseconv.polish.line_search
     assert slice_run.polish.curvature_size == 4096
     same = baseconv.model_copy(update={"polish": slice_run.polish, "time_limit_s": 4800.0, "starts_from": None})
@@ -342,5 +351,10 @@ def test_ode_grid_trains_the_transformer_end_to_end_and_the_prompt_sized_gd_step
     paper = grids.ode("paper")[0]
     assert (paper.model.params["depth"], paper.model.params["width"], paper.model.params["heads"]) == (12, 256, 8)
     assert (paper.optimizer.lr, paper.batch_size) == (1e-4, 64)
+    assert grids.grid_budgets("ode_whole_set") == ("ci",) and grids.ROWS_OF["ode_whole_set"] == "ode"
+    with pytest.raises(ValueError, match="ode_whole_set has a ci budget only"):
+        grids.ode_whole_set("paper")
+    # a sweep of every grid trains the chain before the run of `ode` that extends its last link
+    assert grids.RUN_ORDER.index("ode_whole_set") < grids.RUN_ORDER.index("ode")
     with pytest.raises(ValueError, match="only 'primitives' has a smoke budget"):
         grids.ode("smoke")
