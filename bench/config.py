@@ -251,6 +251,10 @@ class LevenbergMarquardtConfig(_Frozen):
     # weights, g's part outside the slice's Gauss-Newton range is divided by mu alone: the step overshoots
     # wherever mu is small
     gradient: Literal["whole", "slice"] = "whole"
+    # a run that starts_from another one goes on at that run's damping, which answered that run's step: on a
+    # branch whose curvature changes (e.g. from slices to the whole set) it can be far off, and walking back
+    # costs steps. True starts the trust region again from `damping` (a polish of a starts_from run only)
+    restart_damping: bool = False
 
     @model_validator(mode="after")
     def _solver_fields(self):
@@ -273,7 +277,7 @@ CG_ONLY_FIELDS = ("curvature_size", "cg_max_iter", "cg_tol", "warm_start", "scal
                   "line_search", "gradient")
 # LevenbergMarquardtConfig fields that did not exist when the first records were written: a config
 # that leaves them at their defaults keeps the hash it always had.
-LM_ADDED_FIELDS = ("solver",) + CG_ONLY_FIELDS
+LM_ADDED_FIELDS = ("solver",) + CG_ONLY_FIELDS + ("restart_damping",)
 
 
 OptimizerConfig = Annotated[
@@ -452,6 +456,10 @@ class RunConfig(_Frozen):
         if self.starts_from is not None and self.polish is None:
             raise ValueError("starts_from: a run goes on from another one with its own polish optimizer; set polish "
                              "or leave starts_from unset")
+        if getattr(self.optimizer, "restart_damping", False) or (
+                getattr(self.polish, "restart_damping", False) and self.starts_from is None):
+            raise ValueError("restart_damping: only the polish of a run that starts_from another one restarts the "
+                             "damping it inherits; set starts_from and put it in polish, or leave it unset")
         for key in ("polish_after", "polish_eval_every"):
             if getattr(self, key) is not None and self.polish is None:
                 raise ValueError(f"{key}: there is no polish optimizer to switch to; set polish or leave "
