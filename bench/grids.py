@@ -753,8 +753,8 @@ def ode(budget: str | Budget = "ci") -> list[RunConfig]:
     paper: the paper's recipes: the Transformer with 12 layers, width 256, 8 heads, MLP x4, LR 1e-4, batch
     64; the GD steps with 4 layers, width 256, no MLP, LR 1e-3 (the budget's 1M steps). ci: the Transformer
     at depth 4, width 64, 14,000 Adam steps (20 minutes); for the steps, Adam and then the matrix-free LM
-    (`ode_gd_step`), 40 minutes for linear attention and 190 for BaseConv (in the broadcast layout,
-    `ODE_GD_LAYOUT`; 80 minutes on curvature slices, then the whole set's, `ODE_WHOLE_SET_LM`): 250
+    (`ode_gd_step`), 40 minutes for linear attention and 250 for BaseConv (in the broadcast layout,
+    `ODE_GD_LAYOUT`; 80 minutes on curvature slices, then the whole set's, `ODE_WHOLE_SET_LM`): 310
     minutes of one core.
     """
     b = get_budget(budget)
@@ -812,7 +812,8 @@ ODE_WHOLE_SET_LM = {"curvature_size": 8192, "warm_start": False, "line_search": 
 # seconds of training in all, the 80-minute run's included: the first whole-set run, then 30 minutes more a
 # run. The first one's steps gained x0.99, 0.99, 0.96, 0.91, 0.81, 0.68 as the damping came down from the
 # slice run's 4.7e-3, to 5.04e-6 (record 6a1e5c65a171455f); the second x0.57, x0.51, to 1.46e-6
-# (39f6caa353d06876), still halving each step
+# (39f6caa353d06876); the next two x0.47-0.66 a step, to 3.22e-8 (bbbbfdab1352a578), the gain shrinking as
+# CG's residual at its 100-product cap grows (0.09 to 0.37 of |g|) with the damping down to 3e-9
 ODE_WHOLE_SET_SECONDS = (9600.0, 11400.0, 13200.0, 15000.0)
 
 
