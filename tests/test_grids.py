@@ -354,7 +354,7 @@ def test_ode_grid_trains_the_transformer_end_to_end_and_the_prompt_sized_gd_step
     assert grids.grid_budgets("ode_whole_set") == ("ci",) and grids.ROWS_OF["ode_whole_set"] == "ode"
     with pytest.raises(ValueError, match="ode_whole_set has a ci budget only"):
         grids.ode_whole_set("paper")
-    # a sweep of every grid trains the chain before the run of `ode` that extends its last link
+    # a sweep of every grid trains the chain's links in order (ode's BaseConv is the last), each after the one it extends
     assert grids.RUN_ORDER.index("ode_whole_set") < grids.RUN_ORDER.index("ode")
     with pytest.raises(ValueError, match="only 'primitives' has a smoke budget"):
         grids.ode("smoke")
