@@ -255,6 +255,13 @@ class LevenbergMarquardtConfig(_Frozen):
     # branch whose curvature changes (e.g. from slices to the whole set) it can be far off, and walking back
     # costs steps. True starts the trust region again from `damping` (a polish of a starts_from run only)
     restart_damping: bool = False
+    # the curvature slice's model can miss the whole set's curvature along the step (at 1.5e-15 the float64
+    # BaseConv's step has half the slice's curvature on the whole set, and the whole set's Gauss-Newton model
+    # predicts the loss along it to 0.1%: results/step_model). True takes the minimizer of the whole set's
+    # model over the plane of the solved step and the last step taken (K-FAC's choice of step and momentum,
+    # Martens & Grosse 2015, sec. 7), two forward-mode products a chunk of the set; mu then follows how well
+    # the slice's model predicted the whole set's at the solved step
+    whole_set_plane: bool = False
 
     @model_validator(mode="after")
     def _solver_fields(self):
@@ -267,6 +274,9 @@ class LevenbergMarquardtConfig(_Frozen):
         if self.solver == "cg" and self.damping == 0 and self.min_damping == 0:
             raise ValueError("solver 'cg' needs damping > 0 or min_damping > 0: with both 0 a refused step is "
                              "solved again unchanged")
+        if self.whole_set_plane and self.gradient == "slice":
+            raise ValueError("whole_set_plane takes the step on the whole set's model: it needs gradient 'whole', "
+                             "not 'slice'")
         if self.curvature_size is not None and self.curvature_size > self.train_size:
             raise ValueError(f"curvature_size ({self.curvature_size}) cannot exceed train_size ({self.train_size})")
         return self
@@ -274,7 +284,7 @@ class LevenbergMarquardtConfig(_Frozen):
 
 CG_ONLY_FIELDS = ("curvature_size", "cg_max_iter", "cg_tol", "warm_start", "scaling", "preconditioner",
                   "precondition_power", "diag_probes", "damping_rule", "backtracks", "products", "working_dtype",
-                  "line_search", "gradient")
+                  "line_search", "gradient", "whole_set_plane")
 # LevenbergMarquardtConfig fields that did not exist when the first records were written: a config
 # that leaves them at their defaults keeps the hash it always had.
 LM_ADDED_FIELDS = ("solver",) + CG_ONLY_FIELDS + ("restart_damping",)

@@ -586,7 +586,7 @@ GD_WARM_START = {"ci": (96_000, 2160.0), "paper": (1_000_000, 12 * 3600.0)}
 
 
 def gd_step_warm_started(b: Budget, seconds: Optional[float] = None, extends: Optional[str] = None,
-                         adam_steps: Optional[int] = None, **lm_overrides) -> RunConfig:
+                         adam_steps: Optional[int] = None, layout: str = "first_token", **lm_overrides) -> RunConfig:
     """The paper's BaseConv GD step, Adam first, then the matrix-free LM (grid 8's last run).
 
     From a random start the LM's curvature slice is the problem: gd_step scores 5 residuals a
@@ -595,14 +595,17 @@ def gd_step_warm_started(b: Budget, seconds: Optional[float] = None, extends: Op
     ~6-8 s of one core (10 of them: 60-100 s a step). Adam at batch 64 costs ~16 ms a step, so it
     takes the bulk (ci: 96,000 steps, about 25 minutes) and the LM the rest of the 36 minutes.
     `seconds` and `extends`: the same run given longer (`to_the_limit_extended`); `adam_steps` and
-    `lm_overrides` (LevenbergMarquardtConfig fields): its recipe changed (`to_the_limit_slice`)."""
+    `lm_overrides` (LevenbergMarquardtConfig fields): its recipe changed (`to_the_limit_slice`); `layout`:
+    gd_step's token layout (`to_the_limit_broadcast`; first_token names no task parameter, so its hashes stay)."""
     default_adam_steps, default_seconds = GD_WARM_START[b.name]
     adam_steps = default_adam_steps if adam_steps is None else adam_steps
     seconds = default_seconds if seconds is None else seconds
-    return b.run("gd_step", "baseconv", model_params=paper_gd_step_model("baseconv"), depth=GD_DEPTH, lr=3e-3,
+    task_params = None if layout == "first_token" else {"layout": layout}
+    return b.run("gd_step", "baseconv", task_params=task_params, model_params=paper_gd_step_model("baseconv"),
+                 depth=GD_DEPTH, lr=3e-3,
                  steps=adam_steps + 100_000, batch_size=64,
                  schedule={"name": "step", "gamma": 0.9, "every": adam_steps // 30},
-                 polish=matrix_free_lm(train_size=16384, curvature_size=2048, **lm_overrides), polish_after=adam_steps,
+                 polish=matrix_free_lm(train_size=16384, **{"curvature_size": 2048, **lm_overrides}), polish_after=adam_steps,
                  polish_patience=1000, polish_eval_every=1, eval_every=2000, eval_size=1024, checkpoint_every=4000,
                  time_limit_s=seconds, extends=extends, keep_final_state=True)
 
@@ -677,6 +680,31 @@ def to_the_limit_whole_set(budget: str | Budget = "ci") -> list[RunConfig]:
     return [first] + extension_chain(first, chain_seconds, polish=damped, starts_from=first.hash)
 
 
+# Grid 8's warm-started BaseConv GD step in Liu et al.'s layout (x in every token, gd_step layout "broadcast"):
+# grid 9's BaseConv step learned in it at D = 22 and its whole-set steps gained x0.5-0.66 each down to 3e-8
+# (ODE_WHOLE_SET_SECONDS), where grid 8's first_token chain gains x0.96-0.98 at the same level. The same Adam
+# phase as `to_the_limit_slice` (24,000 steps), then at once the whole set's Gauss-Newton step with the line
+# search, as grid 9's (`ODE_WHOLE_SET_LM`): no slice phase, whose steps the whole set's replaced there. The
+# damping starts at 1e-6, not 1e-3: at ~8 minutes a step, walking down by 1/3 a step from 1e-3 would cost an hour
+BROADCAST_LM = {**WHOLE_SET_LM, "line_search": True, "damping": 1e-6}
+# seconds of training in all, Adam's ~7 minutes included: a chain of links, each extending the one before
+BROADCAST_SECONDS = {"ci": (2400.0, 4800.0, 7200.0), "paper": (12 * 3600.0,)}
+
+
+@cached
+def to_the_limit_broadcast(budget: str | Budget = "ci") -> list[RunConfig]:
+    """(8, broadcast) Grid 8's warm-started BaseConv GD step (the paper's model, 3 layers, width 64) in Liu et
+    al.'s token layout, x in every token (`BROADCAST_LM`): Adam for `to_the_limit_slice`'s 24,000 steps, then
+    the whole set's Gauss-Newton steps, as a chain of runs (`BROADCAST_SECONDS`), each extending the one before
+    and keeping its final state: run it with --workers 1, in order. Each run is a row of grid 8's tables."""
+    b = get_budget(budget)
+    _no_smoke("to_the_limit_broadcast", b)
+    adam_steps, _ = GD_SLICE_WARM_START[b.name]
+    seconds = BROADCAST_SECONDS[b.name]
+    first = gd_step_warm_started(b, seconds[0], adam_steps=adam_steps, layout="broadcast", **BROADCAST_LM)
+    return extension_chain(first, seconds)
+
+
 # seconds of training in all: the float32 run, then each float64 run going on from it (a chain, as the
 # whole-set runs: each extends the one before)
 FLOAT64_LADDER_SECONDS = {"ci": (1800.0, tuple(1800.0 + 1200.0 * k for k in range(1, 7))),
@@ -715,6 +743,11 @@ FLOAT64_VARIANT_SECONDS = {"ci": 7800.0 + 2400.0, "paper": 12 * 3600.0 + 4 * 360
 # its end, four times the products: whether a solve nearer convergence buys more a second than it costs
 FLOAT64_LONGER_CG = {"cg_max_iter": 400}
 FLOAT64_LONGER_CG_SECONDS = {"ci": 2400.0, "paper": 4 * 3600.0}
+# At the longer-CG run's end (1.58e-15, 7d8f9670c22b978d) the whole set's Gauss-Newton model predicts the loss
+# along the step to 0.1% and the curvature slice's has half its curvature there (results/step_model): the
+# slice, not the model nor the solve, limits the step. From the 8,192-problem run's end as the longer CG,
+# with 100 products, the step the whole set's model takes over the plane of the solved step and the last one
+FLOAT64_WHOLE_SET_PLANE = {"whole_set_plane": True}
 
 
 @cached
@@ -722,7 +755,8 @@ def to_the_limit_float64_variants(budget: str | Budget = "ci") -> list[RunConfig
     """(8, float64 variants) The float64 chain's run at 3.85e-15 (ci: its fifth float64 run, 130 minutes
     in all; paper: its only one) gone on from its end (RunConfig.starts_from) for 40 more minutes (ci)
     with one change each (`FLOAT64_VARIANTS`): whether the slice or the training set stops the chain; then
-    the larger training set's run gone on with a longer CG (`FLOAT64_LONGER_CG`): whether the solve does."""
+    the larger training set's run gone on with a longer CG (`FLOAT64_LONGER_CG`): whether the solve does;
+    and with the whole set's model choosing the step (`FLOAT64_WHOLE_SET_PLANE`): whether the slice does."""
     b = get_budget(budget)
     _no_smoke("to_the_limit_float64_variants", b)
     first, *chain = to_the_limit_float64(b)
@@ -730,8 +764,10 @@ def to_the_limit_float64_variants(budget: str | Budget = "ci") -> list[RunConfig
     variants = {name: branch(start, FLOAT64_VARIANT_SECONDS[b.name], change, checkpoint_every=1)
                 for name, change in FLOAT64_VARIANTS.items()}
     more_problems = variants["more_problems"]
-    longer_cg = branch(more_problems, more_problems.time_limit_s + FLOAT64_LONGER_CG_SECONDS[b.name], FLOAT64_LONGER_CG)
-    return [*variants.values(), longer_cg]
+    seconds = more_problems.time_limit_s + FLOAT64_LONGER_CG_SECONDS[b.name]
+    longer_cg = branch(more_problems, seconds, FLOAT64_LONGER_CG)
+    plane = branch(more_problems, seconds, FLOAT64_WHOLE_SET_PLANE)
+    return [*variants.values(), longer_cg, plane]
 
 
 # ---- (9) the ODE operator in context -------------------------------------------------
@@ -859,6 +895,7 @@ GRIDS: dict[str, Callable[[str | Budget], list[RunConfig]]] = {
     "to_the_limit_extended": to_the_limit_extended,
     "to_the_limit_slice": to_the_limit_slice,
     "to_the_limit_whole_set": to_the_limit_whole_set,
+    "to_the_limit_broadcast": to_the_limit_broadcast,
     "to_the_limit_float64": to_the_limit_float64,
     "to_the_limit_float64_variants": to_the_limit_float64_variants,
     "ode": ode,
@@ -868,7 +905,8 @@ GRIDS: dict[str, Callable[[str | Budget], list[RunConfig]]] = {
 
 # grids whose runs are rows of another grid's tables (tables and the report fold them in)
 ROWS_OF = {"to_the_limit_extended": "to_the_limit", "to_the_limit_slice": "to_the_limit",
-           "to_the_limit_whole_set": "to_the_limit", "to_the_limit_float64_variants": "to_the_limit_float64",
+           "to_the_limit_whole_set": "to_the_limit", "to_the_limit_broadcast": "to_the_limit",
+           "to_the_limit_float64_variants": "to_the_limit_float64",
            "ode_whole_set": "ode"}
 
 

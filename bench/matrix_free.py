@@ -402,6 +402,65 @@ class MatrixFreeLevenbergMarquardt:
         gauss_newton, diag = self._operators(inputs, targets, mask, self._flat())
         return self._solve(g, gauss_newton, diag, damping, None, max_iter, tol)[0]
 
+    def whole_set_gram(self, inputs, targets, mask, directions: list[torch.Tensor]) -> torch.Tensor:
+        """u.G.v for every pair of `directions`, G the Gauss-Newton curvature of the whole set (J^T J / n) at the
+        current weights: (J u).(J v) / n, one forward-mode product a direction and chunk of the set."""
+        start = self._flat()
+        gram = torch.zeros(len(directions), len(directions), dtype=torch.float64, device=start.device)
+        count = 0
+        for sl in self._chunks(inputs.shape[0], self._chunk_size(inputs.shape[0])):
+            f = self._residual_fn(inputs[sl], targets[sl], mask)
+            jv = torch.stack([jvp(f, (start,), (v.to(self.dtype),))[1].detach().to(torch.float64).reshape(-1)
+                              for v in directions])
+            gram += jv @ jv.T
+            count += jv.shape[1]
+        return gram / count
+
+    def _whole_set_plane(self, inputs, targets, mask, g, delta):
+        """The minimizer of the whole set's Gauss-Newton model of f over the plane of `delta` and the last step
+        taken (its line, if there is none or the two are nearly parallel): (that step, g.step, step.G.step,
+        delta.G.delta), G the whole set's curvature, by forward-mode products chunk by chunk."""
+        directions = [delta] + ([self.previous] if self.previous is not None else [])
+        gram = self.whole_set_gram(inputs, targets, mask, directions)
+        if not torch.isfinite(gram).all():
+            raise NonFiniteCurvature("the whole set's curvature along the step came out non-finite")
+        along = torch.stack([g @ v for v in directions])
+        if len(directions) == 2 and torch.linalg.cond(gram) > 1e10:  # the plane is a line: keep delta's
+            gram, along, directions = gram[:1, :1], along[:1], directions[:1]
+        coef = torch.linalg.solve(gram, -along)
+        step = sum(c * v for c, v in zip(coef, directions))
+        return step, (along @ coef).item(), (coef @ gram @ coef).item(), gram[0, 0].item()
+
+    def model_check(self, inputs, targets, mask, fractions=(0.125, 0.25, 0.5, 1.0)) -> dict:
+        """The step this solver would take next (solved as step() solves it: its damping, CG's start and cap)
+        and how well its quadratic model predicts the loss along it. For each fraction t of the step, the
+        reduction of f = MSE / 2 predicted by the model step() sets rho by (the curvature slice's), by the
+        whole set's Gauss-Newton model, and the actual one. The slice's wrong and the whole set's right: the
+        slice limits the step; both wrong alike: the residuals' nonlinearity does (what neither a longer
+        solve nor a larger slice mends). The weights are left as they were."""
+        cfg, lr = self.cfg, self.param_groups[0]["lr"]
+        inputs, targets = self._step_set(inputs, targets)
+        mse0, g = self._gradient(inputs, targets, mask)
+        start = self._flat()
+        gauss_newton, diag = self._operators(inputs, targets, mask, start)
+        x0 = self.previous if (cfg.warm_start and self.previous is not None) else None
+        delta, residual, used, (g_d, d_g_d) = self._solve(g, gauss_newton, diag, self.damping, x0, cfg.cg_max_iter,
+                                                         cfg.cg_tol)
+        d_gw_d = self.whole_set_gram(inputs, targets, mask, [delta])[0, 0].item()
+        along = []
+        try:
+            for t in fractions:
+                c = t * lr
+                self._set(start + (c * delta).to(start.dtype))
+                along.append({"fraction": t, "predicted_slice": -(c * g_d + 0.5 * c * c * d_g_d),
+                              "predicted_whole": -(c * g_d + 0.5 * c * c * d_gw_d),
+                              "actual": 0.5 * (mse0 - self.loss(inputs, targets, mask))})
+        finally:
+            self._set(start)
+        return {"mse": mse0, "damping": self.damping, "cg_products": used,
+                "cg_rel_residual": (residual.norm() / g.norm()).item(), "step_norm": delta.norm().item(),
+                "g_d": g_d, "d_G_slice_d": d_g_d, "d_G_whole_d": d_gw_d, "along": along}
+
     def _line_search(self, inputs, targets, mask, start, delta, lr, g_d, d_g_d, mse0, trial, rho, result):
         """A taken step lr * delta with loss `trial`, tried at 1/2 and 1/4 of its length too: the lowest loss of
         the three is kept. Returns (its loss, its delta, its rho); the weights are left at it."""
@@ -437,6 +496,14 @@ class MatrixFreeLevenbergMarquardt:
             delta, residual, used, (g_d, d_g_d) = self._solve(g, gauss_newton, diag, mu, x0, cfg.cg_max_iter,
                                                              cfg.cg_tol)
             result["cg_products"] += used
+            fidelity = None
+            if cfg.whole_set_plane:
+                # the step is the whole set's; mu answers how well the slice's model foresaw the whole set's at the
+                # solved step (a loss on the whole set would say the same: its model holds to 0.1% there)
+                solved_g_d, predicted_slice = g_d, -(lr * g_d + 0.5 * lr * lr * d_g_d)
+                delta, g_d, d_g_d, d_gw_d = self._whole_set_plane(inputs, targets, mask, g, delta)
+                fidelity = -(lr * solved_g_d + 0.5 * lr * lr * d_gw_d) / predicted_slice if predicted_slice > 0 else 0.0
+                result["slice_fidelity"] = fidelity
             self._set(start + (lr * delta).to(start.dtype))
             trial = self.loss(inputs, targets, mask)
             predicted = -(lr * g_d + 0.5 * lr * lr * d_g_d)
@@ -457,10 +524,11 @@ class MatrixFreeLevenbergMarquardt:
                 trial, delta, rho = self._line_search(inputs, targets, mask, start, delta, lr, g_d, d_g_d, mse0, trial,
                                                       rho, result)
             if math.isfinite(trial) and trial < mse0:
+                judged = rho if fidelity is None else fidelity
                 if cfg.damping_rule == "nielsen":
-                    factor = max(1 / 3, 1 - (2 * min(max(rho, 0.0), 1.0) - 1) ** 3)
+                    factor = max(1 / 3, 1 - (2 * min(max(judged, 0.0), 1.0) - 1) ** 3)
                 else:  # "ratio": the textbook trust-region rule, with the config's factors
-                    factor = cfg.damping_down if rho > 0.5 else (1.0 if rho > 0.25 else cfg.damping_up)
+                    factor = cfg.damping_down if judged > 0.5 else (1.0 if judged > 0.25 else cfg.damping_up)
                 self.damping = max(mu * factor, cfg.min_damping)
                 self.nu = 2.0
                 self.previous = delta

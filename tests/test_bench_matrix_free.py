@@ -403,3 +403,69 @@ def test_the_slice_gradient_fits_where_the_whole_gradient_stalls(tmp_path):
         assert result.status == "ok"
         finals[gradient] = result.curve[-1].eval_mse
     assert finals["slice"] < 1e-11 and finals["whole"] > 1e-5, finals
+
+
+def test_the_whole_sets_gram_of_directions_is_its_gauss_newton_form():
+    """u.G.v = (J u).(J v) / n on all 16 problems, whatever the curvature slice: against the dense Jacobian."""
+    opt, (x, y, mask) = _slice_setup("whole", 4)
+    _, jac = LevenbergMarquardt(opt.model, LevenbergMarquardtConfig(train_size=16))._jacobian_by_rows(x, y, mask)
+    u, v = torch.randn(2, jac.shape[1], generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    want = torch.stack([jac @ u, jac @ v]) @ torch.stack([jac @ u, jac @ v]).T / jac.shape[0]
+    assert torch.allclose(opt.whole_set_gram(x, y, mask, [u, v]), want, rtol=1e-12, atol=0)
+
+
+def test_model_check_predicts_small_steps_and_shows_where_the_slice_model_is_wrong():
+    """Along a short fraction t of the step the whole set's Gauss-Newton model is the loss to O(t^2); on
+    the whole set as its own slice the two models are one; on a 4-problem slice (40 residuals for 254
+    weights) the slice's model misses the whole set's curvature. The weights are left as they were."""
+    whole, args = _slice_setup("whole", 16)
+    before = whole._flat().clone()
+    check = whole.model_check(*args, fractions=(1e-4, 1.0))
+    assert torch.equal(whole._flat(), before)
+    assert check["d_G_slice_d"] == pytest.approx(check["d_G_whole_d"], rel=1e-9)
+    short, full = check["along"]
+    assert short["actual"] == pytest.approx(short["predicted_whole"], rel=1e-2) and short["actual"] > 0
+    assert full["predicted_slice"] == pytest.approx(full["predicted_whole"], rel=1e-9)
+    on_slice, args = _slice_setup("whole", 4)
+    check = on_slice.model_check(*args, fractions=(1e-4,))
+    assert abs(check["d_G_slice_d"] / check["d_G_whole_d"] - 1) > 0.1
+    assert check["along"][0]["actual"] == pytest.approx(check["along"][0]["predicted_whole"], rel=1e-2)
+
+
+def test_the_whole_set_plane_step_minimizes_the_whole_sets_model_over_the_plane():
+    """With no last step, the solved step scaled to the whole set's model's minimum along it; with one, the
+    model's gradient is zero along both directions, and its minimum is below the line's."""
+    opt, (x, y, mask) = _slice_setup("whole", 4, whole_set_plane=True)
+    _, g = opt._gradient(x, y, mask)
+    gauss_newton, diag = opt._operators(x, y, mask, opt._flat())
+    delta = opt._solve(g, gauss_newton, diag, 1e-3, None, 100, 1e-3)[0]
+    d_g_d = opt.whole_set_gram(x, y, mask, [delta])[0, 0].item()
+    line, g_s, s_g_s, solved_curvature = opt._whole_set_plane(x, y, mask, g, delta)
+    assert solved_curvature == pytest.approx(d_g_d, rel=1e-12)
+    assert torch.allclose(line, (-(g @ delta).item() / d_g_d) * delta, rtol=1e-12, atol=0)
+    opt.previous = torch.randn(delta.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    plane, g_p, p_g_p, _ = opt._whole_set_plane(x, y, mask, g, delta)
+    gram = opt.whole_set_gram(x, y, mask, [delta, opt.previous, plane])
+    # d/dc of g.s + s.G.s / 2 at s = plane, along delta and the last step: g.v + v.G.plane = 0
+    for i, v in enumerate((delta, opt.previous)):
+        assert abs((g @ v).item() + gram[i, 2].item()) < 1e-9 * abs((g @ v).item())
+    assert g_p + 0.5 * p_g_p < g_s + 0.5 * s_g_s < 0
+
+
+def test_a_whole_set_plane_step_is_taken_and_its_damping_follows_the_slice_models_fidelity():
+    opt, args = _slice_setup("whole", 4, whole_set_plane=True, damping_rule="ratio", damping_down=0.5)
+    before = opt.loss(*args)
+    opt.step(*args)
+    assert opt.last["accepted"] and opt.loss(*args) < before
+    fidelity = opt.last["slice_fidelity"]
+    assert fidelity == fidelity and opt.damping == (1e-3 * 0.5 if fidelity > 0.5 else 1e-3 if fidelity > 0.25 else 1e-2)
+
+
+def test_whole_set_plane_is_a_cg_option_on_the_whole_sets_gradient():
+    with pytest.raises(ValueError, match="apply to solver 'cg' only"):
+        LevenbergMarquardtConfig(whole_set_plane=True)
+    with pytest.raises(ValueError, match="whole_set_plane takes the step on the whole set's model: it needs gradient"):
+        LevenbergMarquardtConfig(solver="cg", whole_set_plane=True, gradient="slice")
+    cfg = make_run_config(task=SMALL_TASK, model=SMALL_BASECONV, optimizer=CG)
+    on = cfg.model_copy(update={"optimizer": cfg.optimizer.model_copy(update={"whole_set_plane": True})})
+    assert '"whole_set_plane"' not in cfg.canonical_json() and '"whole_set_plane"' in on.canonical_json()

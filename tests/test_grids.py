@@ -57,7 +57,7 @@ def test_ci_budget_is_small():
 def test_registry_and_sweep_names():
     assert set(grids.GRIDS) == {"primitives", "attention_multiply", "gd_step", "gd_k_least_squares",
                                 "dtype_optimizer", "added_mixers", "second_order", "to_the_limit", "to_the_limit_extended",
-                                "to_the_limit_slice", "to_the_limit_whole_set", "to_the_limit_float64",
+                                "to_the_limit_slice", "to_the_limit_whole_set", "to_the_limit_broadcast", "to_the_limit_float64",
                                 "to_the_limit_float64_variants", "ode", "ode_whole_set"}
     for name in grids.GRIDS:
         for budget in grids.grid_budgets(name):
@@ -266,7 +266,7 @@ def test_the_float64_grid_goes_on_from_the_float32_recipe_in_float64():
 def test_the_float64_variants_go_on_from_the_chain_with_one_change_each():
     for budget, start in (("ci", -2), ("paper", -1)):
         first, *chain = grids.to_the_limit_float64(budget)
-        wider, larger, longer_cg = grids.to_the_limit_float64_variants(budget)
+        wider, larger, longer_cg, plane = grids.to_the_limit_float64_variants(budget)
         parent = chain[start]
         for c in (wider, larger):
             assert c.starts_from == parent.hash and c.time_limit_s > parent.time_limit_s and c.dtype == "float64"
@@ -282,6 +282,9 @@ def test_the_float64_variants_go_on_from_the_chain_with_one_change_each():
         assert longer_cg.polish == larger.polish.model_copy(update={"cg_max_iter": 4 * larger.polish.cg_max_iter})
         assert longer_cg.model_copy(update={"polish": larger.polish, "time_limit_s": larger.time_limit_s,
                                             "starts_from": larger.starts_from}).hash == larger.hash
+        # and, as long, with the whole set's model choosing the step in the plane of the solved and the last one
+        assert (plane.starts_from, plane.time_limit_s) == (larger.hash, longer_cg.time_limit_s)
+        assert plane.polish == larger.polish.model_copy(update={"whole_set_plane": True})
     assert grids.ROWS_OF["to_the_limit_float64_variants"] == "to_the_limit_float64"
 
 
@@ -302,6 +305,23 @@ def test_the_whole_set_grid_goes_on_from_the_slice_run_then_as_a_damped_chain():
             assert same.hash == start.hash
         assert first.polish.min_damping == 1e-15
         assert all((c.polish.min_damping, c.polish.damping_up, c.polish.line_search) == (1e-8, 10.0, True) for c in chain)
+
+
+def test_the_broadcast_grid_is_the_warm_started_gd_step_in_liu_et_al_s_layout_then_whole_set_steps():
+    for budget in ("ci", "paper"):
+        first, *chain = runs = grids.to_the_limit_broadcast(budget)
+        slice_run = grids.to_the_limit_slice(budget)[0]
+        assert first.task.params == {"layout": "broadcast"} and first.polish_after == slice_run.polish_after
+        assert first.model.params == slice_run.model.params and first.build_model().num_parameters() == 43_653
+        assert (first.polish.curvature_size, first.polish.train_size, first.polish.gradient) == (16384, 16384, "whole")
+        assert (first.polish.line_search, first.polish.damping, first.polish.warm_start) == (True, 1e-6, False)
+        # the same Adam phase as the first_token run: only the layout and the LM differ
+        assert first.model_copy(update={"task": slice_run.task, "polish": slice_run.polish,
+                                        "time_limit_s": slice_run.time_limit_s}).hash == slice_run.hash
+        assert [c.extends for c in runs] == [None] + [c.hash for c in runs[:-1]]
+        assert [c.time_limit_s for c in runs] == sorted({c.time_limit_s for c in runs})
+        assert all(c.keep_final_state for c in runs)
+    assert grids.ROWS_OF["to_the_limit_broadcast"] == "to_the_limit"
 
 
 def test_ode_grid_trains_the_transformer_end_to_end_and_the_prompt_sized_gd_step():
