@@ -30,8 +30,10 @@ from .train import Trainer
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 
 
-def check_run(cfg_hash: str, results_dir: Path, fractions=FRACTIONS) -> dict:
-    """model_check at the end of run `cfg_hash`, with the run's own training set and solver state."""
+def check_run(cfg_hash: str, results_dir: Path, fractions=FRACTIONS, float64: bool = False) -> dict:
+    """model_check at the end of run `cfg_hash`, with the run's own training set and solver state; with
+    `float64`, on a float64 twin of the same weights and problems (LevenbergMarquardtConfig.working_dtype):
+    whether the run's own arithmetic is what its model misses."""
     record = load_result(cfg_hash, results_dir)
     if record is None:
         raise RunConfigError(f"no record of run {cfg_hash} under {results_dir}")
@@ -44,11 +46,15 @@ def check_run(cfg_hash: str, results_dir: Path, fractions=FRACTIONS) -> dict:
     trainer.load_state_dict(state)
     if not isinstance(trainer.optimizer, MatrixFreeLevenbergMarquardt):
         raise RunConfigError(f"run {cfg_hash} did not end with the matrix-free LM (solver 'cg'): nothing to check")
+    solver, lm = trainer.optimizer, trainer.optimizer.cfg
+    if float64:
+        solver = MatrixFreeLevenbergMarquardt(trainer.model, lm.model_copy(update={"working_dtype": "float64"}))
+        solver.load_state_dict({**trainer.optimizer.state_dict(), "master": None})  # the model's weights, widened
     data = trainer.train_set
     t0 = time.perf_counter()
-    check = trainer.optimizer.model_check(data.inputs, data.targets, data.mask, fractions)
-    lm = trainer.optimizer.cfg
-    return {"hash": cfg_hash, "label": cfg.label(), "dtype": cfg.dtype, "train_size": lm.train_size,
+    check = solver.model_check(data.inputs, data.targets, data.mask, fractions)
+    return {"hash": cfg_hash, "label": cfg.label(), "dtype": cfg.dtype,
+            "arithmetic": "float64" if float64 or cfg.dtype == "float64" else cfg.dtype, "train_size": lm.train_size,
             "curvature_size": lm.curvature_size or lm.train_size, "cg_max_iter": lm.cg_max_iter,
             "eval_mse": record.eval_mse, "seconds": time.perf_counter() - t0, "machine": cpu_name(),
             **check}
@@ -59,7 +65,8 @@ def summary(checks: list[dict]) -> pd.DataFrame:
     rows = []
     for c in checks:
         for a in c["along"]:
-            rows.append({"run": c["hash"], "dtype": c["dtype"], "train MSE": fmt_mse(c["mse"]),
+            rows.append({"run": c["hash"], "dtype": c["dtype"], "arithmetic": c.get("arithmetic", c["dtype"]),
+                         "train MSE": fmt_mse(c["mse"]),
                          "curvature / train problems": f"{c['curvature_size']:,} / {c['train_size']:,}",
                          "damping": fmt_mse(c["damping"]), "CG residual": f"{c['cg_rel_residual']:.2f}",
                          "d.G.d slice / whole": f"{c['d_G_slice_d'] / c['d_G_whole_d']:.3f}",
@@ -71,7 +78,8 @@ def summary(checks: list[dict]) -> pd.DataFrame:
 def write(checks: list[dict], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for c in checks:
-        atomic_write_text(out / f"{c['hash']}.json", json.dumps(c, indent=1) + "\n")
+        name = c["hash"] if c["arithmetic"] == c["dtype"] else f"{c['hash']}_{c['arithmetic']}"
+        atomic_write_text(out / f"{name}.json", json.dumps(c, indent=1) + "\n")
     every = sorted(out.glob("*.json"))  # the runs checked before too: the table is of all of them
     table = summary([json.loads(p.read_text()) for p in every])
     atomic_write_text(out / "step_model.md", "# The LM step's model against the loss, at the end of each run\n\n"
@@ -86,18 +94,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("runs", nargs="+", help="config hashes of runs that ended with the matrix-free LM")
     ap.add_argument("--results", type=Path, default=Path("results"), help="where the records and final states are")
     ap.add_argument("--out", type=Path, default=Path("results/step_model"))
+    ap.add_argument("--float64", action="store_true", help="on a float64 twin of each float32 run's weights")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     checks = []
     for h in args.runs:
-        c = check_run(h, args.results)
+        c = check_run(h, args.results, float64=args.float64)
         print(f"{h}: train MSE {c['mse']:.3g}, d.G.d slice/whole {c['d_G_slice_d'] / c['d_G_whole_d']:.3f}, "
               + ", ".join(f"t={a['fraction']}: actual/slice {a['actual'] / a['predicted_slice']:.3f} "
                           f"actual/whole {a['actual'] / a['predicted_whole']:.3f}" for a in c["along"])
               + f" ({c['seconds']:.0f} s)", flush=True)
         checks.append(c)
-    write(checks, args.out)
+        write([c], args.out)  # each as it is done: a later one may take an hour
     return 0
 
 
