@@ -213,7 +213,9 @@ class LevenbergMarquardtConfig(_Frozen):
     unchanged down to 0.25, mu *= damping_up below it and on a refused step). A refused step is
     first tried at 1/2, 1/4, 1/8 of its length (`backtracks` of them) before a new solve; with
     `line_search`, a taken step whose rho is below 0.5 is also tried at 1/2 and 1/4 of its length
-    and the lowest training loss kept (rho is then the kept step's). In cg, mu is relative to the MSE's curvature
+    and the lowest training loss kept (rho is then the kept step's). With `whole_set_plane` the step taken is
+    the minimizer of the whole set's Gauss-Newton model over the plane of the solved step and the last one,
+    and mu follows the lower of rho and the slice model's fidelity to the whole set's. In cg, mu is relative to the MSE's curvature
     (G = J^T J / n), so it does not depend on the size of the training set. Memory is
     O(parameters + activations of curvature_size samples).
     """
@@ -256,7 +258,7 @@ class LevenbergMarquardtConfig(_Frozen):
     # costs steps. True starts the trust region again from `damping` (a polish of a starts_from run only)
     restart_damping: bool = False
     # the curvature slice's model can miss the whole set's curvature along the step (at 1.5e-15 the float64
-    # BaseConv's step has half the slice's curvature on the whole set, and the whole set's Gauss-Newton model
+    # BaseConv's slice gives its step half the whole set's curvature, and the whole set's Gauss-Newton model
     # predicts the loss along it to 0.1%: results/step_model). True takes the minimizer of the whole set's
     # model over the plane of the solved step and the last step taken (K-FAC's choice of step and momentum,
     # Martens & Grosse 2015, sec. 7), two forward-mode products a chunk of the set; mu then follows how well

@@ -68,14 +68,22 @@ def first_line(err: BaseException) -> str:
 
 
 def pcg(matvec: Operator, b: torch.Tensor, x0: Optional[torch.Tensor], precond: Optional[Operator], max_iter: int,
-        tol: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+        tol: float, scale_start: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Preconditioned conjugate gradients for A x = b, A symmetric positive definite.
 
     precond: v -> M^-1 v, symmetric positive definite (None: no preconditioner). Stops when
-    |b - A x| <= tol |b| or after max_iter products of A (a warm start x0 costs one). Returns
+    |b - A x| <= tol |b| or after max_iter products of A (a warm start x0 costs one). With
+    `scale_start`, CG starts from the multiple of x0 that minimizes its quadratic (b.x0 / x0.A x0, zero if
+    that is negative), at no extra product: a start of the right direction but another length. Returns
     (x, b - A x, products used)."""
     x = torch.zeros_like(b) if x0 is None else x0.clone()
-    r = b - matvec(x) if x0 is not None else b.clone()
+    if x0 is not None and scale_start:
+        a_x0 = matvec(x)
+        curvature = x @ a_x0
+        alpha = max((b @ x / curvature).item(), 0.0) if curvature > 0 else 0.0
+        x, r = alpha * x, b - alpha * a_x0
+    else:
+        r = b - matvec(x) if x0 is not None else b.clone()
     used = 1 if x0 is not None else 0
     b_norm = b.norm()
     z = precond(r) if precond is not None else r
@@ -380,7 +388,7 @@ class MatrixFreeLevenbergMarquardt:
             diag = self.curvature.floored_diag()
         return gauss_newton, diag
 
-    def _solve(self, g, gauss_newton, diag, mu, x0, max_iter, tol):
+    def _solve(self, g, gauss_newton, diag, mu, x0, max_iter, tol, scale_start=False):
         cfg = self.cfg
         scale = diag if cfg.scaling == "marquardt" else torch.ones_like(g)
 
@@ -388,7 +396,7 @@ class MatrixFreeLevenbergMarquardt:
             return gauss_newton(v) + mu * scale * v
 
         precond = None if cfg.preconditioner == "none" else self.curvature.inverse(mu, scale, cfg.precondition_power)
-        delta, residual, used = pcg(damped, -g, x0, precond, max_iter, tol)
+        delta, residual, used = pcg(damped, -g, x0, precond, max_iter, tol, scale_start)
         # for the predicted reduction of f = MSE/2 along t * delta, -(t g.d + t^2 d.G.d / 2):
         # d.G.d = d.(A d) - mu d.D.d, with A d = -g - residual
         d_g_d = (delta @ (-g - residual) - mu * (delta * scale) @ delta).item()
@@ -402,10 +410,12 @@ class MatrixFreeLevenbergMarquardt:
         gauss_newton, diag = self._operators(inputs, targets, mask, self._flat())
         return self._solve(g, gauss_newton, diag, damping, None, max_iter, tol)[0]
 
-    def whole_set_gram(self, inputs, targets, mask, directions: list[torch.Tensor]) -> torch.Tensor:
+    def whole_set_gram(self, inputs, targets, mask, directions: list[torch.Tensor],
+                       at: Optional[torch.Tensor] = None) -> torch.Tensor:
         """u.G.v for every pair of `directions`, G the Gauss-Newton curvature of the whole set (J^T J / n) at the
-        current weights: (J u).(J v) / n, one forward-mode product a direction and chunk of the set."""
-        start = self._flat()
+        weights `at` (default: the current ones): (J u).(J v) / n, one forward-mode product a direction and
+        chunk of the set."""
+        start = self._flat() if at is None else at
         gram = torch.zeros(len(directions), len(directions), dtype=torch.float64, device=start.device)
         count = 0
         for sl in self._chunks(inputs.shape[0], self._chunk_size(inputs.shape[0])):
@@ -416,20 +426,26 @@ class MatrixFreeLevenbergMarquardt:
             count += jv.shape[1]
         return gram / count
 
-    def _whole_set_plane(self, inputs, targets, mask, g, delta):
-        """The minimizer of the whole set's Gauss-Newton model of f over the plane of `delta` and the last step
-        taken (its line, if there is none or the two are nearly parallel): (that step, g.step, step.G.step,
-        delta.G.delta), G the whole set's curvature, by forward-mode products chunk by chunk."""
+    def _whole_set_plane(self, inputs, targets, mask, start, g, delta):
+        """The minimizer of the whole set's Gauss-Newton model of f at `start`, g.s + s.G.s / 2, over the plane of
+        `delta` and the last step taken (its line, if there is none or the two are nearly parallel): (that step,
+        g.step, step.G.step, delta.G.delta, its coefficients). The model is not damped: it is meant where it holds
+        (bench.step_model measures that), and mu acts through delta's direction."""
         directions = [delta] + ([self.previous] if self.previous is not None else [])
-        gram = self.whole_set_gram(inputs, targets, mask, directions)
+        gram = self.whole_set_gram(inputs, targets, mask, directions, at=start)
         if not torch.isfinite(gram).all():
             raise NonFiniteCurvature("the whole set's curvature along the step came out non-finite")
+        if not gram[0, 0] > 0:  # no curvature along the solved step to scale it by: keep it
+            return delta, (g @ delta).item(), 0.0, 0.0, [1.0]
         along = torch.stack([g @ v for v in directions])
-        if len(directions) == 2 and torch.linalg.cond(gram) > 1e10:  # the plane is a line: keep delta's
-            gram, along, directions = gram[:1, :1], along[:1], directions[:1]
+        if len(directions) == 2:
+            # near-parallel directions (cosine of their J images within the Gram's rounding of 1): keep delta's line
+            norms = gram.diagonal().sqrt()
+            if not (norms[1] > 0 and torch.linalg.cond(gram / torch.outer(norms, norms)) < 1e-3 / torch.finfo(self.dtype).eps):
+                gram, along, directions = gram[:1, :1], along[:1], directions[:1]
         coef = torch.linalg.solve(gram, -along)
         step = sum(c * v for c, v in zip(coef, directions))
-        return step, (along @ coef).item(), (coef @ gram @ coef).item(), gram[0, 0].item()
+        return step, (along @ coef).item(), (coef @ gram @ coef).item(), gram[0, 0].item(), coef.tolist()
 
     def model_check(self, inputs, targets, mask, fractions=(0.125, 0.25, 0.5, 1.0)) -> dict:
         """The step this solver would take next (solved as step() solves it: its damping, CG's start and cap)
@@ -439,6 +455,7 @@ class MatrixFreeLevenbergMarquardt:
         slice limits the step; both wrong alike: the residuals' nonlinearity does (what neither a longer
         solve nor a larger slice mends). The weights are left as they were."""
         cfg, lr = self.cfg, self.param_groups[0]["lr"]
+        averages = (self.curvature.diag, dict(self.curvature.factors))  # _operators adds this step's probes
         inputs, targets = self._step_set(inputs, targets)
         mse0, g = self._gradient(inputs, targets, mask)
         start = self._flat()
@@ -446,7 +463,7 @@ class MatrixFreeLevenbergMarquardt:
         x0 = self.previous if (cfg.warm_start and self.previous is not None) else None
         delta, residual, used, (g_d, d_g_d) = self._solve(g, gauss_newton, diag, self.damping, x0, cfg.cg_max_iter,
                                                          cfg.cg_tol)
-        d_gw_d = self.whole_set_gram(inputs, targets, mask, [delta])[0, 0].item()
+        d_gw_d = self.whole_set_gram(inputs, targets, mask, [delta], at=start)[0, 0].item()
         along = []
         try:
             for t in fractions:
@@ -457,6 +474,7 @@ class MatrixFreeLevenbergMarquardt:
                               "actual": 0.5 * (mse0 - self.loss(inputs, targets, mask))})
         finally:
             self._set(start)
+            self.curvature.diag, self.curvature.factors = averages
         return {"mse": mse0, "damping": self.damping, "cg_products": used,
                 "cg_rel_residual": (residual.norm() / g.norm()).item(), "step_norm": delta.norm().item(),
                 "g_d": g_d, "d_G_slice_d": d_g_d, "d_G_whole_d": d_gw_d, "along": along}
@@ -493,17 +511,18 @@ class MatrixFreeLevenbergMarquardt:
         for _ in range(cfg.max_retries + 1):
             mu = self.damping
             x0 = self.previous if (cfg.warm_start and self.previous is not None) else None
+            # a plane step is another length than the slice's solution: CG starts from its best multiple
             delta, residual, used, (g_d, d_g_d) = self._solve(g, gauss_newton, diag, mu, x0, cfg.cg_max_iter,
-                                                             cfg.cg_tol)
+                                                             cfg.cg_tol, scale_start=cfg.whole_set_plane)
             result["cg_products"] += used
             fidelity = None
             if cfg.whole_set_plane:
                 # the step is the whole set's; mu answers how well the slice's model foresaw the whole set's at the
-                # solved step (a loss on the whole set would say the same: its model holds to 0.1% there)
+                # solved step (a loss on the whole set would say the same where its model holds)
                 solved_g_d, predicted_slice = g_d, -(lr * g_d + 0.5 * lr * lr * d_g_d)
-                delta, g_d, d_g_d, d_gw_d = self._whole_set_plane(inputs, targets, mask, g, delta)
+                delta, g_d, d_g_d, d_gw_d, coef = self._whole_set_plane(inputs, targets, mask, start, g, delta)
                 fidelity = -(lr * solved_g_d + 0.5 * lr * lr * d_gw_d) / predicted_slice if predicted_slice > 0 else 0.0
-                result["slice_fidelity"] = fidelity
+                result.update(slice_fidelity=fidelity, plane=coef)
             self._set(start + (lr * delta).to(start.dtype))
             trial = self.loss(inputs, targets, mask)
             predicted = -(lr * g_d + 0.5 * lr * lr * d_g_d)
@@ -524,7 +543,7 @@ class MatrixFreeLevenbergMarquardt:
                 trial, delta, rho = self._line_search(inputs, targets, mask, start, delta, lr, g_d, d_g_d, mse0, trial,
                                                       rho, result)
             if math.isfinite(trial) and trial < mse0:
-                judged = rho if fidelity is None else fidelity
+                judged = rho if fidelity is None else min(fidelity, rho)  # a shortened step still says "raise mu"
                 if cfg.damping_rule == "nielsen":
                     factor = max(1 / 3, 1 - (2 * min(max(judged, 0.0), 1.0) - 1) ** 3)
                 else:  # "ratio": the textbook trust-region rule, with the config's factors

@@ -49,12 +49,12 @@ def check_run(cfg_hash: str, results_dir: Path, fractions=FRACTIONS, float64: bo
     solver, lm = trainer.optimizer, trainer.optimizer.cfg
     if float64:
         solver = MatrixFreeLevenbergMarquardt(trainer.model, lm.model_copy(update={"working_dtype": "float64"}))
-        solver.load_state_dict({**trainer.optimizer.state_dict(), "master": None})  # the model's weights, widened
+        solver.load_state_dict(trainer.optimizer.state_dict())  # its master copy, or the model's weights widened
     data = trainer.train_set
     t0 = time.perf_counter()
     check = solver.model_check(data.inputs, data.targets, data.mask, fractions)
     return {"hash": cfg_hash, "label": cfg.label(), "dtype": cfg.dtype,
-            "arithmetic": "float64" if float64 or cfg.dtype == "float64" else cfg.dtype, "train_size": lm.train_size,
+            "arithmetic": "float64" if float64 or "float64" in (cfg.dtype, lm.working_dtype) else cfg.dtype, "train_size": lm.train_size,
             "curvature_size": lm.curvature_size or lm.train_size, "cg_max_iter": lm.cg_max_iter,
             "eval_mse": record.eval_mse, "seconds": time.perf_counter() - t0, "machine": cpu_name(),
             **check}

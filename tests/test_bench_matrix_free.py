@@ -42,6 +42,18 @@ def test_pcg_solves_a_symmetric_system_to_tolerance():
     assert used == 1 and torch.allclose(x, exact)
 
 
+def test_pcg_from_a_scaled_start_costs_the_same_and_starts_from_its_best_multiple():
+    gen = torch.Generator().manual_seed(5)
+    q = torch.randn(20, 20, generator=gen, dtype=torch.float64)
+    a = q @ q.T + 0.1 * torch.eye(20, dtype=torch.float64)
+    b = torch.randn(20, generator=gen, dtype=torch.float64)
+    exact = torch.linalg.solve(a, b)
+    x, r, used = pcg(lambda v: a @ v, b, 7.0 * exact, None, 1, 1e-12, scale_start=True)
+    assert used == 1 and torch.allclose(x, exact, rtol=1e-10) and r.norm() < 1e-8 * b.norm()
+    x, _, used = pcg(lambda v: a @ v, b, -exact, None, 1, 1e-12, scale_start=True)  # pointing away: from zero
+    assert used == 1 and torch.equal(x, torch.zeros_like(b))
+
+
 @pytest.mark.parametrize("preconditioner,products", [("none", "jvp"), ("diagonal", "jvp"), ("kronecker", "jvp"),
                                                       ("kronecker", "linearize")])
 def test_cg_step_solved_to_convergence_matches_the_dense_step(preconditioner, products):
@@ -440,14 +452,21 @@ def test_the_whole_set_plane_step_minimizes_the_whole_sets_model_over_the_plane(
     gauss_newton, diag = opt._operators(x, y, mask, opt._flat())
     delta = opt._solve(g, gauss_newton, diag, 1e-3, None, 100, 1e-3)[0]
     d_g_d = opt.whole_set_gram(x, y, mask, [delta])[0, 0].item()
-    line, g_s, s_g_s, solved_curvature = opt._whole_set_plane(x, y, mask, g, delta)
-    assert solved_curvature == pytest.approx(d_g_d, rel=1e-12)
+    start = opt._flat()
+    opt._set(start + delta)  # as a refused trial leaves the weights: the plane is still taken at the start
+    line, g_s, s_g_s, solved_curvature, coef = opt._whole_set_plane(x, y, mask, start, g, delta)
+    opt._set(start)
+    assert solved_curvature == pytest.approx(d_g_d, rel=1e-12) and coef == [pytest.approx(-(g @ delta).item() / d_g_d)]
     assert torch.allclose(line, (-(g @ delta).item() / d_g_d) * delta, rtol=1e-12, atol=0)
-    opt.previous = torch.randn(delta.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    plane, g_p, p_g_p, _ = opt._whole_set_plane(x, y, mask, g, delta)
-    gram = opt.whole_set_gram(x, y, mask, [delta, opt.previous, plane])
+    last = torch.randn(delta.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    opt.previous = 3.0 * delta  # the plane of two parallel steps is their line
+    assert len(opt._whole_set_plane(x, y, mask, start, g, delta)[4]) == 1
+    opt.previous = last
+    plane, g_p, p_g_p, _, coef = opt._whole_set_plane(x, y, mask, start, g, delta)
+    assert len(coef) == 2
+    gram = opt.whole_set_gram(x, y, mask, [delta, last, plane])
     # d/dc of g.s + s.G.s / 2 at s = plane, along delta and the last step: g.v + v.G.plane = 0
-    for i, v in enumerate((delta, opt.previous)):
+    for i, v in enumerate((delta, last)):
         assert abs((g @ v).item() + gram[i, 2].item()) < 1e-9 * abs((g @ v).item())
     assert g_p + 0.5 * p_g_p < g_s + 0.5 * s_g_s < 0
 
@@ -457,8 +476,9 @@ def test_a_whole_set_plane_step_is_taken_and_its_damping_follows_the_slice_model
     before = opt.loss(*args)
     opt.step(*args)
     assert opt.last["accepted"] and opt.loss(*args) < before
-    fidelity = opt.last["slice_fidelity"]
-    assert fidelity == fidelity and opt.damping == (1e-3 * 0.5 if fidelity > 0.5 else 1e-3 if fidelity > 0.25 else 1e-2)
+    judged = min(opt.last["slice_fidelity"], opt.last["rho"])
+    assert judged == judged and opt.damping == (1e-3 * 0.5 if judged > 0.5 else 1e-3 if judged > 0.25 else 1e-2)
+    assert len(opt.last["plane"]) == 1  # no last step before the first: the solved step's line
 
 
 def test_whole_set_plane_is_a_cg_option_on_the_whole_sets_gradient():
