@@ -748,6 +748,9 @@ FLOAT64_LONGER_CG_SECONDS = {"ci": 2400.0, "paper": 4 * 3600.0}
 # slice, not the model nor the solve, limits the step. From the 8,192-problem run's end as the longer CG,
 # with 100 products, the step the whole set's model takes over the plane of the solved step and the last one
 FLOAT64_WHOLE_SET_PLANE = {"whole_set_plane": True}
+# With it every step was taken and foreseen (rho 1.00), but mu, following the slice's fidelity, rose from 2e-11
+# to 6e-9 and each step's gain fell from x0.97 to x0.995 (record 5dade19a467191c0). The same with mu by rho alone
+FLOAT64_PLANE_BY_RHO = {**FLOAT64_WHOLE_SET_PLANE, "plane_damping": "rho"}
 
 
 @cached
@@ -756,7 +759,8 @@ def to_the_limit_float64_variants(budget: str | Budget = "ci") -> list[RunConfig
     in all; paper: its only one) gone on from its end (RunConfig.starts_from) for 40 more minutes (ci)
     with one change each (`FLOAT64_VARIANTS`): whether the slice or the training set stops the chain; then
     the larger training set's run gone on with a longer CG (`FLOAT64_LONGER_CG`): whether the solve does;
-    and with the whole set's model choosing the step (`FLOAT64_WHOLE_SET_PLANE`): whether the slice does."""
+    and with the whole set's model choosing the step (`FLOAT64_WHOLE_SET_PLANE`, and `FLOAT64_PLANE_BY_RHO`):
+    whether the slice does."""
     b = get_budget(budget)
     _no_smoke("to_the_limit_float64_variants", b)
     first, *chain = to_the_limit_float64(b)
@@ -767,7 +771,8 @@ def to_the_limit_float64_variants(budget: str | Budget = "ci") -> list[RunConfig
     seconds = more_problems.time_limit_s + FLOAT64_LONGER_CG_SECONDS[b.name]
     longer_cg = branch(more_problems, seconds, FLOAT64_LONGER_CG)
     plane = branch(more_problems, seconds, FLOAT64_WHOLE_SET_PLANE)
-    return [*variants.values(), longer_cg, plane]
+    plane_by_rho = branch(more_problems, seconds, FLOAT64_PLANE_BY_RHO)
+    return [*variants.values(), longer_cg, plane, plane_by_rho]
 
 
 # ---- (9) the ODE operator in context -------------------------------------------------

@@ -543,7 +543,8 @@ class MatrixFreeLevenbergMarquardt:
                 trial, delta, rho = self._line_search(inputs, targets, mask, start, delta, lr, g_d, d_g_d, mse0, trial,
                                                       rho, result)
             if math.isfinite(trial) and trial < mse0:
-                judged = rho if fidelity is None else min(fidelity, rho)  # a shortened step still says "raise mu"
+                # with the plane's fidelity: the lower of the two, so that a shortened step still says "raise mu"
+                judged = rho if fidelity is None or cfg.plane_damping == "rho" else min(fidelity, rho)
                 if cfg.damping_rule == "nielsen":
                     factor = max(1 / 3, 1 - (2 * min(max(judged, 0.0), 1.0) - 1) ** 3)
                 else:  # "ratio": the textbook trust-region rule, with the config's factors

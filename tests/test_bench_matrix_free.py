@@ -479,11 +479,18 @@ def test_a_whole_set_plane_step_is_taken_and_its_damping_follows_the_slice_model
     judged = min(opt.last["slice_fidelity"], opt.last["rho"])
     assert judged == judged and opt.damping == (1e-3 * 0.5 if judged > 0.5 else 1e-3 if judged > 0.25 else 1e-2)
     assert len(opt.last["plane"]) == 1  # no last step before the first: the solved step's line
+    by_rho, args = _slice_setup("whole", 4, whole_set_plane=True, plane_damping="rho", damping_rule="ratio",
+                                damping_down=0.5)
+    by_rho.step(*args)
+    rho = by_rho.last["rho"]
+    assert rho > 0.5 and by_rho.damping == 1e-3 * 0.5  # every plane step foreseen here: mu falls whatever the fidelity
 
 
 def test_whole_set_plane_is_a_cg_option_on_the_whole_sets_gradient():
     with pytest.raises(ValueError, match="apply to solver 'cg' only"):
         LevenbergMarquardtConfig(whole_set_plane=True)
+    with pytest.raises(ValueError, match="plane_damping applies to whole_set_plane steps"):
+        LevenbergMarquardtConfig(solver="cg", plane_damping="rho")
     with pytest.raises(ValueError, match="whole_set_plane takes the step on the whole set's model: it needs gradient"):
         LevenbergMarquardtConfig(solver="cg", whole_set_plane=True, gradient="slice")
     cfg = make_run_config(task=SMALL_TASK, model=SMALL_BASECONV, optimizer=CG)

@@ -266,7 +266,7 @@ def test_the_float64_grid_goes_on_from_the_float32_recipe_in_float64():
 def test_the_float64_variants_go_on_from_the_chain_with_one_change_each():
     for budget, start in (("ci", -2), ("paper", -1)):
         first, *chain = grids.to_the_limit_float64(budget)
-        wider, larger, longer_cg, plane = grids.to_the_limit_float64_variants(budget)
+        wider, larger, longer_cg, plane, plane_by_rho = grids.to_the_limit_float64_variants(budget)
         parent = chain[start]
         for c in (wider, larger):
             assert c.starts_from == parent.hash and c.time_limit_s > parent.time_limit_s and c.dtype == "float64"
@@ -285,6 +285,8 @@ def test_the_float64_variants_go_on_from_the_chain_with_one_change_each():
         # and, as long, with the whole set's model choosing the step in the plane of the solved and the last one
         assert (plane.starts_from, plane.time_limit_s) == (larger.hash, longer_cg.time_limit_s)
         assert plane.polish == larger.polish.model_copy(update={"whole_set_plane": True})
+        assert plane_by_rho.polish == plane.polish.model_copy(update={"plane_damping": "rho"})
+        assert (plane_by_rho.starts_from, plane_by_rho.time_limit_s) == (larger.hash, plane.time_limit_s)
     assert grids.ROWS_OF["to_the_limit_float64_variants"] == "to_the_limit_float64"
 
 
