@@ -513,7 +513,9 @@ def grid8_step_label(cfg) -> str:
     how = how if cfg.polish is None else f"{cfg.optimizer.name}, then {how}"
     how += "" if cfg.starts_from is None else f" from the end of run {cfg.starts_from}"
     minutes = "" if cfg.time_limit_s is None else f", {cfg.time_limit_s / 60:.0f} min"
-    return f"{cfg.model.name} paper model, {how}, {cfg.dtype}{minutes}"
+    layout = cfg.task.params.get("layout", "first_token")
+    layout = "" if layout == "first_token" else f", {layout} layout"
+    return f"{cfg.model.name} paper model{layout}, {how}, {cfg.dtype}{minutes}"
 
 
 def with_kept_rows(table: pd.DataFrame, previous_csv: Path, key: str, kept: list[str]) -> pd.DataFrame:
