@@ -214,11 +214,11 @@ class LevenbergMarquardtConfig(_Frozen):
     first tried at 1/2, 1/4, 1/8 of its length (`backtracks` of them) before a new solve; with
     `line_search`, a taken step whose rho is below 0.5 is also tried at 1/2 and 1/4 of its length
     and the lowest training loss kept (rho is then the kept step's). With `whole_set_plane` the step taken is
-    the minimizer of the whole set's Gauss-Newton model over the plane of the solved step and the last one,
-    and mu follows the lower of rho and the slice model's fidelity to the whole set's (`plane_damping`
-    "slice_fidelity") or rho alone ("rho"). In cg, mu is relative to the MSE's curvature
-    (G = J^T J / n), so it does not depend on the size of the training set. Memory is
-    O(parameters + activations of curvature_size samples).
+    the minimizer of the whole set's Gauss-Newton model over the plane of the solved step and the last one
+    (and the preconditioned gradient, with `plane_gradient`), and mu follows the lower of rho and the slice
+    model's fidelity to the whole set's (`plane_damping` "slice_fidelity") or rho alone ("rho"). In cg, mu is
+    relative to the MSE's curvature (G = J^T J / n), so it does not depend on the size of the training set.
+    Memory is O(parameters + activations of curvature_size samples).
     """
 
     name: Literal["levenberg_marquardt", "gauss_newton"] = "levenberg_marquardt"
@@ -270,6 +270,11 @@ class LevenbergMarquardtConfig(_Frozen):
     # the fidelity drove mu from 2e-11 to 6e-9 and each step's gain from x0.97 to x0.995, while rho stayed at
     # 1.00 (the whole set's model holds); "rho" lets mu fall as every plane step is foreseen
     plane_damping: Literal["slice_fidelity", "rho"] = "slice_fidelity"
+    # with whole_set_plane, the preconditioned gradient as a third direction of the plane: with mu by rho the
+    # float64 BaseConv's plane step was nearly all the last step (coefficients ~0.03 and ~1, record
+    # 23243d5ecb0faa48), momentum; the gradient makes the step at least one more preconditioned CG step on the
+    # whole set's curvature from the last (nonlinear CG's choice), for one more forward-mode product a chunk
+    plane_gradient: bool = False
 
     @model_validator(mode="after")
     def _solver_fields(self):
@@ -284,6 +289,9 @@ class LevenbergMarquardtConfig(_Frozen):
                              "solved again unchanged")
         if self.plane_damping != "slice_fidelity" and not self.whole_set_plane:
             raise ValueError("plane_damping applies to whole_set_plane steps: set whole_set_plane: true or leave it unset")
+        if self.plane_gradient and not self.whole_set_plane:
+            raise ValueError("plane_gradient is a direction of the whole_set_plane step: set whole_set_plane: true "
+                             "or leave it unset")
         if self.whole_set_plane and self.gradient == "slice":
             raise ValueError("whole_set_plane takes the step on the whole set's model: it needs gradient 'whole', "
                              "not 'slice'")
@@ -294,7 +302,7 @@ class LevenbergMarquardtConfig(_Frozen):
 
 CG_ONLY_FIELDS = ("curvature_size", "cg_max_iter", "cg_tol", "warm_start", "scaling", "preconditioner",
                   "precondition_power", "diag_probes", "damping_rule", "backtracks", "products", "working_dtype",
-                  "line_search", "gradient", "whole_set_plane", "plane_damping")
+                  "line_search", "gradient", "whole_set_plane", "plane_damping", "plane_gradient")
 # LevenbergMarquardtConfig fields that did not exist when the first records were written: a config
 # that leaves them at their defaults keeps the hash it always had.
 LM_ADDED_FIELDS = ("solver",) + CG_ONLY_FIELDS + ("restart_damping",)

@@ -754,6 +754,9 @@ FLOAT64_PLANE_BY_RHO = {**FLOAT64_WHOLE_SET_PLANE, "plane_damping": "rho"}
 # It went from 1.81e-15 to 1.09e-16 in 44 steps (record 23243d5ecb0faa48), the damping at its 1e-15 floor and
 # the plane's step nearly all the last step's (coefficients ~0.03 and ~1): 40 minutes more of it, extending it
 FLOAT64_PLANE_EXTENSION_SECONDS = {"ci": 2400.0, "paper": 4 * 3600.0}
+# ... and beside it, as long from the same end, the plane widened by the preconditioned gradient: whether a
+# third direction buys more a step than its product costs
+FLOAT64_PLANE_GRADIENT = {**FLOAT64_PLANE_BY_RHO, "plane_gradient": True}
 
 
 @cached
@@ -763,7 +766,8 @@ def to_the_limit_float64_variants(budget: str | Budget = "ci") -> list[RunConfig
     with one change each (`FLOAT64_VARIANTS`): whether the slice or the training set stops the chain; then
     the larger training set's run gone on with a longer CG (`FLOAT64_LONGER_CG`): whether the solve does;
     and with the whole set's model choosing the step (`FLOAT64_WHOLE_SET_PLANE`, and `FLOAT64_PLANE_BY_RHO`):
-    whether the slice does."""
+    whether the slice does; then the last gone on further, as it is (extending it) and with the preconditioned
+    gradient in the plane (`FLOAT64_PLANE_GRADIENT`, from its end)."""
     b = get_budget(budget)
     _no_smoke("to_the_limit_float64_variants", b)
     first, *chain = to_the_limit_float64(b)
@@ -777,7 +781,8 @@ def to_the_limit_float64_variants(budget: str | Budget = "ci") -> list[RunConfig
     plane_by_rho = branch(more_problems, seconds, FLOAT64_PLANE_BY_RHO)
     plane_by_rho_longer = plane_by_rho.model_copy(update={
         "time_limit_s": seconds + FLOAT64_PLANE_EXTENSION_SECONDS[b.name], "extends": plane_by_rho.hash})
-    return [*variants.values(), longer_cg, plane, plane_by_rho, plane_by_rho_longer]
+    plane_gradient = branch(plane_by_rho, plane_by_rho_longer.time_limit_s, FLOAT64_PLANE_GRADIENT)
+    return [*variants.values(), longer_cg, plane, plane_by_rho, plane_by_rho_longer, plane_gradient]
 
 
 # ---- (9) the ODE operator in context -------------------------------------------------

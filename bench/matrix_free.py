@@ -388,14 +388,19 @@ class MatrixFreeLevenbergMarquardt:
             diag = self.curvature.floored_diag()
         return gauss_newton, diag
 
-    def _solve(self, g, gauss_newton, diag, mu, x0, max_iter, tol, scale_start=False):
+    def _preconditioner(self, g, diag, mu) -> tuple[torch.Tensor, Optional[Operator]]:
+        """The damping's scale D and CG's preconditioner v -> M^-1 v at mu (None: no preconditioner)."""
         cfg = self.cfg
         scale = diag if cfg.scaling == "marquardt" else torch.ones_like(g)
+        precond = None if cfg.preconditioner == "none" else self.curvature.inverse(mu, scale, cfg.precondition_power)
+        return scale, precond
+
+    def _solve(self, g, gauss_newton, diag, mu, x0, max_iter, tol, scale_start=False):
+        scale, precond = self._preconditioner(g, diag, mu)
 
         def damped(v: torch.Tensor) -> torch.Tensor:
             return gauss_newton(v) + mu * scale * v
 
-        precond = None if cfg.preconditioner == "none" else self.curvature.inverse(mu, scale, cfg.precondition_power)
         delta, residual, used = pcg(damped, -g, x0, precond, max_iter, tol, scale_start)
         # for the predicted reduction of f = MSE/2 along t * delta, -(t g.d + t^2 d.G.d / 2):
         # d.G.d = d.(A d) - mu d.D.d, with A d = -g - residual
@@ -426,23 +431,29 @@ class MatrixFreeLevenbergMarquardt:
             count += jv.shape[1]
         return gram / count
 
-    def _whole_set_plane(self, inputs, targets, mask, start, g, delta):
+    def _whole_set_plane(self, inputs, targets, mask, start, g, delta, extra=()):
         """The minimizer of the whole set's Gauss-Newton model of f at `start`, g.s + s.G.s / 2, over the plane of
-        `delta` and the last step taken (its line, if there is none or the two are nearly parallel): (that step,
-        g.step, step.G.step, delta.G.delta, its coefficients). The model is not damped: it is meant where it holds
-        (bench.step_model measures that), and mu acts through delta's direction."""
-        directions = [delta] + ([self.previous] if self.previous is not None else [])
+        `delta` and the last step taken (its line, if there is none or the two are nearly parallel), and of the
+        `extra` directions too: (that step, g.step, step.G.step, delta.G.delta, its coefficients, one a direction
+        kept). The model is not damped: it is meant where it holds (bench.step_model measures that), and mu acts
+        through delta's direction."""
+        directions = [delta] + ([self.previous] if self.previous is not None else []) + list(extra)
         gram = self.whole_set_gram(inputs, targets, mask, directions, at=start)
         if not torch.isfinite(gram).all():
             raise NonFiniteCurvature("the whole set's curvature along the step came out non-finite")
         if not gram[0, 0] > 0:  # no curvature along the solved step to scale it by: keep it
             return delta, (g @ delta).item(), 0.0, 0.0, [1.0]
         along = torch.stack([g @ v for v in directions])
-        if len(directions) == 2:
-            # near-parallel directions (cosine of their J images within the Gram's rounding of 1): keep delta's line
-            norms = gram.diagonal().sqrt()
-            if not (norms[1] > 0 and torch.linalg.cond(gram / torch.outer(norms, norms)) < 1e-3 / torch.finfo(self.dtype).eps):
-                gram, along, directions = gram[:1, :1], along[:1], directions[:1]
+        # each direction in turn is kept unless it is nearly in the span of those kept (their J images' Gram,
+        # normalized, conditioned past its rounding): delta's line at least
+        keep, limit = [0], 1e-3 / torch.finfo(self.dtype).eps
+        for i in range(1, len(directions)):
+            trial = keep + [i]
+            sub = gram[trial][:, trial]
+            norms = sub.diagonal().sqrt()
+            if norms[-1] > 0 and torch.linalg.cond(sub / torch.outer(norms, norms)) < limit:
+                keep = trial
+        gram, along, directions = gram[keep][:, keep], along[keep], [directions[i] for i in keep]
         coef = torch.linalg.solve(gram, -along)
         step = sum(c * v for c, v in zip(coef, directions))
         return step, (along @ coef).item(), (coef @ gram @ coef).item(), gram[0, 0].item(), coef.tolist()
@@ -520,7 +531,13 @@ class MatrixFreeLevenbergMarquardt:
                 # the step is the whole set's; mu answers how well the slice's model foresaw the whole set's at the
                 # solved step (a loss on the whole set would say the same where its model holds)
                 solved_g_d, predicted_slice = g_d, -(lr * g_d + 0.5 * lr * lr * d_g_d)
-                delta, g_d, d_g_d, d_gw_d, coef = self._whole_set_plane(inputs, targets, mask, start, g, delta)
+                # the solve's preconditioned gradient: the plane's step is then at least as good in the model as
+                # one more step of CG on the whole set's curvature from the last step (nonlinear CG's choice)
+                extra = []
+                if cfg.plane_gradient:
+                    precond = self._preconditioner(g, diag, mu)[1]
+                    extra = [g if precond is None else precond(g)]
+                delta, g_d, d_g_d, d_gw_d, coef = self._whole_set_plane(inputs, targets, mask, start, g, delta, extra)
                 fidelity = -(lr * solved_g_d + 0.5 * lr * lr * d_gw_d) / predicted_slice if predicted_slice > 0 else 0.0
                 result.update(slice_fidelity=fidelity, plane=coef)
             self._set(start + (lr * delta).to(start.dtype))

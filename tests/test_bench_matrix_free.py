@@ -373,7 +373,7 @@ def _slice_setup(gradient: str, curvature_size: int, **lm):
     model = build_model("baseconv", task, **SMALL_BASECONV["params"], seed=0).double()
     batch = task.sample(16, generator=stream_generator(0, "train"), dtype=torch.float64)
     cfg = LevenbergMarquardtConfig(solver="cg", train_size=16, curvature_size=curvature_size, gradient=gradient,
-                                   preconditioner="none", **lm)
+                                   **{"preconditioner": "none", **lm})
     return MatrixFreeLevenbergMarquardt(model, cfg), (batch.inputs, batch.targets, batch.mask)
 
 
@@ -471,6 +471,37 @@ def test_the_whole_set_plane_step_minimizes_the_whole_sets_model_over_the_plane(
     assert g_p + 0.5 * p_g_p < g_s + 0.5 * s_g_s < 0
 
 
+def test_the_plane_gradient_is_a_third_direction_and_the_step_is_no_worse_in_the_model():
+    """With plane_gradient the step is the whole set's model's minimum over the solved step, the last one and the
+    preconditioned gradient: three coefficients, the model's gradient zero along each, its minimum at or below
+    the plane's; a direction in the span of those kept is left out."""
+    opt, (x, y, mask) = _slice_setup("whole", 4, whole_set_plane=True, plane_gradient=True, preconditioner="diagonal")
+    _, g = opt._gradient(x, y, mask)
+    gauss_newton, diag = opt._operators(x, y, mask, opt._flat())
+    delta = opt._solve(g, gauss_newton, diag, 1e-3, None, 100, 1e-3)[0]
+    start = opt._flat()
+    opt.previous = torch.randn(delta.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    gradient = opt._preconditioner(g, diag, 1e-3)[1](g)
+    assert not torch.allclose(gradient, g)  # the diagonal preconditioner acts
+    plane, g_p, p_g_p, _, coef = opt._whole_set_plane(x, y, mask, start, g, delta)
+    solid, g_s, s_g_s, _, coef3 = opt._whole_set_plane(x, y, mask, start, g, delta, [gradient])
+    assert len(coef) == 2 and len(coef3) == 3
+    gram = opt.whole_set_gram(x, y, mask, [delta, opt.previous, gradient, solid])
+    for i, v in enumerate((delta, opt.previous, gradient)):
+        assert abs((g @ v).item() + gram[i, 3].item()) < 1e-9 * abs((g @ v).item())
+    assert g_s + 0.5 * s_g_s <= g_p + 0.5 * p_g_p < 0
+    twice = opt._whole_set_plane(x, y, mask, start, g, delta, [2.0 * delta - opt.previous])
+    assert len(twice[4]) == 2  # in the plane already: kept out
+    # the step itself goes down on the whole set, and the record shows the three coefficients
+    before = opt.loss(x, y, mask)
+    opt.step(x, y, mask)
+    assert opt.last["accepted"] and opt.loss(x, y, mask) < before and len(opt.last["plane"]) == 3
+    # with no preconditioner the direction is the gradient itself; the first step has no last one
+    plain, args = _slice_setup("whole", 4, whole_set_plane=True, plane_gradient=True)
+    plain.step(*args)
+    assert plain.last["accepted"] and len(plain.last["plane"]) == 2
+
+
 def test_a_whole_set_plane_step_is_taken_and_its_damping_follows_the_slice_models_fidelity():
     opt, args = _slice_setup("whole", 4, whole_set_plane=True, damping_rule="ratio", damping_down=0.5)
     before = opt.loss(*args)
@@ -493,6 +524,9 @@ def test_whole_set_plane_is_a_cg_option_on_the_whole_sets_gradient():
         LevenbergMarquardtConfig(solver="cg", plane_damping="rho")
     with pytest.raises(ValueError, match="whole_set_plane takes the step on the whole set's model: it needs gradient"):
         LevenbergMarquardtConfig(solver="cg", whole_set_plane=True, gradient="slice")
+    with pytest.raises(ValueError, match="plane_gradient is a direction of the whole_set_plane step"):
+        LevenbergMarquardtConfig(solver="cg", plane_gradient=True)
     cfg = make_run_config(task=SMALL_TASK, model=SMALL_BASECONV, optimizer=CG)
     on = cfg.model_copy(update={"optimizer": cfg.optimizer.model_copy(update={"whole_set_plane": True})})
     assert '"whole_set_plane"' not in cfg.canonical_json() and '"whole_set_plane"' in on.canonical_json()
+    assert '"plane_gradient"' not in on.canonical_json()  # at its default it keeps the plane runs' hashes
