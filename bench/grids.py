@@ -689,6 +689,13 @@ def to_the_limit_whole_set(budget: str | Budget = "ci") -> list[RunConfig]:
 BROADCAST_LM = {**WHOLE_SET_LM, "line_search": True, "damping": 1e-6}
 # seconds of training in all, Adam's ~7 minutes included: a chain of links, each extending the one before
 BROADCAST_SECONDS = {"ci": tuple(2400.0 * k for k in range(1, 6)), "paper": (12 * 3600.0,)}
+# Its fourth link (1.26e-9, be82b0a72453a9c2) gained x0.89-0.91 a step, the damping down to 7.7e-15 and CG's
+# residual up to 0.7 at its 100-product cap. Beside the fifth link, from the fourth's end and as long: the whole
+# set's model over the plane of the solved step and the last one, mu by rho (the float64 BaseConv's x0.983 a step
+# became x0.94-0.97 with it, record 23243d5ecb0faa48; here the curvature is the whole set's already, so only
+# the last step's direction is new)
+BROADCAST_PLANE = {"whole_set_plane": True, "plane_damping": "rho"}
+BROADCAST_PLANE_EXTRA_SECONDS = {"ci": 0.0, "paper": 4 * 3600.0}
 
 
 @cached
@@ -696,13 +703,18 @@ def to_the_limit_broadcast(budget: str | Budget = "ci") -> list[RunConfig]:
     """(8, broadcast) Grid 8's warm-started BaseConv GD step (the paper's model, 3 layers, width 64) in Liu et
     al.'s token layout, x in every token (`BROADCAST_LM`): Adam for `to_the_limit_slice`'s 24,000 steps, then
     the whole set's Gauss-Newton steps, as a chain of runs (`BROADCAST_SECONDS`), each extending the one before
-    and keeping its final state: run it with --workers 1, in order. Each run is a row of grid 8's tables."""
+    and keeping its final state: run it with --workers 1, in order. Last, beside the chain's last link, the same
+    steps with the whole set's plane (`BROADCAST_PLANE`). Each run is a row of grid 8's tables."""
     b = get_budget(budget)
     _no_smoke("to_the_limit_broadcast", b)
     adam_steps, _ = GD_SLICE_WARM_START[b.name]
     seconds = BROADCAST_SECONDS[b.name]
     first = gd_step_warm_started(b, seconds[0], adam_steps=adam_steps, layout="broadcast", **BROADCAST_LM)
-    return extension_chain(first, seconds)
+    chain = extension_chain(first, seconds)
+    # ci: from the next-to-last link's end to the last one's length; paper: from its one link's end, 4 hours more
+    start = chain[-2] if len(chain) > 1 else chain[-1]
+    plane = branch(start, seconds[-1] + BROADCAST_PLANE_EXTRA_SECONDS[b.name], BROADCAST_PLANE, keep_final_state=True)
+    return chain + [plane]
 
 
 # seconds of training in all: the float32 run, then each float64 run going on from it (a chain, as the

@@ -316,7 +316,8 @@ def test_the_whole_set_grid_goes_on_from_the_slice_run_then_as_a_damped_chain():
 
 def test_the_broadcast_grid_is_the_warm_started_gd_step_in_liu_et_al_s_layout_then_whole_set_steps():
     for budget in ("ci", "paper"):
-        first, *chain = runs = grids.to_the_limit_broadcast(budget)
+        *runs, plane = grids.to_the_limit_broadcast(budget)
+        first, *chain = runs
         slice_run = grids.to_the_limit_slice(budget)[0]
         assert first.task.params == {"layout": "broadcast"} and first.polish_after == slice_run.polish_after
         assert first.model.params == slice_run.model.params and first.build_model().num_parameters() == 43_653
@@ -328,6 +329,10 @@ def test_the_broadcast_grid_is_the_warm_started_gd_step_in_liu_et_al_s_layout_th
         assert [c.extends for c in runs] == [None] + [c.hash for c in runs[:-1]]
         assert [c.time_limit_s for c in runs] == sorted({c.time_limit_s for c in runs})
         assert all(c.keep_final_state for c in runs)
+        # beside the chain's end, the plane of the solved and the last step, mu by rho: one change to the LM
+        start = runs[-2] if budget == "ci" else runs[-1]
+        assert plane.starts_from == start.hash and plane.time_limit_s >= runs[-1].time_limit_s and plane.time_limit_s > start.time_limit_s
+        assert plane.polish == start.polish.model_copy(update={"whole_set_plane": True, "plane_damping": "rho"})
     assert grids.ROWS_OF["to_the_limit_broadcast"] == "to_the_limit"
 
 
