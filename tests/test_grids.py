@@ -266,7 +266,7 @@ def test_the_float64_grid_goes_on_from_the_float32_recipe_in_float64():
 def test_the_float64_variants_go_on_from_the_chain_with_one_change_each():
     for budget, start in (("ci", -2), ("paper", -1)):
         first, *chain = grids.to_the_limit_float64(budget)
-        wider, larger, longer_cg, plane, plane_by_rho, longer, gradient = grids.to_the_limit_float64_variants(budget)
+        wider, larger, longer_cg, plane, plane_by_rho, longer, gradient, twice = grids.to_the_limit_float64_variants(budget)
         parent = chain[start]
         for c in (wider, larger):
             assert c.starts_from == parent.hash and c.time_limit_s > parent.time_limit_s and c.dtype == "float64"
@@ -292,6 +292,9 @@ def test_the_float64_variants_go_on_from_the_chain_with_one_change_each():
         assert longer.model_copy(update={"time_limit_s": plane_by_rho.time_limit_s, "extends": None}) == plane_by_rho
         assert (gradient.starts_from, gradient.time_limit_s) == (plane_by_rho.hash, longer.time_limit_s)
         assert gradient.polish == plane_by_rho.polish.model_copy(update={"plane_gradient": True})
+        # and from the extension's end on twice the training problems
+        assert twice.starts_from == longer.hash and twice.time_limit_s > longer.time_limit_s
+        assert twice.polish == longer.polish.model_copy(update={"train_size": 2 * longer.polish.train_size})
     assert grids.ROWS_OF["to_the_limit_float64_variants"] == "to_the_limit_float64"
 
 
