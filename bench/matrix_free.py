@@ -434,15 +434,16 @@ class MatrixFreeLevenbergMarquardt:
     def _whole_set_plane(self, inputs, targets, mask, start, g, delta, extra=()):
         """The minimizer of the whole set's Gauss-Newton model of f at `start`, g.s + s.G.s / 2, over the plane of
         `delta` and the last step taken (its line, if there is none or the two are nearly parallel), and of the
-        `extra` directions too: (that step, g.step, step.G.step, delta.G.delta, its coefficients, one a direction
-        kept). The model is not damped: it is meant where it holds (bench.step_model measures that), and mu acts
-        through delta's direction."""
+        `extra` directions too ("gradient"): (that step, g.step, step.G.step, delta.G.delta, its coefficients, the
+        names of the directions they weigh, "solved" first). The model is not damped: it is meant where it holds
+        (bench.step_model measures that), and mu acts through delta's direction."""
         directions = [delta] + ([self.previous] if self.previous is not None else []) + list(extra)
+        names = ["solved"] + (["last"] if self.previous is not None else []) + ["gradient"] * len(extra)
         gram = self.whole_set_gram(inputs, targets, mask, directions, at=start)
         if not torch.isfinite(gram).all():
             raise NonFiniteCurvature("the whole set's curvature along the step came out non-finite")
         if not gram[0, 0] > 0:  # no curvature along the solved step to scale it by: keep it
-            return delta, (g @ delta).item(), 0.0, 0.0, [1.0]
+            return delta, (g @ delta).item(), 0.0, 0.0, [1.0], ["solved"]
         along = torch.stack([g @ v for v in directions])
         # each direction in turn is kept unless it is nearly in the span of those kept (their J images' Gram,
         # normalized, conditioned past its rounding): delta's line at least
@@ -454,9 +455,13 @@ class MatrixFreeLevenbergMarquardt:
             if norms[-1] > 0 and torch.linalg.cond(sub / torch.outer(norms, norms)) < limit:
                 keep = trial
         gram, along, directions = gram[keep][:, keep], along[keep], [directions[i] for i in keep]
-        coef = torch.linalg.solve(gram, -along)
+        # solved normalized: at a damping floor of 1e-15 the preconditioned gradient can be orders of magnitude
+        # longer than delta, and the raw Gram's scales would then decide the solve's rounding
+        norms = gram.diagonal().sqrt()
+        coef = torch.linalg.solve(gram / torch.outer(norms, norms), -along / norms) / norms
         step = sum(c * v for c, v in zip(coef, directions))
-        return step, (along @ coef).item(), (coef @ gram @ coef).item(), gram[0, 0].item(), coef.tolist()
+        return (step, (along @ coef).item(), (coef @ gram @ coef).item(), gram[0, 0].item(), coef.tolist(),
+                [names[i] for i in keep])
 
     def model_check(self, inputs, targets, mask, fractions=(0.125, 0.25, 0.5, 1.0)) -> dict:
         """The step this solver would take next (solved as step() solves it: its damping, CG's start and cap)
@@ -537,9 +542,10 @@ class MatrixFreeLevenbergMarquardt:
                 if cfg.plane_gradient:
                     precond = self._preconditioner(g, diag, mu)[1]
                     extra = [g if precond is None else precond(g)]
-                delta, g_d, d_g_d, d_gw_d, coef = self._whole_set_plane(inputs, targets, mask, start, g, delta, extra)
+                delta, g_d, d_g_d, d_gw_d, coef, kept = self._whole_set_plane(inputs, targets, mask, start, g, delta,
+                                                                               extra)
                 fidelity = -(lr * solved_g_d + 0.5 * lr * lr * d_gw_d) / predicted_slice if predicted_slice > 0 else 0.0
-                result.update(slice_fidelity=fidelity, plane=coef)
+                result.update(slice_fidelity=fidelity, plane=coef, plane_directions=kept)
             self._set(start + (lr * delta).to(start.dtype))
             trial = self.loss(inputs, targets, mask)
             predicted = -(lr * g_d + 0.5 * lr * lr * d_g_d)

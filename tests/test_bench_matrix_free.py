@@ -454,16 +454,17 @@ def test_the_whole_set_plane_step_minimizes_the_whole_sets_model_over_the_plane(
     d_g_d = opt.whole_set_gram(x, y, mask, [delta])[0, 0].item()
     start = opt._flat()
     opt._set(start + delta)  # as a refused trial leaves the weights: the plane is still taken at the start
-    line, g_s, s_g_s, solved_curvature, coef = opt._whole_set_plane(x, y, mask, start, g, delta)
+    line, g_s, s_g_s, solved_curvature, coef, names = opt._whole_set_plane(x, y, mask, start, g, delta)
     opt._set(start)
     assert solved_curvature == pytest.approx(d_g_d, rel=1e-12) and coef == [pytest.approx(-(g @ delta).item() / d_g_d)]
+    assert names == ["solved"]
     assert torch.allclose(line, (-(g @ delta).item() / d_g_d) * delta, rtol=1e-12, atol=0)
     last = torch.randn(delta.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     opt.previous = 3.0 * delta  # the plane of two parallel steps is their line
     assert len(opt._whole_set_plane(x, y, mask, start, g, delta)[4]) == 1
     opt.previous = last
-    plane, g_p, p_g_p, _, coef = opt._whole_set_plane(x, y, mask, start, g, delta)
-    assert len(coef) == 2
+    plane, g_p, p_g_p, _, coef, names = opt._whole_set_plane(x, y, mask, start, g, delta)
+    assert len(coef) == 2 and names == ["solved", "last"]
     gram = opt.whole_set_gram(x, y, mask, [delta, last, plane])
     # d/dc of g.s + s.G.s / 2 at s = plane, along delta and the last step: g.v + v.G.plane = 0
     for i, v in enumerate((delta, last)):
@@ -483,23 +484,35 @@ def test_the_plane_gradient_is_a_third_direction_and_the_step_is_no_worse_in_the
     opt.previous = torch.randn(delta.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     gradient = opt._preconditioner(g, diag, 1e-3)[1](g)
     assert not torch.allclose(gradient, g)  # the diagonal preconditioner acts
-    plane, g_p, p_g_p, _, coef = opt._whole_set_plane(x, y, mask, start, g, delta)
-    solid, g_s, s_g_s, _, coef3 = opt._whole_set_plane(x, y, mask, start, g, delta, [gradient])
-    assert len(coef) == 2 and len(coef3) == 3
+    plane, g_p, p_g_p, _, coef, _ = opt._whole_set_plane(x, y, mask, start, g, delta)
+    solid, g_s, s_g_s, _, coef3, names = opt._whole_set_plane(x, y, mask, start, g, delta, [gradient])
+    assert len(coef) == 2 and len(coef3) == 3 and names == ["solved", "last", "gradient"]
     gram = opt.whole_set_gram(x, y, mask, [delta, opt.previous, gradient, solid])
     for i, v in enumerate((delta, opt.previous, gradient)):
         assert abs((g @ v).item() + gram[i, 3].item()) < 1e-9 * abs((g @ v).item())
     assert g_s + 0.5 * s_g_s <= g_p + 0.5 * p_g_p < 0
     twice = opt._whole_set_plane(x, y, mask, start, g, delta, [2.0 * delta - opt.previous])
-    assert len(twice[4]) == 2  # in the plane already: kept out
+    assert twice[5] == ["solved", "last"]  # in the plane already: kept out
+    # a last step parallel to the solved one is left out, the gradient after it kept: the model's minimum over
+    # the solved step and the gradient
+    opt.previous = 3.0 * delta
+    step, *_, coef2, names = opt._whole_set_plane(x, y, mask, start, g, delta, [gradient])
+    assert len(coef2) == 2 and names == ["solved", "gradient"]
+    gram = opt.whole_set_gram(x, y, mask, [delta, gradient, step])
+    for i, v in enumerate((delta, gradient)):
+        assert abs((g @ v).item() + gram[i, 2].item()) < 1e-9 * abs((g @ v).item())
     # the step itself goes down on the whole set, and the record shows the three coefficients
+    opt.previous = torch.randn(delta.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     before = opt.loss(x, y, mask)
     opt.step(x, y, mask)
     assert opt.last["accepted"] and opt.loss(x, y, mask) < before and len(opt.last["plane"]) == 3
+    assert opt.last["plane_directions"] == ["solved", "last", "gradient"]
     # with no preconditioner the direction is the gradient itself; the first step has no last one
     plain, args = _slice_setup("whole", 4, whole_set_plane=True, plane_gradient=True)
+    _, g = plain._gradient(*args)
+    assert plain._preconditioner(g, None, 1e-3)[1] is None
     plain.step(*args)
-    assert plain.last["accepted"] and len(plain.last["plane"]) == 2
+    assert plain.last["accepted"] and plain.last["plane_directions"] == ["solved", "gradient"]
 
 
 def test_a_whole_set_plane_step_is_taken_and_its_damping_follows_the_slice_models_fidelity():
