@@ -28,12 +28,17 @@ EXACT_BASECONV = {"name": "baseconv", "params": {"width": 8, "depth": 1, "mlp": 
 CG = {"name": "levenberg_marquardt", "solver": "cg", "train_size": 32, "cg_max_iter": 200}
 
 
+def _spd_system(n: int, seed: int):
+    """A random symmetric positive definite system a x = b (smallest eigenvalue >= 0.1) and its solution."""
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(n, n, generator=gen, dtype=torch.float64)
+    a = q @ q.T + 0.1 * torch.eye(n, dtype=torch.float64)
+    b = torch.randn(n, generator=gen, dtype=torch.float64)
+    return a, b, torch.linalg.solve(a, b)
+
+
 def test_pcg_solves_a_symmetric_system_to_tolerance():
-    gen = torch.Generator().manual_seed(0)
-    q = torch.randn(30, 30, generator=gen, dtype=torch.float64)
-    a = q @ q.T + 0.1 * torch.eye(30, dtype=torch.float64)
-    b = torch.randn(30, generator=gen, dtype=torch.float64)
-    exact = torch.linalg.solve(a, b)
+    a, b, exact = _spd_system(30, 0)
     for precond in (None, lambda v: v / a.diagonal()):
         x, r, used = pcg(lambda v: a @ v, b, None, precond, 500, 1e-12)
         assert torch.allclose(x, exact, rtol=1e-9, atol=1e-9)
@@ -43,11 +48,7 @@ def test_pcg_solves_a_symmetric_system_to_tolerance():
 
 
 def test_pcg_from_a_scaled_start_costs_the_same_and_starts_from_its_best_multiple():
-    gen = torch.Generator().manual_seed(5)
-    q = torch.randn(20, 20, generator=gen, dtype=torch.float64)
-    a = q @ q.T + 0.1 * torch.eye(20, dtype=torch.float64)
-    b = torch.randn(20, generator=gen, dtype=torch.float64)
-    exact = torch.linalg.solve(a, b)
+    a, b, exact = _spd_system(20, 5)
     x, r, used = pcg(lambda v: a @ v, b, 7.0 * exact, None, 1, 1e-12, scale_start=True)
     assert used == 1 and torch.allclose(x, exact, rtol=1e-10) and r.norm() < 1e-8 * b.norm()
     x, _, used = pcg(lambda v: a @ v, b, -exact, None, 1, 1e-12, scale_start=True)  # pointing away: from zero
