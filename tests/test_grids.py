@@ -319,7 +319,7 @@ def test_the_whole_set_grid_goes_on_from_the_slice_run_then_as_a_damped_chain():
 
 def test_the_broadcast_grid_is_the_warm_started_gd_step_in_liu_et_al_s_layout_then_whole_set_steps():
     for budget in ("ci", "paper"):
-        *runs, plane = grids.to_the_limit_broadcast(budget)
+        *runs, plane, plane_longer = grids.to_the_limit_broadcast(budget)
         first, *chain = runs
         slice_run = grids.to_the_limit_slice(budget)[0]
         assert first.task.params == {"layout": "broadcast"} and first.polish_after == slice_run.polish_after
@@ -336,6 +336,8 @@ def test_the_broadcast_grid_is_the_warm_started_gd_step_in_liu_et_al_s_layout_th
         start = runs[-2] if budget == "ci" else runs[-1]
         assert plane.starts_from == start.hash and plane.time_limit_s >= runs[-1].time_limit_s and plane.time_limit_s > start.time_limit_s
         assert plane.polish == start.polish.model_copy(update={"whole_set_plane": True, "plane_damping": "rho"})
+        assert plane_longer.extends == plane.hash and plane_longer.time_limit_s > plane.time_limit_s
+        assert plane_longer.model_copy(update={"time_limit_s": plane.time_limit_s, "extends": None}) == plane
     assert grids.ROWS_OF["to_the_limit_broadcast"] == "to_the_limit"
 
 
