@@ -510,6 +510,7 @@ def grid8_step_label(cfg) -> str:
     slices = getattr(lm, "gradient", "whole") == "slice"
     whole_set = getattr(lm, "curvature_size", None) == getattr(lm, "train_size", 0)
     how = "matrix-free LM" + (" (each slice's own step)" if slices else " (curvature on the whole set)" if whole_set else "")
+    how += " with the whole set's plane step" if getattr(lm, "whole_set_plane", False) else ""
     how = how if cfg.polish is None else f"{cfg.optimizer.name}, then {how}"
     how += "" if cfg.starts_from is None else f" from the end of run {cfg.starts_from}"
     minutes = "" if cfg.time_limit_s is None else f", {cfg.time_limit_s / 60:.0f} min"

@@ -237,6 +237,9 @@ def test_no_retrain_keeps_the_rows_of_runs_whose_weights_are_not_here(tmp_path, 
     broadcast = tables.grid8_step_label(grids.to_the_limit_broadcast("ci")[1])
     assert broadcast == ("baseconv paper model, broadcast layout, adam, then matrix-free LM (curvature on the whole set), "
                          "float32, 80 min")
+    plane = tables.grid8_step_label(grids.to_the_limit_broadcast("ci")[-2])
+    assert plane == ("baseconv paper model, broadcast layout, adam, then matrix-free LM (curvature on the whole set) with "
+                     "the whole set's plane step from the end of run be82b0a72453a9c2, float32, 200 min")
     out = tables.Output(tmp_path / "tables", tmp_path / "figures")
     pd.DataFrame([{"method": "learned", "curve": labels[0], "dtype": "float32", "level (median MSE, last 20 iterations)":
                    "2.11e-01", "mean MSE, last 20": "3.33e-01", "non-finite from iteration": "—", "budget": "old"},
