@@ -718,8 +718,7 @@ def to_the_limit_broadcast(budget: str | Budget = "ci") -> list[RunConfig]:
     # ci: from the next-to-last link's end to the last one's length; paper: from its one link's end, 4 hours more
     start = chain[-2] if len(chain) > 1 else chain[-1]
     plane = branch(start, seconds[-1] + BROADCAST_PLANE_EXTRA_SECONDS[b.name], BROADCAST_PLANE, keep_final_state=True)
-    plane_longer = plane.model_copy(update={"time_limit_s": plane.time_limit_s + BROADCAST_PLANE_LINK_SECONDS[b.name],
-                                            "extends": plane.hash})
+    plane_longer = extension_chain(plane, (plane.time_limit_s, plane.time_limit_s + BROADCAST_PLANE_LINK_SECONDS[b.name]))[-1]
     return chain + [plane, plane_longer]
 
 
@@ -802,8 +801,7 @@ def to_the_limit_float64_variants(budget: str | Budget = "ci") -> list[RunConfig
     longer_cg = branch(more_problems, seconds, FLOAT64_LONGER_CG)
     plane = branch(more_problems, seconds, FLOAT64_WHOLE_SET_PLANE)
     plane_by_rho = branch(more_problems, seconds, FLOAT64_PLANE_BY_RHO)
-    plane_by_rho_longer = plane_by_rho.model_copy(update={
-        "time_limit_s": seconds + FLOAT64_PLANE_EXTENSION_SECONDS[b.name], "extends": plane_by_rho.hash})
+    plane_by_rho_longer = extension_chain(plane_by_rho, (seconds, seconds + FLOAT64_PLANE_EXTENSION_SECONDS[b.name]))[-1]
     plane_gradient = branch(plane_by_rho, plane_by_rho_longer.time_limit_s, FLOAT64_PLANE_GRADIENT)
     twice_the_problems = branch(plane_by_rho_longer, plane_by_rho_longer.time_limit_s
                                 + FLOAT64_PLANE_EXTENSION_SECONDS[b.name], FLOAT64_TWICE_THE_PROBLEMS)
