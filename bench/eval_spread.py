@@ -53,30 +53,27 @@ def spread(cfg_hash: str, results_dir: Path, fresh: int = 8, large: int = 16384)
     model, task, t0 = load_model(cfg, results_dir), cfg.build_task(), time.perf_counter()
     own = per_problem_mse(model, task, cfg.eval_size, cfg.seed).mean().item()
     sets = [per_problem_mse(model, task, cfg.eval_size, FRESH_SEED + k).mean().item() for k in range(fresh)]
-    big = per_problem_mse(model, task, large, FRESH_SEED + fresh) if large else None
     out = {"hash": cfg_hash, "label": cfg.label(), "dtype": cfg.dtype, "eval_size": cfg.eval_size,
-           "record_eval_mse": record.eval_mse, "own_set_mse": own, "fresh_set_mse": sets, "large_size": large,
-           "seconds": None, "machine": cpu_name()}
-    if big is not None:
+           "record_eval_mse": record.eval_mse, "own_set_mse": own, "fresh_set_mse": sets, "large_size": large}
+    if large:
+        big = per_problem_mse(model, task, large, FRESH_SEED + fresh)
         top = big.sort(descending=True).values[:max(1, large // 100)]
         out.update(large_mse=big.mean().item(), large_median_problem=big.median().item(),
                    large_top_1pct_share=(top.sum() / big.sum()).item())
-    out["seconds"] = time.perf_counter() - t0
-    return out
+    return {**out, "seconds": time.perf_counter() - t0, "machine": cpu_name()}
 
 
 def summary(checks: list[dict]) -> pd.DataFrame:
     rows = []
     for c in checks:
-        sets = sorted(c["fresh_set_mse"])
+        sets, large = sorted(c["fresh_set_mse"]), c.get("large_size")
         rows.append({"run": c["hash"], "dtype": c["dtype"], "record eval MSE": fmt_mse(c["record_eval_mse"]),
                      "own set, again": fmt_mse(c["own_set_mse"]),
                      f"{len(sets)} fresh sets of {c['eval_size']:,}: min / median / max":
                          " / ".join(fmt_mse(v) for v in (sets[0], sets[len(sets) // 2], sets[-1])) if sets else "—",
-                     "large set (problems)": f"{fmt_mse(c['large_mse'])} ({c['large_size']:,})" if c.get("large_size")
-                     else "—",
-                     "its median problem": fmt_mse(c["large_median_problem"]) if c.get("large_size") else "—",
-                     "its hardest 1%'s share": f"{c['large_top_1pct_share']:.2f}" if c.get("large_size") else "—"})
+                     "large set (problems)": f"{fmt_mse(c['large_mse'])} ({large:,})" if large else "—",
+                     "its median problem": fmt_mse(c["large_median_problem"]) if large else "—",
+                     "its hardest 1%'s share": f"{c['large_top_1pct_share']:.2f}" if large else "—"})
     return pd.DataFrame(rows)
 
 
