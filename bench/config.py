@@ -275,6 +275,13 @@ class LevenbergMarquardtConfig(_Frozen):
     # 23243d5ecb0faa48), momentum; the gradient makes the step at least one more preconditioned CG step on the
     # whole set's curvature from the last (nonlinear CG's choice), for one more forward-mode product a chunk
     plane_gradient: bool = False
+    # at the damping floor one LM step's system differs little from the last one's, yet truncated CG starts each
+    # solve from scratch and spends its products finding again what the last solve found. recycle > 0 keeps up to
+    # that many of the latest CG search directions p and their Gauss-Newton products G p, and preconditions the
+    # next solve with the limited-memory preconditioner they define (Gratton, Sartenaer & Tshimanga 2011; the
+    # quasi-Newton LMP of Morales & Nocedal 2000): exact on their span for an unchanged G, the first-level
+    # preconditioner elsewhere. No extra products; memory 2 x recycle float64 vectors of the parameters' size
+    recycle: Annotated[int, Field(ge=0)] = 0
 
     @model_validator(mode="after")
     def _solver_fields(self):
@@ -302,7 +309,7 @@ class LevenbergMarquardtConfig(_Frozen):
 
 CG_ONLY_FIELDS = ("curvature_size", "cg_max_iter", "cg_tol", "warm_start", "scaling", "preconditioner",
                   "precondition_power", "diag_probes", "damping_rule", "backtracks", "products", "working_dtype",
-                  "line_search", "gradient", "whole_set_plane", "plane_damping", "plane_gradient")
+                  "line_search", "gradient", "whole_set_plane", "plane_damping", "plane_gradient", "recycle")
 # LevenbergMarquardtConfig fields that did not exist when the first records were written: a config
 # that leaves them at their defaults keeps the hash it always had.
 LM_ADDED_FIELDS = ("solver",) + CG_ONLY_FIELDS + ("restart_damping",)

@@ -699,6 +699,12 @@ BROADCAST_PLANE_EXTRA_SECONDS = {"ci": 0.0, "paper": 4 * 3600.0}
 # It gained x0.87-0.90 a step where the fifth link gained x0.93-0.94 (8.8e-10 against 1.03e-9 in the same three
 # steps, record a2cc27545a33b48e): 40 minutes more of it, extending it
 BROADCAST_PLANE_LINK_SECONDS = {"ci": 2400.0, "paper": 4 * 3600.0}
+# It gained x0.88, 0.87, 0.92 (6.2e-10, record fdd05bbc96850f4a) with CG's 100 products started from zero each
+# step on a system that changes little from one step to the next. From its end, side by side for 50 minutes
+# more each: the plane run extended once more, and the same with the last three solves' CG directions
+# preconditioning the next solve (`recycle`, bench.matrix_free.limited_memory_preconditioner)
+BROADCAST_RECYCLE = {"recycle": 300}
+BROADCAST_RECYCLE_SECONDS = {"ci": 3000.0, "paper": 4 * 3600.0}
 
 
 @cached
@@ -707,7 +713,8 @@ def to_the_limit_broadcast(budget: str | Budget = "ci") -> list[RunConfig]:
     al.'s token layout, x in every token (`BROADCAST_LM`): Adam for `to_the_limit_slice`'s 24,000 steps, then
     the whole set's Gauss-Newton steps, as a chain of runs (`BROADCAST_SECONDS`), each extending the one before
     and keeping its final state: run it with --workers 1, in order. Last, beside the chain's last link, the same
-    steps with the whole set's plane (`BROADCAST_PLANE`), then that run extended. Each run is a row of grid 8's
+    steps with the whole set's plane (`BROADCAST_PLANE`), then that run extended twice, and beside its second
+    extension the same with CG's directions recycled (`BROADCAST_RECYCLE`). Each run is a row of grid 8's
     tables."""
     b = get_budget(budget)
     _no_smoke("to_the_limit_broadcast", b)
@@ -719,7 +726,10 @@ def to_the_limit_broadcast(budget: str | Budget = "ci") -> list[RunConfig]:
     start = chain[-2] if len(chain) > 1 else chain[-1]
     plane = branch(start, seconds[-1] + BROADCAST_PLANE_EXTRA_SECONDS[b.name], BROADCAST_PLANE, keep_final_state=True)
     plane_longer = extension_chain(plane, (plane.time_limit_s, plane.time_limit_s + BROADCAST_PLANE_LINK_SECONDS[b.name]))[-1]
-    return chain + [plane, plane_longer]
+    more = plane_longer.time_limit_s + BROADCAST_RECYCLE_SECONDS[b.name]
+    plane_longest = extension_chain(plane_longer, (plane_longer.time_limit_s, more))[-1]
+    recycled = branch(plane_longer, more, BROADCAST_RECYCLE, keep_final_state=True)
+    return chain + [plane, plane_longer, plane_longest, recycled]
 
 
 # seconds of training in all: the float32 run, then each float64 run going on from it (a chain, as the

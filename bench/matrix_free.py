@@ -68,14 +68,15 @@ def first_line(err: BaseException) -> str:
 
 
 def pcg(matvec: Operator, b: torch.Tensor, x0: Optional[torch.Tensor], precond: Optional[Operator], max_iter: int,
-        tol: float, scale_start: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
+        tol: float, scale_start: bool = False, pairs: Optional[list] = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Preconditioned conjugate gradients for A x = b, A symmetric positive definite.
 
     precond: v -> M^-1 v, symmetric positive definite (None: no preconditioner). Stops when
     |b - A x| <= tol |b| or after max_iter products of A (a warm start x0 costs one). With
     `scale_start`, CG starts from the multiple of x0 that minimizes its quadratic (b.x0 / x0.A x0, zero if
-    that is negative), at no extra product: a start of the right direction but another length. Returns
-    (x, b - A x, products used)."""
+    that is negative), at no extra product: a start of the right direction but another length. With a list
+    `pairs`, each search direction p and its product A p are appended to it (for limited_memory_preconditioner).
+    Returns (x, b - A x, products used)."""
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     if x0 is not None and scale_start:
         a_x0 = matvec(x)
@@ -97,6 +98,8 @@ def pcg(matvec: Operator, b: torch.Tensor, x0: Optional[torch.Tensor], precond: 
         curvature = p @ ap
         if not curvature > 0:  # A is positive definite in exact arithmetic; stop where rounding says otherwise
             break
+        if pairs is not None:
+            pairs.append((p, ap))
         alpha = rz / curvature
         x += alpha * p
         r -= alpha * ap
@@ -105,6 +108,38 @@ def pcg(matvec: Operator, b: torch.Tensor, x0: Optional[torch.Tensor], precond: 
         p = z + (rz_next / rz) * p
         rz = rz_next
     return x, r, used
+
+
+def limited_memory_preconditioner(first: Optional[Operator], s: torch.Tensor, a_s: torch.Tensor) -> Optional[Operator]:
+    """The limited-memory preconditioner (LMP) of the directions s (k x n, rows) and their products a_s = A s
+    (Gratton, Sartenaer & Tshimanga 2011), on top of the first-level preconditioner `first` (None: identity):
+
+        H = (I - S L^-1 Y^T) M (I - Y L^-1 S^T) + S L^-1 S^T,    S = s^T, Y = a_s^T, L = S^T Y
+
+    symmetric positive definite, and H A s = s: on the span of s, H is A's inverse. For CG's own search
+    directions L is diagonal in exact arithmetic; it is formed whole (and symmetrized) because conjugacy fades
+    in rounding, and directions whose L-eigenvalue is rounding (below 1e-10 of the largest, after scaling each
+    to unit curvature) are dropped. None when no direction has positive curvature."""
+    lam = s @ a_s.T
+    lam = 0.5 * (lam + lam.T)
+    curv = lam.diagonal()
+    good = curv > 0
+    if not bool(good.any()):
+        return None
+    s, a_s, lam = s[good], a_s[good], lam[good][:, good]
+    d = curv[good].sqrt()
+    e, q = torch.linalg.eigh(lam / torch.outer(d, d))
+    keep = e > 1e-10 * e.max()
+    # rows of a basis c s with (c s) . A (c s)^T = I: then L = I and H has the plain form below
+    c = (q[:, keep] / e[keep].sqrt()).T / d
+    s, y = c @ s, c @ a_s
+
+    def apply(v: torch.Tensor) -> torch.Tensor:
+        inner = v - y.T @ (s @ v)
+        inner = first(inner) if first is not None else inner
+        return inner - s.T @ (y @ inner) + s.T @ (s @ v)
+
+    return apply
 
 
 class CurvatureEstimate:
@@ -198,13 +233,20 @@ class MatrixFreeLevenbergMarquardt:
         self.curvature = CurvatureEstimate(self.shapes, kronecker=cfg.preconditioner == "kronecker")
         self.steps_done = 0
         self.last: dict = {}
+        # recycle: the latest CG search directions and their Gauss-Newton products G p (rows), newest last
+        self.recycled: Optional[tuple[torch.Tensor, torch.Tensor]] = None
 
     # ---- state --------------------------------------------------------------------
+    # what a kept final state leaves out (Trainer.save_checkpoint): the recycled directions are 2 x recycle vectors
+    # of the parameters' size, too large to commit; a run that goes on from a final state finds them again in its
+    # first solve, while a checkpoint keeps them, so a killed run resumes bit-identically
+    transient_state = ("recycled",)
+
     def state_dict(self) -> dict:
         return {"damping": self.damping, "nu": self.nu, "lr": self.param_groups[0]["lr"],
                 "previous": self.previous, "curvature_diag": self.curvature.diag,
                 "curvature_factors": dict(self.curvature.factors), "steps_done": self.steps_done, "last": dict(self.last),
-                "master": None if self.work is self.model else self._flat()}
+                "master": None if self.work is self.model else self._flat(), "recycled": self.recycled}
 
     def load_state_dict(self, state: dict) -> None:
         # at least this config's floor: a run going on from another one (RunConfig.starts_from) may raise it
@@ -223,6 +265,8 @@ class MatrixFreeLevenbergMarquardt:
                                   for i, (left, right) in dict(state["curvature_factors"]).items()}
         self.steps_done = int(state["steps_done"])
         self.last = dict(state["last"])
+        recycled = state.get("recycled")
+        self.recycled = None if recycled is None else (here(recycled[0]), here(recycled[1]))
         if self.work is not self.model:  # the master copy, or (a checkpoint without one) the model's weights
             master = state.get("master")
             self._set(here(master) if master is not None else
@@ -397,15 +441,32 @@ class MatrixFreeLevenbergMarquardt:
 
     def _solve(self, g, gauss_newton, diag, mu, x0, max_iter, tol, scale_start=False):
         scale, precond = self._preconditioner(g, diag, mu)
+        pairs = None
+        if self.cfg.recycle:
+            pairs = []
+            if self.recycled is not None:
+                s, g_s = self.recycled  # the products at this mu: G s + mu D s
+                precond = limited_memory_preconditioner(precond, s, g_s + mu * scale * s) or precond
 
         def damped(v: torch.Tensor) -> torch.Tensor:
             return gauss_newton(v) + mu * scale * v
 
-        delta, residual, used = pcg(damped, -g, x0, precond, max_iter, tol, scale_start)
+        delta, residual, used = pcg(damped, -g, x0, precond, max_iter, tol, scale_start, pairs)
+        if pairs:
+            self._recycle(pairs, mu, scale)
         # for the predicted reduction of f = MSE/2 along t * delta, -(t g.d + t^2 d.G.d / 2):
         # d.G.d = d.(A d) - mu d.D.d, with A d = -g - residual
         d_g_d = (delta @ (-g - residual) - mu * (delta * scale) @ delta).item()
         return delta, residual, used, ((g @ delta).item(), d_g_d)
+
+    def _recycle(self, pairs: list, mu: float, scale: torch.Tensor) -> None:
+        """Keep the newest `recycle` search directions of the solves so far and their Gauss-Newton products (the
+        damping taken back out, so that the next solve can put its own in)."""
+        s = torch.stack([p for p, _ in pairs])
+        g_s = torch.stack([ap for _, ap in pairs]) - mu * scale * s
+        if self.recycled is not None:
+            s, g_s = torch.cat([self.recycled[0], s]), torch.cat([self.recycled[1], g_s])
+        self.recycled = (s[-self.cfg.recycle:], g_s[-self.cfg.recycle:])
 
     def direction(self, inputs, targets, mask, damping: float, max_iter: int = 10_000, tol: float = 1e-13):
         """The LM step at the current weights for damping `damping`, CG run to convergence (from zero).

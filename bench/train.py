@@ -336,6 +336,11 @@ class Trainer:
         if keep:
             path = final_state_path(self.cfg, self.results_dir)
             path.parent.mkdir(parents=True, exist_ok=True)
+            # a final state is committed: a component's bulky state that it can rebuild (its transient_state) stays out
+            for name in self.COMPONENTS:
+                transient = getattr(getattr(self, name), "transient_state", ())
+                if transient:
+                    state[name] = {k: v for k, v in state[name].items() if k not in transient}
             atomic_torch_save(state, path)
 
     # ---- the polish phase ---------------------------------------------------------

@@ -13,7 +13,7 @@ from torch import nn
 import bench.matrix_free as matrix_free
 from architectures import build_model
 from bench.config import EXTRA_MODELS, LevenbergMarquardtConfig, RunConfigError, make_run_config
-from bench.matrix_free import MatrixFreeLevenbergMarquardt, pcg
+from bench.matrix_free import MatrixFreeLevenbergMarquardt, limited_memory_preconditioner, pcg
 from bench.optim import LevenbergMarquardt
 from bench.train import Trainer, preflight, run
 from primitives import make_task, stream_generator
@@ -53,6 +53,65 @@ def test_pcg_from_a_scaled_start_costs_the_same_and_starts_from_its_best_multipl
     assert used == 1 and torch.allclose(x, exact, rtol=1e-10) and r.norm() < 1e-8 * b.norm()
     x, _, used = pcg(lambda v: a @ v, b, -exact, None, 1, 1e-12, scale_start=True)  # pointing away: from zero
     assert used == 1 and torch.equal(x, torch.zeros_like(b))
+
+
+def test_the_limited_memory_preconditioner_inverts_a_on_the_span_of_cgs_directions():
+    a, b, _ = _spd_system(40, 3)
+    pairs = []
+    pcg(lambda v: a @ v, b, None, None, 12, 1e-14, pairs=pairs)
+    assert len(pairs) == 12
+    s, a_s = torch.stack([p for p, _ in pairs]), torch.stack([ap for _, ap in pairs])
+    diag = a.diagonal()
+    for first in (None, lambda v: v / diag):
+        h = limited_memory_preconditioner(first, s, a_s)
+        matrix = torch.stack([h(e) for e in torch.eye(40, dtype=torch.float64)], dim=1)
+        assert torch.allclose(matrix, matrix.T, atol=1e-10 * matrix.abs().max())  # symmetric
+        assert torch.linalg.eigvalsh(0.5 * (matrix + matrix.T)).min() > 0  # positive definite
+        for p, ap in pairs:  # H A p = p: on the span of the directions H is A's inverse
+            assert torch.allclose(h(ap), p, rtol=1e-7, atol=1e-9 * p.norm())
+    # a new right-hand side: preconditioned by the 12 directions CG skips their part of the spectrum (in exact
+    # arithmetic at most 40 - 12 + 1 products; in rounding both need more, the recycled one at least 11 fewer);
+    # all 40 directions make H = A^-1 but for rounding, and three products do (plain CG: over 40)
+    other = torch.randn(40, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    _, _, plain = pcg(lambda v: a @ v, other, None, None, 400, 1e-10)
+    _, _, recycled = pcg(lambda v: a @ v, other, None, limited_memory_preconditioner(None, s, a_s), 400, 1e-10)
+    assert plain > 40 and recycled <= plain - 11, (plain, recycled)
+    everything = []
+    pcg(lambda v: a @ v, b, None, None, 40, 1e-300, pairs=everything)
+    h = limited_memory_preconditioner(None, torch.stack([p for p, _ in everything]),
+                                      torch.stack([ap for _, ap in everything]))
+    x, _, used = pcg(lambda v: a @ v, other, None, h, 400, 1e-8)
+    assert used <= 3 and torch.allclose(x, torch.linalg.solve(a, other), rtol=1e-7)
+
+
+@pytest.mark.parametrize("preconditioner", ["none", "kronecker"])
+def test_a_recycling_solver_goes_further_in_the_same_products_and_converges_to_the_same_step(preconditioner):
+    """recycle: the directions of the solves so far precondition the next. On the same system (a re-solve, or
+    the next step's where the weights barely moved) a 20-product solve gets further in the quadratic model than
+    a fresh one; solved to convergence, the step is the system's whatever the preconditioner."""
+    task = make_task(**{"name": SMALL_TASK["name"], **SMALL_TASK["params"]})
+    model = build_model("baseconv", task, **SMALL_BASECONV["params"], seed=0).double()
+    batch = task.sample(8, generator=stream_generator(0, "train"), dtype=torch.float64)
+    data = (batch.inputs, batch.targets, batch.mask)
+    cfg = LevenbergMarquardtConfig(solver="cg", train_size=8, preconditioner=preconditioner, recycle=1000)
+    solver = MatrixFreeLevenbergMarquardt(model, cfg)
+    _, g = solver._gradient(*data)
+    gauss_newton, diag = solver._operators(*data, solver._flat())
+    solver._solve(g, gauss_newton, diag, 1e-8, None, 20, 1e-14)
+    assert solver.recycled[0].shape == (20, g.numel())
+    kept = solver.recycled
+
+    def solve(recycled, mu, cap, tol):
+        solver.recycled = recycled
+        delta, _, used, (g_d, d_g_d) = solver._solve(g, gauss_newton, diag, mu, None, cap, tol)
+        return delta, used, g_d + 0.5 * d_g_d  # the Gauss-Newton model's value at the step
+
+    _, used_fresh, fresh = solve(None, 1e-8, 20, 1e-14)
+    _, used_recycled, recycled = solve(kept, 1e-8, 20, 1e-14)
+    assert used_fresh == used_recycled == 20 and recycled < fresh < 0, (recycled, fresh)
+    converged_fresh, _, _ = solve(None, 1e-3, 10_000, 1e-11)
+    converged_recycled, _, _ = solve(kept, 1e-3, 10_000, 1e-11)
+    assert ((converged_recycled - converged_fresh).norm() / converged_fresh.norm()).item() < 1e-8
 
 
 @pytest.mark.parametrize("preconditioner,products", [("none", "jvp"), ("diagonal", "jvp"), ("kronecker", "jvp"),
@@ -130,14 +189,15 @@ def test_cg_lm_trains_the_small_baseconv_and_records_its_diagnostics(tmp_path):
     assert all(p.second_order["cg_products"] >= 1 and p.second_order["damping"] > 0 for p in result.curve[1:])
 
 
-@pytest.mark.parametrize("working_dtype", ["model", "float64"])
-def test_cg_lm_resumes_bit_identically(tmp_path, working_dtype):
+@pytest.mark.parametrize("working_dtype,recycle", [("model", 0), ("float64", 0), ("model", 150)])
+def test_cg_lm_resumes_bit_identically(tmp_path, working_dtype, recycle):
     from bench.grids import matrix_free_lm
 
     # grid 8's recipe (Kronecker factors, linearize, ratio rule, backtracks) on a small set; with a
-    # float64 working copy the checkpoint must carry the master weights, not only their float32 rounding
+    # float64 working copy the checkpoint must carry the master weights, not only their float32 rounding;
+    # with recycle, the CG directions that precondition the next solve
     fields = dict(task=SMALL_TASK, model=SMALL_BASECONV, steps=6, eval_size=64, eval_every=1,
-                  optimizer=matrix_free_lm(train_size=32, working_dtype=working_dtype))
+                  optimizer=matrix_free_lm(train_size=32, working_dtype=working_dtype, recycle=recycle))
     whole = run(make_run_config(**fields), tmp_path / "whole", progress=False)
     cfg = make_run_config(**fields, checkpoint_every=3)
     trainer = Trainer(cfg, tmp_path / "split", progress=False)
@@ -149,6 +209,25 @@ def test_cg_lm_resumes_bit_identically(tmp_path, working_dtype):
     assert resumed.resumed_at == [3]
     assert [p.eval_mse for p in resumed.curve[-3:]] == [p.eval_mse for p in whole.curve[-3:]]
     assert resumed.eval_mse == whole.eval_mse
+
+
+def test_a_kept_final_state_leaves_the_recycled_directions_to_the_checkpoint(tmp_path):
+    from bench.grids import matrix_free_lm
+    from bench.records import checkpoint_path, final_state_path
+
+    cfg = make_run_config(task=SMALL_TASK, model=SMALL_BASECONV, steps=3, eval_size=64, eval_every=1,
+                          optimizer=matrix_free_lm(train_size=32, recycle=150), keep_final_state=True)
+    assert run(cfg, tmp_path, progress=False).status == "ok"
+    checkpoint = torch.load(checkpoint_path(cfg, tmp_path), weights_only=True)
+    final = torch.load(final_state_path(cfg, tmp_path), weights_only=True)
+    directions, products = checkpoint["optimizer"]["recycled"]
+    assert directions.shape == products.shape and 100 < directions.shape[0] <= 150
+    assert "recycled" not in final["optimizer"]
+    assert final["optimizer"]["damping"] == checkpoint["optimizer"]["damping"]
+    # a run that goes on from the final state starts without them and keeps its first solve's
+    solver = MatrixFreeLevenbergMarquardt(cfg.build_model(), cfg.optimizer)
+    solver.load_state_dict(final["optimizer"])
+    assert solver.recycled is None
 
 
 def test_solver_fields_keep_old_hashes_and_name_new_runs():
@@ -175,6 +254,11 @@ def test_bad_solver_settings_are_named():
     with pytest.raises(RunConfigError, match=r"optimizer.solver: .*'dense' or 'cg'.*got 'qr'"):
         make_run_config(task=SMALL_TASK, model=SMALL_BASECONV, optimizer={"name": "levenberg_marquardt",
                                                                           "solver": "qr"})
+    with pytest.raises(RunConfigError, match="recycle apply to solver 'cg' only"):
+        make_run_config(task=SMALL_TASK, model=SMALL_BASECONV, optimizer={"name": "levenberg_marquardt",
+                                                                          "recycle": 100})
+    with pytest.raises(RunConfigError, match="recycle"):
+        make_run_config(task=SMALL_TASK, model=SMALL_BASECONV, optimizer={**CG, "recycle": -1})
     with pytest.raises(RunConfigError, match="cg_max_iter apply to solver 'cg' only"):
         make_run_config(task=SMALL_TASK, model=SMALL_BASECONV, optimizer={"name": "levenberg_marquardt",
                                                                           "cg_max_iter": 10})

@@ -319,7 +319,7 @@ def test_the_whole_set_grid_goes_on_from_the_slice_run_then_as_a_damped_chain():
 
 def test_the_broadcast_grid_is_the_warm_started_gd_step_in_liu_et_al_s_layout_then_whole_set_steps():
     for budget in ("ci", "paper"):
-        *runs, plane, plane_longer = grids.to_the_limit_broadcast(budget)
+        *runs, plane, plane_longer, plane_longest, recycled = grids.to_the_limit_broadcast(budget)
         first, *chain = runs
         slice_run = grids.to_the_limit_slice(budget)[0]
         assert first.task.params == {"layout": "broadcast"} and first.polish_after == slice_run.polish_after
@@ -338,6 +338,13 @@ def test_the_broadcast_grid_is_the_warm_started_gd_step_in_liu_et_al_s_layout_th
         assert plane.polish == start.polish.model_copy(update={"whole_set_plane": True, "plane_damping": "rho"})
         assert plane_longer.extends == plane.hash and plane_longer.time_limit_s > plane.time_limit_s
         assert plane_longer.model_copy(update={"time_limit_s": plane.time_limit_s, "extends": None}) == plane
+        # from the plane run's end, side by side: it extended once more, and the same with CG's directions recycled
+        assert plane_longest.extends == plane_longer.hash and plane_longest.time_limit_s > plane_longer.time_limit_s
+        assert plane_longest.model_copy(update={"time_limit_s": plane_longer.time_limit_s,
+                                                "extends": plane.hash}) == plane_longer
+        assert recycled.starts_from == plane_longer.hash and recycled.extends is None
+        assert recycled.time_limit_s == plane_longest.time_limit_s and recycled.keep_final_state
+        assert recycled.polish == plane_longer.polish.model_copy(update={"recycle": 300})
     assert grids.ROWS_OF["to_the_limit_broadcast"] == "to_the_limit"
 
 
