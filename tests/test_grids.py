@@ -319,7 +319,7 @@ def test_the_whole_set_grid_goes_on_from_the_slice_run_then_as_a_damped_chain():
 
 def test_the_broadcast_grid_is_the_warm_started_gd_step_in_liu_et_al_s_layout_then_whole_set_steps():
     for budget in ("ci", "paper"):
-        *runs, plane, plane_longer, plane_longest, recycled = grids.to_the_limit_broadcast(budget)
+        *runs, plane, plane_longer, plane_longest, recycled, more_problems = grids.to_the_limit_broadcast(budget)
         first, *chain = runs
         slice_run = grids.to_the_limit_slice(budget)[0]
         assert first.task.params == {"layout": "broadcast"} and first.polish_after == slice_run.polish_after
@@ -345,6 +345,9 @@ def test_the_broadcast_grid_is_the_warm_started_gd_step_in_liu_et_al_s_layout_th
         assert recycled.starts_from == plane_longer.hash and recycled.extends is None
         assert recycled.time_limit_s == plane_longest.time_limit_s and recycled.keep_final_state
         assert recycled.polish == plane_longer.polish.model_copy(update={"recycle": 300})
+        assert more_problems.starts_from == plane_longest.hash and more_problems.time_limit_s > recycled.time_limit_s
+        assert more_problems.polish == plane_longest.polish.model_copy(update={"train_size": 32768,
+                                                                               "curvature_size": 32768})
     assert grids.ROWS_OF["to_the_limit_broadcast"] == "to_the_limit"
 
 
