@@ -237,9 +237,16 @@ def test_no_retrain_keeps_the_rows_of_runs_whose_weights_are_not_here(tmp_path, 
     broadcast = tables.grid8_step_label(grids.to_the_limit_broadcast("ci")[1])
     assert broadcast == ("baseconv paper model, broadcast layout, adam, then matrix-free LM (curvature on the whole set), "
                          "float32, 80 min")
-    plane = tables.grid8_step_label(grids.to_the_limit_broadcast("ci")[-2])
-    assert plane == ("baseconv paper model, broadcast layout, adam, then matrix-free LM (curvature on the whole set) with "
-                     "the whole set's plane step from the end of run be82b0a72453a9c2, float32, 200 min")
+    *_, plane, _, _, recycled, more_problems = grids.to_the_limit_broadcast("ci")
+    assert tables.grid8_step_label(plane) == (
+        "baseconv paper model, broadcast layout, adam, then matrix-free LM (curvature on the whole set) with the whole "
+        "set's plane step from the end of run be82b0a72453a9c2, float32, 200 min")
+    assert tables.grid8_step_label(recycled) == (
+        "baseconv paper model, broadcast layout, adam, then matrix-free LM (curvature on the whole set) with the whole "
+        "set's plane step, CG's last 300 directions recycled from the end of run fdd05bbc96850f4a, float32, 290 min")
+    assert tables.grid8_step_label(more_problems) == (
+        "baseconv paper model, broadcast layout, adam, then matrix-free LM (curvature on the whole set) with the whole "
+        "set's plane step, 32,768 problems from the end of run 7692966b890ba1f3, float32, 335 min")
     out = tables.Output(tmp_path / "tables", tmp_path / "figures")
     pd.DataFrame([{"method": "learned", "curve": labels[0], "dtype": "float32", "level (median MSE, last 20 iterations)":
                    "2.11e-01", "mean MSE, last 20": "3.33e-01", "non-finite from iteration": "—", "budget": "old"},
