@@ -347,7 +347,7 @@ def test_the_broadcast_grid_is_the_warm_started_gd_step_in_liu_et_al_s_layout_th
         assert recycled.polish == plane_longer.polish.model_copy(update={"recycle": 300})
         assert more_problems.starts_from == plane_longest.hash and more_problems.time_limit_s > recycled.time_limit_s
         assert more_problems.polish == plane_longest.polish.model_copy(update={"train_size": 32768,
-                                                                               "curvature_size": 32768})
+                                                                               "curvature_size": 16384})
     assert grids.ROWS_OF["to_the_limit_broadcast"] == "to_the_limit"
 
 

@@ -245,8 +245,8 @@ def test_no_retrain_keeps_the_rows_of_runs_whose_weights_are_not_here(tmp_path, 
         "baseconv paper model, broadcast layout, adam, then matrix-free LM (curvature on the whole set) with the whole "
         "set's plane step, CG's last 300 directions recycled from the end of run fdd05bbc96850f4a, float32, 290 min")
     assert tables.grid8_step_label(more_problems) == (
-        "baseconv paper model, broadcast layout, adam, then matrix-free LM (curvature on the whole set) with the whole "
-        "set's plane step, 32,768 problems from the end of run 7692966b890ba1f3, float32, 335 min")
+        "baseconv paper model, broadcast layout, adam, then matrix-free LM with the whole set's plane step, 32,768 "
+        "problems from the end of run 7692966b890ba1f3, float32, 320 min")
     out = tables.Output(tmp_path / "tables", tmp_path / "figures")
     pd.DataFrame([{"method": "learned", "curve": labels[0], "dtype": "float32", "level (median MSE, last 20 iterations)":
                    "2.11e-01", "mean MSE, last 20": "3.33e-01", "non-finite from iteration": "—", "budget": "old"},
