@@ -536,6 +536,10 @@ TO_THE_LIMIT_SECONDS = {"ci": {"primitive": 240.0, "gd_step": 900.0, "float64": 
                         "paper": {"primitive": 4 * 3600.0, "gd_step": 8 * 3600.0, "float64": 8 * 3600.0}}
 
 
+# the training problems of grid 8's GD steps (why so many: `to_the_limit`'s `one`)
+GD_STEP_PROBLEMS = 16384
+
+
 @cached
 def to_the_limit(budget: str | Budget = "ci") -> list[RunConfig]:
     """(8) The paper's own models trained by the matrix-free Levenberg-Marquardt (`matrix_free_lm`),
@@ -558,7 +562,7 @@ def to_the_limit(budget: str | Budget = "ci") -> list[RunConfig]:
         # gd_step scores one position per problem (5 residuals): 512 problems would give 2,560 residuals
         # for 43,589 weights, which the solver fits without learning the step (measured: train MSE 0.096,
         # eval 1.16 after 900 s). 16,384 problems give 81,920; curvature on 2,048 of them.
-        optimizer = (matrix_free_lm(train_size=16384, curvature_size=2048) if task == "gd_step"
+        optimizer = (matrix_free_lm(train_size=GD_STEP_PROBLEMS, curvature_size=2048) if task == "gd_step"
                      else matrix_free_lm())
         return b.run(task, model, model_params=model_params, optimizer=optimizer,
                      schedule={"name": "constant"}, steps=100_000, eval_every=5, eval_size=1024, dtype=dtype,
@@ -605,7 +609,7 @@ def gd_step_warm_started(b: Budget, seconds: Optional[float] = None, extends: Op
                  depth=GD_DEPTH, lr=3e-3,
                  steps=adam_steps + 100_000, batch_size=64,
                  schedule={"name": "step", "gamma": 0.9, "every": adam_steps // 30},
-                 polish=matrix_free_lm(train_size=16384, **{"curvature_size": 2048, **lm_overrides}), polish_after=adam_steps,
+                 polish=matrix_free_lm(train_size=GD_STEP_PROBLEMS, **{"curvature_size": 2048, **lm_overrides}), polish_after=adam_steps,
                  polish_patience=1000, polish_eval_every=1, eval_every=2000, eval_size=1024, checkpoint_every=4000,
                  time_limit_s=seconds, extends=extends, keep_final_state=True)
 
@@ -649,7 +653,7 @@ def to_the_limit_slice(budget: str | Budget = "ci") -> list[RunConfig]:
 
 # The Gauss-Newton step of the whole training set: the curvature on all 16,384 problems (81,920 residuals for
 # 43,589 weights), gradient and acceptance on the same set; the last step is no start for CG's next solve
-WHOLE_SET_LM = {"curvature_size": 16384, "gradient": "whole", "warm_start": False}
+WHOLE_SET_LM = {"curvature_size": GD_STEP_PROBLEMS, "gradient": "whole", "warm_start": False}
 # ... with a trust region that acts: the slice run leaves the damping at its 1e-15 floor, where doubling it
 # on a refused step changes nothing, so every whole-set step after the first was cut to 1/4-1/8 of its length
 # (rho 0) and a refused one re-solved at the same damping. A floor of 1e-8 (the GN diagonal's median is 6e-4),
@@ -710,7 +714,7 @@ BROADCAST_RECYCLE_SECONDS = {"ci": 3000.0, "paper": 4 * 3600.0}
 # extension's end, on twice the problems (the same 16,384 and as many new ones). The curvature on all 32,768 is
 # refused before training on a 24 GB machine (about 24 GiB of activations): it is on half of them a step
 # (81,920 residuals for 43,653 weights), the gradient, the plane and the acceptance on all of them
-BROADCAST_MORE_PROBLEMS = {"train_size": 32768, "curvature_size": 16384}
+BROADCAST_MORE_PROBLEMS = {"train_size": 2 * GD_STEP_PROBLEMS, "curvature_size": GD_STEP_PROBLEMS}
 BROADCAST_MORE_PROBLEMS_SECONDS = {"ci": 1800.0, "paper": 4 * 3600.0}
 
 

@@ -504,9 +504,6 @@ def to_the_limit(ctx: Context) -> None:
                       "test time (trained at scale 1)", ["MSE of the predicted gradient on 512 held-out problems."])
 
 
-GRID8_GD_PROBLEMS = 16384
-
-
 def grid8_step_label(cfg) -> str:
     """A grid-8 GD-step run's row label: model, how it was trained, dtype, time cap."""
     lm = cfg.polish or cfg.optimizer
@@ -515,9 +512,9 @@ def grid8_step_label(cfg) -> str:
     how = "matrix-free LM" + (" (each slice's own step)" if slices else " (curvature on the whole set)" if whole_set else "")
     how += " with the whole set's plane step" if getattr(lm, "whole_set_plane", False) else ""
     how += f", CG's last {lm.recycle} directions recycled" if getattr(lm, "recycle", 0) else ""
-    # every grid-8 GD step trains on 16,384 problems but the one that asks how many it needs
-    problems = getattr(lm, "train_size", GRID8_GD_PROBLEMS)
-    how += f", {problems:,} problems" if problems != GRID8_GD_PROBLEMS else ""
+    # every grid-8 GD step trains on G.GD_STEP_PROBLEMS but the one that asks how many it needs
+    problems = getattr(lm, "train_size", G.GD_STEP_PROBLEMS)
+    how += f", {problems:,} problems" if problems != G.GD_STEP_PROBLEMS else ""
     how = how if cfg.polish is None else f"{cfg.optimizer.name}, then {how}"
     how += "" if cfg.starts_from is None else f" from the end of run {cfg.starts_from}"
     minutes = "" if cfg.time_limit_s is None else f", {cfg.time_limit_s / 60:.0f} min"
