@@ -45,7 +45,7 @@ def is_import_path(name: str) -> bool:
 def import_object(spec: str, example: str = "mypkg.mixers:MyMixer") -> Any:
     """'package.module:NAME' -> the object NAME of that module (NAME may be dotted).
 
-    The one place import paths are resolved (model names here, grids in bench.sweep)."""
+    The one place import paths are resolved (model names here, grids in bench.harness.sweep)."""
     module_name, _, attr = spec.partition(":")
     if not (_DOTTED.fullmatch(module_name) and _DOTTED.fullmatch(attr)):
         raise ImportPathError(f"an import path is MODULE:NAME (e.g. {example}), got {spec!r}")

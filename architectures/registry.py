@@ -91,7 +91,7 @@ def build_model(name: str, task: Any, **params) -> nn.Module:
 
 def shared_parameter_names(name: str) -> list[str]:
     """The parameters model `name` keeps from another model's config when it replaces that model's
-    mixer (bench.sweep.with_model): the backbone's; `heads`/`causal` too if `name` reads them."""
+    mixer (bench.harness.sweep.with_model): the backbone's; `heads`/`causal` too if `name` reads them."""
     if not is_import_path(name):
         return ModelConfig.parameter_names()
     takes = ClassParameters(name, mixer_class(name)).names

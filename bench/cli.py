@@ -1,4 +1,4 @@
-"""Command line: python -m bench main | run | sweep | tables | report | floors | compare  (each has --help).
+"""Command line: python -m bench SUBCOMMAND (`python -m bench --help` lists them; each has its own --help).
 
     python -m bench main                                      # the main job: minutes, then the report
     python -m bench report --results results                  # results/report.html and report.md
@@ -28,7 +28,6 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-SUBCOMMANDS = ("main", "run", "sweep", "tables", "report", "floors", "compare")
 
 
 def parse_value(text: str) -> Any:
@@ -95,7 +94,7 @@ def run_parser(prog: str = "python -m bench run") -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, help="learning rate")
     g.add_argument("--schedule", help="constant | step | adaptive")
     g.add_argument("--schedule-param", action="append", metavar="K=V", help="e.g. gamma=0.9 every=10000")
-    from .config import RunConfig
+    from bench.harness.config import RunConfig
 
     for name in RunConfig.model_fields:  # one flag per plain field of RunConfig, derived, not listed
         if name not in NESTED_FIELDS:
@@ -113,7 +112,7 @@ def run_parser(prog: str = "python -m bench run") -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace):
-    from .config import RunConfigError, make_run_config
+    from bench.harness.config import RunConfigError, make_run_config
 
     data: dict[str, Any] = {}
     if args.config:
@@ -146,7 +145,7 @@ def config_from_args(args: argparse.Namespace):
         if spec:
             spec.setdefault("name", default)
             data[key] = spec
-    from .config import RunConfig
+    from bench.harness.config import RunConfig
 
     for field in RunConfig.model_fields:
         value = getattr(args, field, None) if field not in NESTED_FIELDS else None
@@ -162,8 +161,8 @@ def config_from_args(args: argparse.Namespace):
 
 def cmd_run(argv: list[str]) -> int:
     args = run_parser().parse_args(argv)
-    from .config import RunConfigError
-    from .records import ResultsDirError, record_path
+    from bench.harness.config import RunConfigError
+    from bench.harness.records import ResultsDirError, record_path
 
     try:
         cfg = config_from_args(args)
@@ -173,7 +172,7 @@ def cmd_run(argv: list[str]) -> int:
     if args.print_config:
         print(json.dumps({"config_hash": cfg.hash, **cfg.model_dump(mode="json")}, indent=1))
         return 0
-    from .train import run
+    from bench.harness.train import run
 
     progress = {"auto": None, "on": True, "off": False}[args.progress]
     try:
@@ -229,9 +228,9 @@ def sweep_parser() -> argparse.ArgumentParser:
 
 def cmd_sweep(argv: list[str]) -> int:
     args = sweep_parser().parse_args(argv)
-    from .config import RunConfigError, unique_configs
-    from .records import ResultsDirError, is_finished
-    from .sweep import SlurmOptions, resolve_grid, run_sweep, with_model
+    from bench.harness.config import RunConfigError, unique_configs
+    from bench.harness.records import ResultsDirError, is_finished
+    from bench.harness.sweep import SlurmOptions, resolve_grid, run_sweep, with_model
 
     if args.model_param and not args.model:
         print("error: --model-param needs --model", file=sys.stderr)
@@ -281,36 +280,45 @@ def cmd_sweep(argv: list[str]) -> int:
     return 0
 
 
-def dispatch(module_name: str, argv: list[str]) -> int:
-    """main / tables / report / floors / compare live in bench.<name> with a main(argv) each."""
-    try:
-        module = importlib.import_module(f"bench.{module_name}")
-    except ModuleNotFoundError as err:
-        if err.name != f"bench.{module_name}":
-            raise
-        print(f"error: 'python -m bench {module_name}' needs bench/{module_name}.py, which is not in this "
-              f"checkout yet", file=sys.stderr)
-        return 2
+# Every subcommand but run and sweep is a module with main(argv); its --help is its own parser's.
+# name -> (module, one line for `python -m bench --help`)
+MODULES = {
+    "main": ("bench.main", "the main job: the suite's question in minutes, then the report"),
+    "tables": ("bench.reporting.tables", "tables and figures from the run records in results/"),
+    "report": ("bench.reporting.report", "one self-contained HTML page and its Markdown twin of a results folder"),
+    "floors": ("bench.reporting.floors", "the precision gate: check or update results/floors.json"),
+    "compare": ("bench.reporting.compare", "two benchmark JSONs or results folders side by side, regressions flagged"),
+    "ode": ("bench.experiments.ode_application", "the in-context ODE operator: every method on the same prompts"),
+    "constructions": ("bench.experiments.construction_report", "the exact constructions' error curves and table"),
+    "kernel-floor": ("bench.experiments.kernel_error_floor", "each conv backend's error against the float64 oracle"),
+    "kernel-crossover": ("bench.experiments.kernel_crossover", "where the FFT conv overtakes the direct one here"),
+    "kernel-plot": ("bench.experiments.kernel_plot_bench", "plot and tabulate a conv benchmark JSON"),
+    "gpu-check": ("bench.experiments.gpu_check", "the prepared GPU check within a hard time budget"),
+    "time-to-precision": ("bench.harness.time_to_precision", "train until an eval-MSE target, timing the training"),
+    "lm-choices": ("bench.studies.lm_choices", "study: what each matrix-free Levenberg-Marquardt choice gives"),
+    "eval-spread": ("bench.studies.eval_spread", "study: how a run's eval MSE depends on its held-out set"),
+    "step-model": ("bench.studies.step_model", "study: where the matrix-free LM's step model fails"),
+}
+SUBCOMMANDS = ("run", "sweep", *MODULES)
+
+
+def dispatch(command: str, argv: list[str]) -> int:
+    module = importlib.import_module(MODULES[command][0])
     code = module.main(argv)
-    return int(code or 0)
+    return code if isinstance(code, int) else 0
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # warnings of the harness (a bad file set aside, a run another process holds): one line each
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
-    top = argparse.ArgumentParser(prog="python -m bench", description="precision-bench harness.")
-    sub = top.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}")
-    sub.add_parser("main", help="the main job: the suite's question in minutes, then the report (bench/main.py)",
-                   add_help=False)
-    sub.add_parser("run", help="train one run", add_help=False)
-    sub.add_parser("sweep", help="run a grid of runs", add_help=False)
-    sub.add_parser("tables", help="tables and figures from results/ (bench/tables.py)", add_help=False)
-    sub.add_parser("report", help="one self-contained HTML page and a Markdown twin of a results folder "
-                   "(bench/report.py)", add_help=False)
-    sub.add_parser("floors", help="precision floors (bench/floors.py)", add_help=False)
-    sub.add_parser("compare", help="two benchmark JSONs or results folders side by side, regressions flagged "
-                                   "(bench/compare.py)", add_help=False)
+    top = argparse.ArgumentParser(prog="python -m bench", description="precision-bench: how precisely sequence "
+                                  "models learn linear-algebra primitives. Each subcommand has its own --help.")
+    sub = top.add_subparsers(dest="command", metavar="SUBCOMMAND")
+    sub.add_parser("run", help="train one run (or return its finished record)", add_help=False)
+    sub.add_parser("sweep", help="run a grid of runs, skipping finished ones", add_help=False)
+    for name, (_, help_line) in MODULES.items():
+        sub.add_parser(name, help=help_line, add_help=False)
     if not argv or argv[0] not in SUBCOMMANDS:
         top.parse_args(argv or ["--help"])
         return 2

@@ -27,7 +27,7 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    from bench.train import set_ieee_precision
+    from bench.harness.train import set_ieee_precision
 
     set_ieee_precision()
     threads = config.getoption("--threads")

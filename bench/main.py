@@ -12,10 +12,10 @@ remain):
          the float32 floor (bench.grids.quick)
     3    the GD step learned by the bare linear attention that can express it (Levenberg-Marquardt)
     4    that learned step applied iteratively, next to true GD and the exact constructions
-         (bench.iterate)
-    5    the exact constructions (bench.construction_report)
-    6    the conv kernels' error floor against the float64 oracle, L <= 512 (bench.kernel_error_floor)
-    7    tables, figures and the report (bench.report)
+         (bench.harness.iterate)
+    5    the exact constructions (bench.experiments.construction_report)
+    6    the conv kernels' error floor against the float64 oracle, L <= 512 (bench.experiments.kernel_error_floor)
+    7    tables, figures and the report (bench.reporting.report)
 
 Finished runs are not trained again (their records are in DIR/runs), so an interrupted job resumes
 by running it again; --force recomputes everything. The job ends by printing the headline table
@@ -41,8 +41,8 @@ PYTEST_PROFILES = ("smoke", "ci", "paper")
 PROFILES = ("quick",) + PYTEST_PROFILES
 KERNEL_MAX_LEN, KERNEL_TRITON_MAX_LEN = 512, 64  # the interpreter's cost grows fast with L
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CONSTRUCTION_ARGS: list[str] = []  # bench.construction_report's defaults: the committed table's command
-ITERATIONS = 150  # GD iterations of the learned step (as bench.tables' gd_iteration)
+CONSTRUCTION_ARGS: list[str] = []  # bench.experiments.construction_report's defaults: the committed table's command
+ITERATIONS = 150  # GD iterations of the learned step (as bench.reporting.tables' gd_iteration)
 
 
 @dataclass
@@ -81,7 +81,7 @@ class Case:
 
 
 def fmt(x) -> str:
-    from .frames import fmt_mse
+    from bench.reporting.frames import fmt_mse
 
     return fmt_mse(x)
 
@@ -91,8 +91,8 @@ def fmt(x) -> str:
 
 def train_case(index: int) -> Callable[[Job], str]:
     def do(job: Job) -> str:
-        from .grids import quick
-        from .train import run
+        from bench.grids import quick
+        from bench.harness.train import run
 
         cfg = quick()[index]
         result = run(cfg, job.results, force=job.force)
@@ -109,12 +109,12 @@ def train_case(index: int) -> Callable[[Job], str]:
 
 def iterate_case(job: Job) -> str:
     """The learned GD step (case 3's run) applied iteratively, next to true GD and the constructions."""
-    from .figures import gd_iteration_figure, training_curves_figure
-    from .frames import fmt_mse, learned_step_label
-    from .grids import quick
-    from .iterate import gd_iteration_curves, trained_model
-    from .records import load_result
-    from .tables import Output, iteration_levels
+    from bench.reporting.figures import gd_iteration_figure, training_curves_figure
+    from bench.reporting.frames import fmt_mse, learned_step_label
+    from bench.grids import quick
+    from bench.harness.iterate import gd_iteration_curves, trained_model
+    from bench.harness.records import load_result
+    from bench.reporting.tables import Output, iteration_levels
 
     cfg = quick()[2]
     result = load_result(cfg, job.results)
@@ -142,7 +142,7 @@ def iterate_case(job: Job) -> str:
 
 
 def constructions_case(job: Job) -> str:
-    from . import construction_report
+    from bench.experiments import construction_report
 
     out = job.results / "constructions"
     path = out / "constructions.json"
@@ -164,7 +164,7 @@ def kernel_case(job: Job) -> str:
     if not existing or job.force:
         # its own process: the Triton interpreter must be switched on before triton is first imported,
         # and this one may have imported it already (TRITON_INTERPRET=1 is set there on a CPU machine)
-        cmd = [sys.executable, "-m", "bench.kernel_error_floor", "--out", str(out), "--max-len", str(KERNEL_MAX_LEN),
+        cmd = [sys.executable, "-m", "bench", "kernel-floor", "--out", str(out), "--max-len", str(KERNEL_MAX_LEN),
                "--triton-max-len", str(KERNEL_TRITON_MAX_LEN), "--triton-fft-max-len", str(KERNEL_TRITON_MAX_LEN)]
         job.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(job.log_file, "a") as log:
@@ -187,7 +187,7 @@ def kernel_errors(result: dict, length: int = 40) -> tuple[int, dict]:
 
 
 def tables_case(job: Job) -> str:
-    from .tables import Output
+    from bench.reporting.tables import Output
 
     out = Output(job.tables, job.figures)
     out.table("headline", headline_frame(job), "The suite's question, answered by the main job (profile quick)",
@@ -196,7 +196,7 @@ def tables_case(job: Job) -> str:
     out.table("runs", runs_frame(job), "The main job's training runs", [
         "eval MSE on 1,024 held-out problems, float64 against exact targets; floor: the MSE of rounding the exact "
         "targets to float32."])
-    from .kernel_error_floor import floor_table
+    from bench.experiments.kernel_error_floor import floor_table
     import pandas as pd
 
     kernels = job.done.get("kernels")
@@ -211,7 +211,7 @@ def tables_case(job: Job) -> str:
 
 
 def report_case(job: Job) -> str:
-    from .report import write_report
+    from bench.reporting.report import write_report
 
     html, md = write_report(job.results, job.results, profile="quick")
     job.done["report"] = (html, md)
@@ -223,10 +223,10 @@ CASES = [
     Case("multiply, bare one-layer softmax attention: the same recipe", train_case(1)),
     Case("the GD step learned by the bare linear attention (Levenberg-Marquardt)", train_case(2)),
     Case("the learned GD step applied iteratively, next to true GD", iterate_case),
-    Case("the exact constructions (bench.construction_report)", constructions_case),
-    Case(f"the conv kernels' error floor, L <= {KERNEL_MAX_LEN} (bench.kernel_error_floor)", kernel_case),
+    Case("the exact constructions (bench.experiments.construction_report)", constructions_case),
+    Case(f"the conv kernels' error floor, L <= {KERNEL_MAX_LEN} (bench.experiments.kernel_error_floor)", kernel_case),
     Case("tables and figures", tables_case),
-    Case("the report (bench.report)", report_case),
+    Case("the report (bench.reporting.report)", report_case),
 ]
 
 
@@ -234,7 +234,7 @@ CASES = [
 
 
 def budget_of(cfg) -> str:
-    from .frames import budget_text
+    from bench.reporting.frames import budget_text
 
     cap = f", at most {cfg.time_limit_s:g} s of training" if cfg.time_limit_s else ""
     return budget_text(cfg) + cap
@@ -243,13 +243,13 @@ def budget_of(cfg) -> str:
 def runs_frame(job: Job):
     import pandas as pd
 
-    from .grids import quick
+    from bench.grids import quick
 
     rows = []
     for cfg in quick():
         r = job.done.get("runs", {}).get(cfg.hash)
         if r is None:
-            from .records import load_result
+            from bench.harness.records import load_result
 
             r = load_result(cfg, job.results)
         ok = r is not None and r.status == "ok"
@@ -270,8 +270,8 @@ def headline_frame(job: Job):
     """One row per question: our number, the float32 level to read it against, the paper's."""
     import pandas as pd
 
-    from .frames import PAPER_FIGURES
-    from .grids import quick
+    from bench.reporting.frames import PAPER_FIGURES
+    from bench.grids import quick
 
     runs = job.done.get("runs", {})
     rows = []
@@ -330,7 +330,7 @@ def headline_frame(job: Job):
 def run_quick(results: Path, force: bool = False, echo: Callable[[str], None] = print) -> Job:
     import torch
 
-    from .train import set_ieee_precision
+    from bench.harness.train import set_ieee_precision
 
     set_ieee_precision()
     # One thread: the recorded trajectories were measured so (L-BFGS takes another path with two).
@@ -390,10 +390,10 @@ def run_pytest(profile: str, results: Path, pytest_args: list[str]) -> int:
     print("running: " + " ".join(cmd[1:]), flush=True)
     code = subprocess.call(cmd)
     if bench_json.exists():
-        from .tables import main as tables_main
+        from bench.reporting.tables import main as tables_main
 
         tables_main(["--results", str(results), "--only", "benchmarks", "--benchmark-json", str(bench_json)])
-    from .report import write_report
+    from bench.reporting.report import write_report
 
     html, md = write_report(results, results)
     print(f"benchmark JSON: {bench_json}\nreport: {html} and {md}")

@@ -152,7 +152,7 @@ class LeastSquaresTask(Task):
 def gd_tokens(A: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """The GD layout: token 0 = [x (D), 0], tokens 1..N = [a_i (D), b_i]; (B, N + 1, D + 1), in the
     inputs' dtype. The one definition of the layout: the gd_step / gd_k / newton_step tasks, the hand-set
-    constructions (architectures.constructions) and the iterated steps (bench.iterate) all build it here."""
+    constructions (architectures.constructions) and the iterated steps (bench.harness.iterate) all build it here."""
     first = torch.cat([x, torch.zeros_like(x[:, :1])], dim=-1).unsqueeze(1)
     rows = torch.cat([A, b.unsqueeze(-1)], dim=-1)
     return torch.cat([first, rows], dim=1)

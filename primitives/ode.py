@@ -29,7 +29,7 @@ Token layout (n = n_examples tokens, D = n_points), the paper's `ODEOperatorICLF
     token i = [c_i(t_1..t_D) (D), u0_i, 1, y_i],  y_i = u_i(t_q) for i < n - 1, y_{n-1} = 0
 Shapes: inputs (B, n, D + 3); targets (B, n, 1), scored only at the last position n - 1, where
 the target is u_{n-1}(t_q). The n - 1 solved examples before it are the n - 1 equations of a
-least-squares problem in D + 2 unknowns (bench.ode). c and u0 are rounded once to the training
+least-squares problem in D + 2 unknowns (bench.experiments.ode_application). c and u0 are rounded once to the training
 dtype and the solutions computed from the rounded values; the y_i tokens hold u_i(t_q) rounded.
 
 Exact targets (float64), all stepping piece by piece from t = 0 to t_q (knots and 0 are the

@@ -1,4 +1,4 @@
-"""bench/allocator.py: freed memory stays in the process (checked in a fresh interpreter,
+"""bench/harness/allocator.py: freed memory stays in the process (checked in a fresh interpreter,
 since the setting is process-wide and one-way)."""
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ REPO = Path(__file__).resolve().parent.parent
 PROBE = """
 import resource, sys, tempfile
 import torch
-from bench import allocator
-from bench.config import make_run_config
-from bench.train import Trainer
+from bench.harness import allocator
+from bench.harness.config import make_run_config
+from bench.harness.train import Trainer
 torch.set_num_threads(1)
 cfg = make_run_config(task={"name": "multiply"}, model={"name": "baseconv", "params": {"width": 64, "depth": 2}},
                       batch_size=1024, eval_size=16, steps=100)
@@ -51,7 +51,7 @@ def test_freed_memory_is_reused_without_page_faults():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings are Linux-only")
 def test_environment_variable_turns_it_off():
-    script = "from bench import allocator; print(allocator.keep_freed_memory())"
+    script = "from bench.harness import allocator; print(allocator.keep_freed_memory())"
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True,
                          env={**__import__("os").environ, "PB_KEEP_FREED_MEMORY": "0"})
     assert out.stdout.strip() == "False"
@@ -59,7 +59,7 @@ def test_environment_variable_turns_it_off():
 
 GIVE_BACK = """
 import torch
-from bench import allocator
+from bench.harness import allocator
 def rss_mib():
     return int(open("/proc/self/statm").read().split()[1]) * 4096 // 2**20
 kept = allocator.keep_freed_memory()

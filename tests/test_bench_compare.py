@@ -8,9 +8,9 @@ import math
 
 import pytest
 
-from bench.compare import benchmark_cases, compare, main, ratio
-from bench.config import make_run_config
-from bench.records import RunResult, write_result
+from bench.reporting.compare import benchmark_cases, compare, main, ratio
+from bench.harness.config import make_run_config
+from bench.harness.records import RunResult, write_result
 
 
 def bench_json(path, cases: dict[str, tuple]) -> str:

@@ -8,9 +8,9 @@ import os
 import pytest
 import torch
 
-from bench.config import RunConfig, RunConfigError, load_run_config, make_run_config
-from bench.records import ResultsDirError, atomic_write, atomic_write_text, check_writable
-from bench.train import preflight, run
+from bench.harness.config import RunConfig, RunConfigError, load_run_config, make_run_config
+from bench.harness.records import ResultsDirError, atomic_write, atomic_write_text, check_writable
+from bench.harness.train import preflight, run
 
 BASE = dict(
     task={"name": "multiply", "params": {"width": 4, "length": 8}},
@@ -160,7 +160,7 @@ def test_defaults_are_the_papers():
 
 
 def test_unwritable_results_folder_errors_before_training(tmp_path):
-    from bench.train import run
+    from bench.harness.train import run
 
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
@@ -191,8 +191,8 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
 
 def test_result_write_is_atomic(tmp_path, monkeypatch):
     """A crash while a record is serialised leaves the previous record intact."""
-    from bench import records
-    from bench.train import run
+    from bench.harness import records
+    from bench.harness.train import run
 
     c = cfg(steps=2)
     first = run(c, tmp_path, progress=False)

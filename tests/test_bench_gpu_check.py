@@ -1,4 +1,4 @@
-"""bench.gpu_check: its --tiny dry run on CPU (the Triton interpreter) writes the JSON and figure the
+"""bench.experiments.gpu_check: its --tiny dry run on CPU (the Triton interpreter) writes the JSON and figure the
 GPU run writes, and the pieces that turn measurements into verdicts give the right answers."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import gpu_check
+from bench.experiments import gpu_check
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ def tiny_run(tmp_path_factory):
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     # a generous budget: on a loaded CI machine the default 60 s could cut cases, and this test
     # checks what a complete run writes (uncontended, the tiny run takes about 15 s)
-    proc = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--tiny", "--budget-s", "400", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "bench", "gpu-check", "--tiny", "--budget-s", "400", "--out", str(out)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, json.loads((out / "gpu_check.json").read_text())

@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-import bench.matrix_free as matrix_free
+import bench.solvers.matrix_free as matrix_free
 from architectures import build_model
-from bench.config import EXTRA_MODELS, LevenbergMarquardtConfig, RunConfigError, make_run_config
-from bench.matrix_free import MatrixFreeLevenbergMarquardt, limited_memory_preconditioner, pcg
-from bench.optim import LevenbergMarquardt
-from bench.train import Trainer, preflight, run
+from bench.harness.config import EXTRA_MODELS, LevenbergMarquardtConfig, RunConfigError, make_run_config
+from bench.solvers.matrix_free import MatrixFreeLevenbergMarquardt, limited_memory_preconditioner, pcg
+from bench.solvers.optimizers import LevenbergMarquardt
+from bench.harness.train import Trainer, preflight, run
 from primitives import make_task, stream_generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -213,7 +213,7 @@ def test_cg_lm_resumes_bit_identically(tmp_path, working_dtype, recycle):
 
 def test_a_kept_final_state_leaves_the_recycled_directions_to_the_checkpoint(tmp_path):
     from bench.grids import matrix_free_lm
-    from bench.records import checkpoint_path, final_state_path
+    from bench.harness.records import checkpoint_path, final_state_path
 
     cfg = make_run_config(task=SMALL_TASK, model=SMALL_BASECONV, steps=3, eval_size=64, eval_every=1,
                           optimizer=matrix_free_lm(train_size=32, recycle=150), keep_final_state=True)
@@ -309,7 +309,7 @@ def test_a_training_set_too_large_for_memory_is_refused_before_training(tmp_path
 @pytest.mark.parametrize("share,gives_back", [(0.01, False), (0.5, True)])
 def test_a_curvature_slice_large_for_the_machine_gives_freed_memory_back(tmp_path, monkeypatch, share, gives_back):
     """A slice needing over a quarter of the memory available (but under 0.8) trains, in a heap that hands
-    freed memory back to the kernel (bench.allocator.give_back_freed_memory); a small one leaves the heap as is."""
+    freed memory back to the kernel (bench.harness.allocator.give_back_freed_memory); a small one leaves the heap as is."""
     called = []
     monkeypatch.setattr(matrix_free, "give_back_freed_memory", lambda: called.append(True))
     cfg = make_run_config(task=SMALL_TASK, model=SMALL_BASECONV, optimizer={**CG, "train_size": 64}, steps=1,

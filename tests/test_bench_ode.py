@@ -1,4 +1,4 @@
-"""bench.ode: the comparison harness on a tiny size (trained rows from a few-step grid run), the
+"""bench.experiments.ode_application: the comparison harness on a tiny size (trained rows from a few-step grid run), the
 Newton-Schulz construction's map, the paper's collocation and its initial condition, the ratios."""
 import math
 
@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from architectures.constructions import baseconv_newton_schulz
-from bench import grids, ode
+from bench import grids
+from bench.experiments import ode_application as ode
 from bench.grids import with_fields
-from bench.train import run as train
+from bench.harness.train import run as train
 from primitives import algorithms as alg
 from primitives import make_task, stream_generator
 

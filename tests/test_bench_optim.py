@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from bench.config import EXTRA_MODELS, AdaptiveSchedule, StepSchedule, make_run_config
-from bench.optim import AdaptiveLR, EMAFilter, StepDecay, clip_grads_, mean_consecutive_cosine, total_grad_norm
-from bench.train import run
+from bench.harness.config import EXTRA_MODELS, AdaptiveSchedule, StepSchedule, make_run_config
+from bench.solvers.optimizers import AdaptiveLR, EMAFilter, StepDecay, clip_grads_, mean_consecutive_cosine, total_grad_norm
+from bench.harness.train import run
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -108,7 +108,7 @@ BASE = dict(task={"name": "multiply", "params": {"width": 4, "length": 8}},
 
 
 def test_skip_large_grad_norm_leaves_weights_alone(tmp_path):
-    from bench.records import load_model
+    from bench.harness.records import load_model
 
     cfg = make_run_config(**BASE, steps=6, skip_grad_norm=1e-12, max_consecutive_skips=100)
     result = run(cfg, tmp_path, progress=False)
@@ -191,8 +191,8 @@ def test_levenberg_marquardt_on_a_small_baseconv(tmp_path, conv_backend):
 def test_levenberg_marquardt_per_sample_jacobian_matches_row_by_row():
     # The fast path (torch.func, per sample) against the canonical one (one backward per residual).
     from architectures import build_model
-    from bench.config import LevenbergMarquardtConfig
-    from bench.optim import LevenbergMarquardt
+    from bench.harness.config import LevenbergMarquardtConfig
+    from bench.solvers.optimizers import LevenbergMarquardt
     from primitives import make_task, stream_generator
 
     task = make_task("multiply", width=4, length=5)

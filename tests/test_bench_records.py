@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import tables
+from bench.reporting import tables
 from bench.cli import main
-from bench.config import RunConfig, make_run_config
-from bench.records import (
+from bench.harness.config import RunConfig, make_run_config
+from bench.harness.records import (
     RECORD_FORMAT,
     BadFileError,
     NewerRecordError,
@@ -27,7 +27,7 @@ from bench.records import (
     record_failure,
     record_path,
 )
-from bench.train import run
+from bench.harness.train import run
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = sorted((REPO / "results" / "runs").glob("*.json"))
@@ -177,8 +177,8 @@ CHILD = """
 import json, os, sys, time, torch
 torch.set_num_threads(1)
 import architectures
-from bench.config import EXTRA_MODELS, load_run_config
-from bench.train import run
+from bench.harness.config import EXTRA_MODELS, load_run_config
+from bench.harness.train import run
 
 class Slow(torch.nn.Module):  # sleeps, so that the two processes overlap; numerics untouched
     def __init__(self, inner):
@@ -202,7 +202,7 @@ def test_two_processes_never_train_one_run_at_once(tmp_path):
     """The second process waits for the first one's lock, then returns the record it wrote."""
     import architectures
 
-    from bench.config import EXTRA_MODELS
+    from bench.harness.config import EXTRA_MODELS
 
     EXTRA_MODELS["slow_baseconv"] = lambda task, **p: architectures.build_model("baseconv", task, **p)
     try:

@@ -8,11 +8,11 @@ from typing import Optional
 
 import pytest
 
-from bench.records import checkpoint_path, is_finished, load_result
-from bench.sweep import REPO_ROOT, resolve_grid, run_sweep
+from bench.harness.records import checkpoint_path, is_finished, load_result
+from bench.harness.sweep import REPO_ROOT, resolve_grid, run_sweep
 
 GRID_MODULE = textwrap.dedent('''
-    from bench.config import RunConfig
+    from bench.harness.config import RunConfig
 
     def tiny(seed, lr=3e-3):
         return RunConfig(task={"name": "multiply", "params": {"width": 4, "length": 8}},
@@ -66,7 +66,7 @@ def test_ray_sweep(grid_module, tmp_path, monkeypatch):
 def test_an_interrupted_run_stops_a_local_sweep(grid_module, tmp_path, monkeypatch):
     # SIGINT/SIGTERM reach the run in progress (it checkpoints and says "interrupted"); the sweep must
     # then stop rather than start the next run
-    import bench.sweep as sweep
+    import bench.harness.sweep as sweep
 
     calls = []
 
@@ -86,7 +86,7 @@ def test_an_interrupted_run_stops_a_local_sweep(grid_module, tmp_path, monkeypat
 def fail_at_step(monkeypatch, step: int, seed: Optional[int] = None):
     """Make Trainer.step_once raise before `step` (only for runs of `seed`, if given): a run that
     raises, in this process."""
-    from bench.train import Trainer
+    from bench.harness.train import Trainer
 
     original = Trainer.step_once
 
@@ -109,8 +109,8 @@ def unsavable(cfg, results):
 
 def test_a_run_that_raises_writes_a_failed_record_and_is_trained_again(grid_module, tmp_path, monkeypatch,
                                                                         one_thread):
-    from bench.frames import done_note, grid_frame, records_by_hash
-    from bench.train import run
+    from bench.reporting.frames import done_note, grid_frame, records_by_hash
+    from bench.harness.train import run
 
     cfg = resolve_grid(f"{grid_module}:GRID")[0]
     with monkeypatch.context() as m:
@@ -193,7 +193,7 @@ def test_sigterm_stops_a_multi_worker_sweep_with_checkpoints(grid_module, tmp_pa
     import threading
     import time
 
-    from bench.config import make_run_config
+    from bench.harness.config import make_run_config
 
     base = resolve_grid(f"{grid_module}:GRID")[0].model_dump()
     configs = [make_run_config(**{**base, "seed": s, "steps": 100_000, "checkpoint_every": 1}) for s in range(3)]
@@ -221,7 +221,7 @@ def test_submitit_asks_slurm_for_what_the_flags_say(tmp_path, monkeypatch):
     pytest.importorskip("submitit")
     import os
 
-    from bench.sweep import SlurmOptions, _Submitit
+    from bench.harness.sweep import SlurmOptions, _Submitit
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -1,4 +1,4 @@
-"""Time-to-precision training (bench/time_to_precision.py): stopping at the target, the budget,
+"""Time-to-precision training (bench/harness/time_to_precision.py): stopping at the target, the budget,
 and switching to a polishing optimizer once the first one stalls."""
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from bench.config import AdamConfig, LBFGSConfig, RunConfigError, make_run_config
-from bench.optim import LevenbergMarquardt
-from bench.time_to_precision import train_until
-from bench.train import Trainer, stalled
+from bench.harness.config import AdamConfig, LBFGSConfig, RunConfigError, make_run_config
+from bench.solvers.optimizers import LevenbergMarquardt
+from bench.harness.time_to_precision import train_until
+from bench.harness.train import Trainer, stalled
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -99,7 +99,7 @@ def test_time_to_precision_benchmark_runs_on_one_thread_whatever_the_session_say
     repo = Path(__file__).resolve().parent.parent
     out = tmp_path / "ttp.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench/test_bench_training.py", "-q", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", "bench/benchmarks/test_bench_training.py", "-q", "-p", "no:cacheprovider",
          "-k", "time_to_precision and exact_small and not adam and not polished", "--profile", "ci",
          "--threads", "2", "--benchmark-json", str(out)],
         cwd=repo, capture_output=True, text=True, timeout=300,
@@ -111,7 +111,7 @@ def test_time_to_precision_benchmark_runs_on_one_thread_whatever_the_session_say
 
 
 def test_the_figure_and_table_of_benchmark_jsons(tmp_path, capsys):
-    from bench import time_to_precision as ttp
+    from bench.harness import time_to_precision as ttp
 
     curve = [[1, 10.0, 1e-3], [2, 20.0, 1e-9], [3, 30.0, 1e-13]]
     info = dict(curve=curve, seconds_to={"1e-08": 20.0, "1e-12": 30.0}, best_mse=1e-13, steps_to_target=3,

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.config import EXTRA_MODELS, RunConfigError, make_run_config
-from bench.train import preflight
-from bench.records import checkpoint_path, load_checkpoint, load_model, load_result, record_path
-from bench.train import run
+from bench.harness.config import EXTRA_MODELS, RunConfigError, make_run_config
+from bench.harness.train import preflight
+from bench.harness.records import checkpoint_path, load_checkpoint, load_model, load_result, record_path
+from bench.harness.train import run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -97,7 +97,7 @@ def test_huge_lr_is_recorded_as_diverged(tmp_path):
 
 
 def test_finished_run_is_not_retrained_unless_forced(tmp_path, monkeypatch):
-    from bench import train
+    from bench.harness import train
 
     cfg = tiny(steps=5)
     first = run(cfg, tmp_path, progress=False)
@@ -170,8 +170,8 @@ CHILD = """
 import json, sys, time, torch
 torch.set_num_threads(1)
 import architectures
-from bench.config import EXTRA_MODELS, load_run_config
-from bench.train import run
+from bench.harness.config import EXTRA_MODELS, load_run_config
+from bench.harness.train import run
 
 class Slow(torch.nn.Module):  # sleeps, so the parent can kill it mid-run; numerics untouched
     def __init__(self, inner):
@@ -191,7 +191,7 @@ def test_resume_after_kill_9_is_bit_identical(tmp_path):
     """A run killed with SIGKILL after its first checkpoint finishes, when restarted,
     with the same record numbers and weights as a run that was never interrupted."""
     import architectures
-    from bench.config import load_run_config
+    from bench.harness.config import load_run_config
 
     # in this process the model is plain baseconv (same numbers, no sleeping)
     EXTRA_MODELS["slow_baseconv"] = lambda task, **p: architectures.build_model("baseconv", task, **p)
@@ -312,7 +312,7 @@ def test_probe_stream_is_the_one_adaptive_runs_were_recorded_with():
     adaptive-schedule runs keep their numbers."""
     import hashlib
 
-    from bench.train import probe_generator
+    from bench.harness.train import probe_generator
 
     for seed in (0, 7):
         digest = hashlib.sha256(f"precision-bench/probe/{seed}".encode()).digest()
@@ -335,7 +335,7 @@ def test_compile_is_hashed_only_when_set():
 def test_compiled_step_runs_the_compiled_model(tmp_path, monkeypatch):
     # torch.compile's CPU code generation takes minutes on the CI machine: stand in for it with
     # a wrapper that records its mode and its calls, and check the step goes through it
-    from bench.train import Trainer
+    from bench.harness.train import Trainer
 
     calls = []
 
@@ -360,7 +360,7 @@ def test_compiled_step_runs_the_compiled_model(tmp_path, monkeypatch):
 @pytest.mark.skipif(not os.environ.get("PB_SLOW_TESTS"),
                     reason="torch.compile's CPU code generation takes ~2 minutes here; set PB_SLOW_TESTS=1")
 def test_compiled_step_follows_the_plain_one(tmp_path):
-    from bench.train import Trainer
+    from bench.harness.train import Trainer
 
     losses = []
     for compile_mode in (None, "default"):
@@ -383,7 +383,7 @@ def test_checkpoint_tensors_load_without_the_saving_device(tmp_path):
     # so a machine without the saving device reads it; the run resumes to the same weights
     cfg = tiny(steps=6, checkpoint_every=3)
     run(cfg, tmp_path / "straight", progress=False)
-    from bench.train import Trainer
+    from bench.harness.train import Trainer
 
     first = Trainer(cfg, tmp_path / "resumed", progress=False)
     for _ in range(3):
@@ -466,7 +466,7 @@ def test_a_float32_run_goes_on_in_float64(tmp_path):
 
 
 def test_a_levenberg_marquardt_damping_starts_again_in_another_dtype(tmp_path):
-    from bench.train import branch_start
+    from bench.harness.train import branch_start
 
     lm = {"name": "levenberg_marquardt", "solver": "cg", "train_size": 16, "damping": 0.5}
     parent = tiny(steps=6, eval_every=1, polish_after=2, polish=lm, keep_final_state=True)
@@ -517,8 +517,8 @@ def test_a_checkpoint_is_written_by_the_clock_between_step_multiples(tmp_path, m
     """checkpoint_every counts steps; a run also checkpoints once CHECKPOINT_EVERY_S seconds have
     passed since the last one, so slow (second-order) steps are never an hour from a checkpoint.
     checkpoint_every 0 still means only at the end."""
-    import bench.train as train_module
-    from bench.train import Trainer
+    import bench.harness.train as train_module
+    from bench.harness.train import Trainer
 
     saved_at = []
     real_save = Trainer.save_checkpoint
@@ -546,7 +546,7 @@ def test_a_kept_final_state_stands_in_for_the_checkpoint_on_a_fresh_clone(tmp_pa
     checkpoints/ gone, as on a fresh clone, the weights load from it and a longer run goes on from it."""
     import shutil
 
-    from bench.records import final_state_path, has_weights
+    from bench.harness.records import final_state_path, has_weights
 
     short = tiny(steps=200, eval_every=1, time_limit_s=0.02, keep_final_state=True)
     assert short.hash == tiny(steps=200, eval_every=1, time_limit_s=0.02).hash  # not hashed

@@ -25,8 +25,8 @@ from architectures.constructions import (
     layer_outputs,
     linear_attention_gd_step,
 )
-from bench.construction_curves import gd_iterate_curve, gram_gd_curve, newton_curve, sample_problems, unrolled_gd_curve
-from bench.construction_report import flushed_subnormals
+from bench.experiments.construction_curves import gd_iterate_curve, gram_gd_curve, newton_curve, sample_problems, unrolled_gd_curve
+from bench.experiments.construction_report import flushed_subnormals
 
 D, N, ETA = 5, 20, 0.5
 

@@ -1,4 +1,4 @@
-"""bench.eval_spread: a run's final weights scored on its own eval set (the record's number again), on fresh
+"""bench.studies.eval_spread: a run's final weights scored on its own eval set (the record's number again), on fresh
 sets and on a large one; its files and its refusals."""
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from bench.config import RunConfigError, make_run_config
-from bench.eval_spread import main, per_problem_mse, spread
-from bench.records import checkpoint_path, load_model
-from bench.train import run
+from bench.harness.config import RunConfigError, make_run_config
+from bench.studies.eval_spread import main, per_problem_mse, spread
+from bench.harness.records import checkpoint_path, load_model
+from bench.harness.train import run
 from primitives import stream_generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,4 +1,4 @@
-"""bench.floors: the precision gate fails on a worse, diverged or missing case and passes otherwise;
+"""bench.reporting.floors: the precision gate fails on a worse, diverged or missing case and passes otherwise;
 results/floors.json covers every smoke case with a measured MSE times the stated margin."""
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import floors, grids, sharp
+from bench.reporting import floors
+from bench import grids
+from bench.benchmarks import sharp
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -18,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def bench_json(path: Path, cases: dict[str, dict]) -> Path:
-    """A pytest-benchmark JSON of precision cases (extra_info as bench/test_precision.py writes it)."""
+    """A pytest-benchmark JSON of precision cases (extra_info as bench/benchmarks/test_precision.py writes it)."""
     benchmarks = [{"name": f"test_precision[{c}]", "stats": {"mean": 1.0},
                    "extra_info": {"case_id": c, "status": "ok", "config_hash": "0123456789abcdef", **info}}
                   for c, info in cases.items()]
@@ -129,7 +131,7 @@ def committed():
 
 def test_an_untrained_model_fails_every_trained_case(committed, tmp_path_factory):
     """The same configs at step 0 (weights as initialised), scored like the trained runs."""
-    from bench.train import Trainer
+    from bench.harness.train import Trainer
 
     folder = tmp_path_factory.mktemp("untrained")
     measured = {}

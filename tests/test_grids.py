@@ -11,7 +11,7 @@ import architectures
 import primitives
 
 from bench import grids
-from bench.sweep import resolve_grid
+from bench.harness.sweep import resolve_grid
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -169,7 +169,7 @@ def test_second_order_grid_trains_one_exact_model_three_ways():
 
 
 def test_main_job_runs_are_grid_7s_recipes_with_12_lm_steps_each():
-    from bench.records import load_result
+    from bench.harness.records import load_result
 
     quick = grids.quick()
     second = {(task(c), model(c), c.optimizer.name, c.dtype): c for c in grids.second_order("ci")}
@@ -242,7 +242,7 @@ def test_the_slice_grid_is_grid_8s_gd_steps_with_the_slice_s_own_lm_step():
 
 
 def test_the_float64_grid_goes_on_from_the_float32_recipe_in_float64():
-    from bench.test_bench_training import PAPER_MODEL, paper_model_recipes
+    from bench.benchmarks.test_bench_training import PAPER_MODEL, paper_model_recipes
 
     for budget in ("ci", "paper"):
         first, *chain = grids.to_the_limit_float64(budget)

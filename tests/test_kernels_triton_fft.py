@@ -103,7 +103,7 @@ def test_jvp_and_stride_zero_gradient():
 
 
 def test_baseconv_with_triton_fft_matches_direct():
-    from bench.config import make_run_config
+    from bench.harness.config import make_run_config
 
     models = []
     for backend in ("direct", "triton_fft"):

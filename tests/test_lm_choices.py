@@ -1,9 +1,10 @@
-"""bench.lm_choices: its variants are the configs they say, and --gd-step names what it needs."""
+"""bench.studies.lm_choices: its variants are the configs they say, and --gd-step names what it needs."""
 from __future__ import annotations
 
 import pytest
 
-from bench import grids, lm_choices
+from bench import grids
+from bench.studies import lm_choices
 
 
 def test_a_gd_step_variant_changes_only_its_lm_phase(tmp_path):

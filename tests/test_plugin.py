@@ -17,9 +17,9 @@ import torch
 
 import architectures as A
 from bench.cli import main
-from bench.config import RunConfigError, load_run_config, make_run_config
-from bench.sweep import with_model
-from bench.train import preflight
+from bench.harness.config import RunConfigError, load_run_config, make_run_config
+from bench.harness.sweep import with_model
+from bench.harness.train import preflight
 from primitives import make_task
 
 REPO = Path(__file__).resolve().parent.parent
@@ -357,8 +357,8 @@ def test_every_ci_grid_takes_a_mixer(mixers):
 
 
 def test_the_headline_table_has_a_column_for_the_mixer(mixers):
-    from bench.frames import grid_frame
-    from bench.tables import headline_table
+    from bench.reporting.frames import grid_frame
+    from bench.reporting.tables import headline_table
 
     configs = small_grid()[:1] + with_model(small_grid()[:1], f"{mixers}:Gate")
     df = grid_frame(configs, {}).assign(status="ok", eval_mse=[1e-3, 2e-5], floor=1e-15)

@@ -1,6 +1,6 @@
-"""bench.report (one self-contained HTML page and its Markdown twin) and bench.main (the main job).
+"""bench.reporting.report (one self-contained HTML page and its Markdown twin) and bench.main (the main job).
 
-The report is built from a small temporary results folder (tables written by bench.tables.Output,
+The report is built from a small temporary results folder (tables written by bench.reporting.tables.Output,
 figures, a real run record, constructions, kernel error floor, a benchmark JSON); the main job runs
 with its cases shrunk to seconds.
 """
@@ -13,11 +13,13 @@ from html.parser import HTMLParser
 import pandas as pd
 import pytest
 
-from bench import grids, main as main_job, report
-from bench.frames import budget_text
-from bench.records import load_result
-from bench.tables import Output
-from bench.train import run
+from bench import grids
+from bench import main as main_job
+from bench.reporting import report
+from bench.reporting.frames import budget_text
+from bench.harness.records import load_result
+from bench.reporting.tables import Output
+from bench.harness.train import run
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -76,7 +78,7 @@ def small_results(tmp_path_factory):
     pd.DataFrame({"iteration": [0, 1]}).to_csv(root / "tables" / "gd_iteration_curves.csv", index=False)
     (root / "constructions").mkdir()
     (root / "constructions" / "constructions.md").write_text(
-        "# Hand-set constructions\n\nCommand: `python -m bench.construction_report --batch 8`\n\n"
+        "# Hand-set constructions\n\nCommand: `python -m bench constructions --batch 8`\n\n"
         "| primitive | fp32 MSE |\n|---|---|\n| multiply | 6.30e-16 |\n")
     small_figure().savefig(root / "constructions" / "gd_vs_newton.png")
     (root / "kernels").mkdir()
@@ -84,7 +86,7 @@ def small_results(tmp_path_factory):
                for b, y in (("rounded oracle", 2.5e-8), ("direct", 6.1e-8)) for d in ("float32", "float64")
                for L in (20, 40)]
     (root / "kernels" / "error_floor_cpu.json").write_text(json.dumps(
-        {"device": "cpu", "machine": "x86_64", "torch": "2", "command": "python -m bench.kernel_error_floor",
+        {"device": "cpu", "machine": "x86_64", "torch": "2", "command": "python -m bench kernel-floor",
          "shape": {"B": 4, "D": 8, "seeds": [0, 1, 2]}, "records": records}))
     small_figure().savefig(root / "kernels" / "error_floor_cpu.png")
     (root / "benchmarks").mkdir()

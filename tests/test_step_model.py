@@ -1,4 +1,4 @@
-"""bench.step_model: the step's model against the loss at the end of a run, in the run's and in float64
+"""bench.studies.step_model: the step's model against the loss at the end of a run, in the run's and in float64
 arithmetic, its files, and its refusals."""
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from bench.config import RunConfigError, make_run_config
+from bench.harness.config import RunConfigError, make_run_config
 from bench.grids import matrix_free_lm
-from bench.records import checkpoint_path
-from bench.step_model import check_run, main
-from bench.train import run
+from bench.harness.records import checkpoint_path
+from bench.studies.step_model import check_run, main
+from bench.harness.train import run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,6 +1,6 @@
-"""bench.tables and bench.iterate: tables and figures from records, the learned-GD iteration.
+"""bench.reporting.tables and bench.harness.iterate: tables and figures from records, the learned-GD iteration.
 
-Table tests use synthetic records (made-up MSEs written with bench.records, so the
+Table tests use synthetic records (made-up MSEs written with bench.harness.records, so the
 layout can be checked against known numbers); the iteration tests measure real curves.
 """
 from __future__ import annotations
@@ -13,8 +13,10 @@ import pandas as pd
 import pytest
 import torch
 
-from bench import grids, iterate, tables
-from bench.records import CurvePoint, RunResult, write_result
+from bench import grids
+from bench.harness import iterate
+from bench.reporting import tables
+from bench.harness.records import CurvePoint, RunResult, write_result
 from primitives import algorithms as alg
 
 
@@ -103,7 +105,7 @@ def test_benchmark_json_table(tmp_path):
     assert df.to_dict("records")[0]["eval MSE"] == "3.80e-05" and len(df) == 1
 
 
-# ---- bench.iterate -------------------------------------------------------------------
+# ---- bench.harness.iterate -------------------------------------------------------------------
 
 
 class ExactGradient(torch.nn.Module):

@@ -12,8 +12,8 @@ whose model is the ordinary `architectures.build_model(...)` output with its wei
     baseconv_newton_schulz    BaseConv, Newton-Schulz: 4 + K layers = GD step 2^K
     baseconv_read / _linear / _multiply   the primitives in one layer each
 
-Curves against the reference algorithms: bench/construction_curves.py; the table and figure:
-`python -m bench.construction_report`.
+Curves against the reference algorithms: bench/experiments/construction_curves.py; the table and figure:
+`python -m bench.experiments.construction_report`.
 """
 from .base import Construction, Layout
 from .baseconv_gd import (

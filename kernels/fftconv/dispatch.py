@@ -32,7 +32,7 @@ BACKENDS = ("auto", "direct", "fft", "triton", "triton_fft", "reference")
 TRITON_DTYPES = (torch.float32, torch.float64)
 
 # On CPU the direct backend (B*L^2*D flops in one bmm) beats the FFT (B*D*L log L, but ~10
-# passes over memory) up to a crossover length. `python -m bench.kernel_crossover` on the
+# passes over memory) up to a crossover length. `python -m bench.experiments.kernel_crossover` on the
 # 2-core CI CPU (1 thread, fp32, B=64, D=64; best of 7; ms forward+backward direct / fft;
 # torch 2.14):
 #   L=40: 2.4 / 3.3   L=48: 3.2 / 3.8   L=64: 4.8 / 4.3   L=80: 6.7 / 6.7   L=96: 8.8 / 9.7   L=128: 15.0 / 10.6
@@ -41,7 +41,7 @@ TRITON_DTYPES = (torch.float32, torch.float64)
 # (error 1.4-2.5x below fft, error_floor_cpu.json), so the tie at 64 goes to direct.
 CPU_DIRECT_MAX_LEN = 64
 # On CUDA without a measured crossover file (below): the Triton Toeplitz kernel up to this
-# length, torch's FFT above it. A guess, not a measurement; `python -m bench.gpu_check` measures
+# length, torch's FFT above it. A guess, not a measurement; `python -m bench.experiments.gpu_check` measures
 # the crossover on a GPU and writes the file that replaces it.
 CUDA_TRITON_MAX_LEN = 256
 # results/kernels/crossover_<device>.json, <device> = device_slug(torch.cuda.get_device_name()):

@@ -26,7 +26,7 @@ Triton, forward and backward; nothing falls back to torch.
 Runs on CUDA tensors, or on CPU tensors under the Triton interpreter (TRITON_INTERPRET=1
 set before triton is imported); in the interpreter each program takes up to 64 positions
 and 64 batch rows, because the interpreter's cost is per program and per op.
-Tile sizes are fixed heuristics, not autotuned (bench/test_bench_kernels.py times them).
+Tile sizes are fixed heuristics, not autotuned (bench/benchmarks/test_bench_kernels.py times them).
 The loads index u as (B, L, D) with its own strides; with the channel as the fastest
 program axis, neighbouring programs read the same cache lines (no transposed copy).
 """

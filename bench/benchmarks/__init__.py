@@ -1,0 +1,1 @@
+"""The pytest-benchmark modules that `pytest bench/` collects, and what they share."""

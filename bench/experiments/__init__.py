@@ -1,0 +1,1 @@
+"""Scripts that write results/: each is a subcommand of `python -m bench`."""

@@ -1,0 +1,1 @@
+"""The training library: a run's typed config, its train loop, its record on disk, and sweeps of runs."""
