@@ -8,6 +8,7 @@ import torch
 from architectures.constructions import baseconv_newton_schulz
 from bench import grids
 from bench.experiments import ode_application as ode
+from bench.experiments import ode_report
 from bench.grids import with_fields
 from bench.harness.train import run as train
 from primitives import algorithms as alg
@@ -71,7 +72,7 @@ def test_stats_and_ratios():
         for key, median in by_setting.items():
             rows.append({"method": method, "label": label, "dtype": "float32", "iterations": None, "setting": key,
                          "median": median})
-    r = {m["label"]: m for m in ode.ratios(rows)["methods"]}
+    r = {m["label"]: m for m in ode_report.ratios(rows)["methods"]}
     assert r["GD"]["mse_ratio"] == pytest.approx(1e4) and r["GD"]["ood_gap"] == pytest.approx(2.0)
     assert r["GD"]["ood_gap_ratio"] == pytest.approx(50.0)
     assert r["GD"]["ood_gap_difference_ratio"] == pytest.approx((1e-1 - 1e-3) / 1e-7)
@@ -97,7 +98,7 @@ def test_harness_end_to_end_on_a_tiny_size_with_the_grid_trained_a_few_steps(tmp
         assert train(c, tmp_path, progress=False).status == "ok"
     cfg = ode.ODEComparisonConfig(prompts=4, gd_steps=3, learned_steps=2, construction_steps=2, grid=None)
     result = ode.run(cfg, tmp_path, configs=configs, log=lambda m: None)
-    rows = ode.final_rows(result["rows"])
+    rows = ode_report.final_rows(result["rows"])
     # GD runs gd_steps, the learned steps their own (cheaper) count
     assert set(rows[rows["method"] == "gd"]["iterations"].dropna()) >= {3}
     assert set(rows[rows["method"] == "learned_step"]["iterations"]) == {2}
@@ -109,7 +110,7 @@ def test_harness_end_to_end_on_a_tiny_size_with_the_grid_trained_a_few_steps(tmp
     ls = rows[(rows["method"] == "least_squares") & (rows["setting"] == ode.IN_DISTRIBUTION)]
     assert ls["median"].iloc[0] < 1e-25  # the prompt's least-squares problem is consistent
     assert any(m.get("mse_ratio") for m in result["ratios"]["methods"])
-    written = ode.write(result, tmp_path / "ode", tmp_path / "figures", ode.collocation_initial_condition((0.5,)))
+    written = ode_report.write(result, tmp_path / "ode", tmp_path / "figures", ode.collocation_initial_condition((0.5,)))
     assert {p.name for p in written} >= {"comparison.json", "comparison.csv", "comparison.md", "ratios.md",
                                         "floors.md", "collocation.md", "ode_ood.png"}
     md = (tmp_path / "ode" / "comparison.md").read_text()
@@ -122,7 +123,7 @@ def test_models_loads_only_the_runs_it_names(tmp_path, one_thread):
     cfg = ode.ODEComparisonConfig(prompts=2, gd_steps=2, construction_steps=1, grid=None, models=("linear_attention",))
     result = ode.run(cfg, tmp_path, configs=configs, log=lambda m: None)
     assert [e["hash"] for e in result["learned"]] == [configs[2].hash]
-    assert set(ode.final_rows(result["rows"])["method"]) == {"learned_step", "gd", "least_squares", "construction"}
+    assert set(ode_report.final_rows(result["rows"])["method"]) == {"learned_step", "gd", "least_squares", "construction"}
     with pytest.raises(Exception, match="models"):
         ode.ODEComparisonConfig(models=("transformer",))
 
