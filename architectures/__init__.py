@@ -6,7 +6,8 @@
 
 Models: attention, linear_attention, baseconv (conv_kind short | long | implicit),
 hyena, s4d, mamba, based, mlp; or any mixer class of your own by import path,
-build_model("mypkg.mixers:MyMixer", task, ...) (architectures/plugin.py).
+build_model("mypkg.mixers:MyMixer", task, ...), built by keyword as zoology builds its mixers
+(architectures/plugin.py, docs/plugins.md).
 Bad parameters raise ModelConfigError naming the field.
 """
 from .config import ACTIVATIONS, ModelConfig, ModelConfigError

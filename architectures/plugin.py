@@ -2,11 +2,19 @@
 
     build_model("mymixer:MyMixer", task, width=32, depth=2, order=3)
 
-zoology's convention: the class is built as Class(d_model, l_max, **params), maps
-(b, l, d_model) -> (b, l, d_model), and goes into the shared backbone where a registered mixer
-goes. Parameters the backbone reads (`BACKBONE_FIELDS`: width, depth, mlp, prenorm, seed, ...)
-stay with it; `heads` and `causal`, which only mixers read, go to the class when its signature
-names them; every other parameter goes to the class and must be one its signature accepts.
+A class is built the way zoology builds its mixers, by keyword: Class(d_model=width, **named,
+**params), where `named` holds, only for the names its signature has, l_max= (the task's seq_len,
+or max_len), layer_idx= (the block's index, 0 first), the heads parameter (`heads` or `num_heads`)
+and causal=. A class whose constructor has no `d_model`, or whose second positional parameter has
+no default and is none of those names (`(dim, seq_len)`), is built positionally as
+Class(width, l_max, **params), as the suite built every class before; `(d_model, l_max)` classes
+get the same call either way, and a run's hash is its config, so their records keep their names.
+The class maps (b, l, d_model) -> (b, l, d_model) and goes into the shared backbone where a
+registered mixer goes. Parameters the backbone reads (`BACKBONE_FIELDS`: width, depth, mlp,
+prenorm, seed, ...) stay with it; every other parameter goes to the class by name and must be one
+its signature accepts. `heads` and `num_heads` both name the class's heads parameter; a class that
+names `heads` gets the backbone's (2 unless set), one that names `num_heads` keeps its own default
+unless either is set. `causal` goes to a class that names it (the backbone's True unless set).
 
 Validating a config imports the module and reads the class's signature (nothing is built).
 Building the model runs each new mixer once on a tiny input to check that it keeps the shape.
@@ -15,69 +23,23 @@ keep what its constructor drew from the global RNG, which the backbone seeds wit
 """
 from __future__ import annotations
 
-import importlib
 import inspect
-import re
-import sys
 from typing import Any
 
 import torch
 import torch.nn as nn
 from pydantic import ConfigDict, ValidationError
 
+from primitives.plugin import ImportPathError, import_object, is_import_path  # noqa: F401  (re-exported)
+
 from .config import ModelConfig, ModelConfigError, config_error
 
 # ModelConfig fields that only mixers read: a class gets them if its signature names them.
 MIXER_FIELDS = ("heads", "causal")
 BACKBONE_FIELDS = tuple(f for f in ModelConfig.parameter_names() if f not in MIXER_FIELDS)
-
-_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-
-
-class ImportPathError(ValueError):
-    """An import path 'package.module:NAME' that does not resolve; the message says why."""
-
-
-def is_import_path(name: str) -> bool:
-    return ":" in name
-
-
-def import_object(spec: str, example: str = "mypkg.mixers:MyMixer") -> Any:
-    """'package.module:NAME' -> the object NAME of that module (NAME may be dotted).
-
-    The one place import paths are resolved (model names here, grids in bench.harness.sweep)."""
-    module_name, _, attr = spec.partition(":")
-    if not (_DOTTED.fullmatch(module_name) and _DOTTED.fullmatch(attr)):
-        raise ImportPathError(f"an import path is MODULE:NAME (e.g. {example}), got {spec!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name and (module_name + ".").startswith(err.name + "."):  # the module itself, not one it imports
-            parent, _, child = err.name.rpartition(".")
-            if parent in sys.modules:  # the package was found, its submodule was not
-                where = list(getattr(sys.modules[parent], "__path__", []))
-                raise ImportPathError(f"cannot import module {module_name!r}: package {parent!r} ({', '.join(where)}) "
-                                      f"has no module {child!r}") from None
-            searched = ", ".join(p or "." for p in sys.path)
-            top = module_name.split(".")[0]
-            raise ImportPathError(
-                f"cannot import module {module_name!r}: no module named {err.name!r} in sys.path ({searched}); "
-                f"the folder that holds {top}.py (or the package {top}/) must be on PYTHONPATH, "
-                f"e.g. PYTHONPATH=/path/to/that/folder python -m bench ..."
-            ) from None
-        raise ImportPathError(f"importing module {module_name!r} failed: {err}") from err
-    except Exception as err:  # the user's module raised while importing: say what, keep the traceback
-        raise ImportPathError(f"importing module {module_name!r} failed: {type(err).__name__}: {err}") from err
-    obj = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            own = sorted(n for n, v in vars(module).items()
-                         if not n.startswith("_") and getattr(v, "__module__", None) == module_name)
-            defined = f"; it defines {', '.join(own)}" if own else ""
-            raise ImportPathError(f"module {module_name!r} ({getattr(module, '__file__', '?')}) has no attribute "
-                                  f"{attr!r}{defined}")
-        obj = getattr(obj, part)
-    return obj
+HEADS_NAMES = ("heads", "num_heads")  # either spelling names a class's heads parameter
+# what the backbone passes by keyword where the signature names it (never a user's parameter)
+SUPPLIED = {"d_model": "width", "l_max": "the task's seq_len, or max_len", "layer_idx": "the block's index"}
 
 
 def mixer_class(name: str) -> type[nn.Module]:
@@ -90,12 +52,13 @@ def mixer_class(name: str) -> type[nn.Module]:
         what = f"an instance of {type(obj).__name__}" if not isinstance(obj, type) else f"the class {obj.__name__}"
         raise ModelConfigError(
             f"model {name!r} is {what}, not a torch.nn.Module subclass; a mixer is a class built as "
-            f"Class(d_model, l_max, **params) whose forward maps (b, l, d_model) -> (b, l, d_model)")
+            f"Class(d_model=..., **params) whose forward maps (b, l, d_model) -> (b, l, d_model)")
     return obj
 
 
 class ClassParameters:
-    """What a mixer class's constructor takes after (d_model, l_max)."""
+    """How a mixer class is built (by keyword, or positionally as (d_model, l_max)) and what its
+    constructor takes besides what the backbone supplies."""
 
     def __init__(self, name: str, cls: type[nn.Module]):
         self.cls = cls
@@ -103,15 +66,30 @@ class ClassParameters:
             self.signature = inspect.signature(cls)
         except (TypeError, ValueError):  # no introspectable signature: accept anything, the build will tell
             self.signature, self.names, self.required, self.any_keyword = None, [], [], True
+            self.by_keyword, self.supplied, self.heads = False, [], None
             return
         params = list(self.signature.parameters.values())
         positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        if len(positional) < 2 and not any(p.kind == p.VAR_POSITIONAL for p in params):
-            raise ModelConfigError(f"model {name!r}: the class must be built as {cls.__name__}(d_model, l_max, "
-                                   f"**params), but its signature is {cls.__name__}{self.signature}")
-        rest = positional[2:] + [p for p in params if p.kind == p.KEYWORD_ONLY]
-        self.names = [p.name for p in rest if p.kind != p.POSITIONAL_ONLY]
-        self.required = [p.name for p in rest if p.default is p.empty]
+        named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        known = {*SUPPLIED, *HEADS_NAMES, "causal"}
+        # (d_model, seq_len) with no default: a class written to the positional form under other names
+        legacy = len(positional) >= 2 and positional[1].default is positional[1].empty and positional[1].name not in known
+        self.by_keyword = any(p.name == "d_model" for p in named) and not legacy
+        if self.by_keyword:
+            self.supplied = [p.name for p in named if p.name in SUPPLIED]
+            rest = [p for p in named if p.name not in SUPPLIED]
+        elif len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params):
+            self.supplied = [p.name for p in positional[:2]]
+            self.supplied += [p.name for p in named if p.name == "layer_idx" and p not in positional[:2]]
+            rest = [p for p in named if p.name not in self.supplied]
+        else:
+            raise ModelConfigError(f"model {name!r}: the class must take d_model (built as {cls.__name__}(d_model=..., "
+                                   f"**params)) or two positional parameters ({cls.__name__}(d_model, l_max, "
+                                   f"**params)), but its signature is {cls.__name__}{self.signature}")
+        self.names = [p.name for p in rest]
+        self.heads = next((h for h in HEADS_NAMES if h in self.names), None)
+        # a class that names `heads` or `causal` always gets the backbone's value, so they are never missing
+        self.required = [p.name for p in rest if p.default is p.empty and p.name not in ("heads", "causal")]
         self.any_keyword = any(p.kind == p.VAR_KEYWORD for p in params)
 
     def accepts(self, key: str) -> bool:
@@ -121,6 +99,18 @@ class ClassParameters:
         names = ", ".join(self.names) or "nothing"
         return f"{self.cls.__name__} takes {names}{' and any keyword (**kwargs)' if self.any_keyword else ''}"
 
+    def call(self, config: "PluginConfig", layer_idx: int) -> tuple[list, dict[str, Any], str]:
+        """(args, kwargs, how the call reads) of building the class for block `layer_idx`."""
+        values = {"d_model": config.width, "l_max": config.l_max, "layer_idx": layer_idx}
+        if self.by_keyword:
+            args, kwargs = [], {k: values[k] for k in self.supplied}
+        else:
+            args = [config.width, config.l_max]
+            kwargs = {"layer_idx": layer_idx} if "layer_idx" in self.supplied else {}
+        kwargs.update(config.mixer_params())
+        text = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+        return args, kwargs, f"{self.cls.__name__}({text})"
+
 
 class PluginConfig(ModelConfig):
     """The backbone's fields (ModelConfig) plus the mixer class's parameters as extra fields."""
@@ -129,15 +119,32 @@ class PluginConfig(ModelConfig):
     registered_mixer = False
 
     def mixer_params(self) -> dict[str, Any]:
-        """The keyword arguments of Class(d_model, l_max, **params)."""
+        """The keyword arguments the class gets besides d_model, l_max and layer_idx."""
         named = ClassParameters(self.name, mixer_class(self.name)).names
         return {**{f: getattr(self, f) for f in MIXER_FIELDS if f in named}, **(self.model_extra or {})}
+
+
+def _heads_by_the_class_name(name: str, takes: ClassParameters, params: dict[str, Any]) -> dict[str, Any]:
+    """`heads` or `num_heads`, whichever the user wrote, under the name the class's signature uses."""
+    given = {h: params[h] for h in HEADS_NAMES if h in params}
+    if takes.heads is None or not given:
+        return params
+    if len(set(map(repr, given.values()))) > 1:
+        raise ModelConfigError(f"model {name!r}: {', '.join(f'{k}={v!r}' for k, v in given.items())}: both name "
+                               f"{takes.cls.__name__}'s {takes.heads}; pass one")
+    rest = {k: v for k, v in params.items() if k not in HEADS_NAMES}
+    return {**rest, takes.heads: next(iter(given.values()))}
 
 
 def plugin_config(name: str, shapes: dict[str, int], params: dict[str, Any]) -> PluginConfig:
     """Validate `params` for the mixer class at import path `name`; ModelConfigError names what is wrong."""
     cls = mixer_class(name)
     takes = ClassParameters(name, cls)
+    reserved = [k for k in SUPPLIED if k in params]
+    if reserved:
+        raise ModelConfigError(f"model {name!r}: {', '.join(reserved)}: set by the backbone, not a parameter "
+                               f"({'; '.join(f'{k} is {SUPPLIED[k]}' for k in reserved)})")
+    params = _heads_by_the_class_name(name, takes, params)
     unknown = [k for k in params if k not in ModelConfig.parameter_names() and not takes.accepts(k)]
     if unknown:
         raise ModelConfigError(
@@ -159,12 +166,12 @@ def plugin_config(name: str, shapes: dict[str, int], params: dict[str, Any]) -> 
         raise config_error(name, PluginConfig, err) from None
 
 
-def build_plugin_mixer(config: PluginConfig) -> nn.Module:
-    """Class(width, l_max, **params), checked on a tiny input to map (b, l, width) -> (b, l, width)."""
-    cls, params = mixer_class(config.name), config.mixer_params()
-    call = f"{cls.__name__}({config.width}, {config.l_max}{''.join(f', {k}={v!r}' for k, v in params.items())})"
+def build_plugin_mixer(config: PluginConfig, layer_idx: int = 0) -> nn.Module:
+    """The class built for block `layer_idx` (see the module docstring), checked on a tiny input to map
+    (b, l, width) -> (b, l, width)."""
+    args, kwargs, call = ClassParameters(config.name, mixer_class(config.name)).call(config, layer_idx)
     try:
-        mixer = cls(config.width, config.l_max, **params)
+        mixer = mixer_class(config.name)(*args, **kwargs)
     except Exception as err:
         raise ModelConfigError(f"model {config.name!r}: {call} raised {type(err).__name__}: {err}") from err
     x = torch.randn(2, config.seq_len, config.width, generator=torch.Generator().manual_seed(0))
@@ -179,5 +186,3 @@ def build_plugin_mixer(config: PluginConfig) -> nn.Module:
         raise ModelConfigError(f"model {config.name!r}: {call}.forward must map (b, l, d_model) -> (b, l, d_model); "
                                f"on an input of shape {tuple(x.shape)} it returned {got}")
     return mixer
-
-

@@ -12,6 +12,7 @@ and `build_model("baseconv", task, width=32)` returns the shared backbone
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 
 from .backbone import SequenceModel
 from .config import SHAPE_FIELDS, ModelConfig, ModelConfigError, config_error
-from .plugin import (BACKBONE_FIELDS, MIXER_FIELDS, ClassParameters, build_plugin_mixer, is_import_path, mixer_class,
+from .plugin import (BACKBONE_FIELDS, ClassParameters, build_plugin_mixer, is_import_path, mixer_class,
                      plugin_config)
 
 
@@ -86,7 +87,10 @@ def build_model(name: str, task: Any, **params) -> nn.Module:
     32
     """
     config = make_config(name, task, **params)
-    return SequenceModel(config, build_plugin_mixer if is_import_path(name) else MIXERS[name].mixer_cls)
+    if not is_import_path(name):
+        return SequenceModel(config, MIXERS[name].mixer_cls)
+    blocks = itertools.count()  # the backbone builds its blocks in order: block i gets layer_idx=i
+    return SequenceModel(config, lambda c: build_plugin_mixer(c, next(blocks)))
 
 
 def shared_parameter_names(name: str) -> list[str]:
@@ -94,8 +98,8 @@ def shared_parameter_names(name: str) -> list[str]:
     mixer (bench.harness.sweep.with_model): the backbone's; `heads`/`causal` too if `name` reads them."""
     if not is_import_path(name):
         return ModelConfig.parameter_names()
-    takes = ClassParameters(name, mixer_class(name)).names
-    return [*BACKBONE_FIELDS, *(f for f in MIXER_FIELDS if f in takes)]
+    takes = ClassParameters(name, mixer_class(name))
+    return [*BACKBONE_FIELDS, *(["heads"] if takes.heads else []), *(["causal"] if "causal" in takes.names else [])]
 
 
 def model_from_config(config: ModelConfig | dict) -> nn.Module:

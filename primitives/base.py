@@ -14,11 +14,16 @@ So the only error in a target is the final rounding, whose MSE is `task.floor(dt
 
 Scoring: `Batch.mask` (L,) marks the positions that are scored; every output channel
 of a scored position is scored. Unscored target positions are zero.
+
+A task of your own, named by import path, keeps the same contract and is checked against it
+before it trains (primitives/plugin.py, docs/plugins.md).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -97,7 +102,8 @@ class Task(BaseModel):
 
     Subclasses implement `seq_len`, `d_in`, `d_out` (properties) and
     `_sample_exact(batch_size, generator, dtype) -> (inputs64, targets64, mask)`
-    where inputs64 are already representable in `dtype` (use `self._draw`).
+    where inputs64 are already representable in `dtype` (draw them with `self._draw`, or
+    round them with `round_to`) and targets64 are computed in float64 from them.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
@@ -137,7 +143,7 @@ class Task(BaseModel):
     def _draw(shape, generator: torch.Generator, dtype: torch.dtype, scale: float = 1.0) -> torch.Tensor:
         """Gaussian float64 draw, rounded once to `dtype` and returned as float64."""
         x = torch.randn(*shape, generator=generator, dtype=torch.float64) * scale
-        return x.to(dtype).to(torch.float64)
+        return round_to(x, dtype)
 
     def _sample_exact(self, batch_size: int, generator: torch.Generator, dtype: torch.dtype):
         raise NotImplementedError
@@ -210,6 +216,22 @@ def positive_finite(name: str, value: float) -> float:
     return value
 
 
+# While set, round_to (and so Task._draw) rounds to this dtype whatever dtype it is given: the
+# exactness check (primitives.plugin.check_sampler) draws float32 inputs while the sampler
+# computes its targets with dtype=float64, where no rounding to the training dtype can hide.
+_ROUND_INPUTS_TO: ContextVar[torch.dtype | None] = ContextVar("round_inputs_to", default=None)
+
+
 def round_to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Round a float64 tensor once to `dtype` and return it as float64 (exactly representable)."""
-    return x.to(dtype).to(torch.float64)
+    return x.to(_ROUND_INPUTS_TO.get() or dtype).to(torch.float64)
+
+
+@contextlib.contextmanager
+def rounding_inputs_to(dtype: torch.dtype):
+    """Within the block, round_to and Task._draw round to `dtype` (see _ROUND_INPUTS_TO)."""
+    token = _ROUND_INPUTS_TO.set(dtype)
+    try:
+        yield
+    finally:
+        _ROUND_INPUTS_TO.reset(token)

@@ -1,12 +1,12 @@
-"""Out-of-tree mixers by import path ("package.module:Class"): the README's example run from a
-folder outside the repo, every bad-input message, hashing, weights, grid substitution, tables."""
+"""Out-of-tree mixers by import path ("package.module:Class"): the README's and docs/plugins.md's
+examples and both constructor shapes run from a folder outside the repo, how a class is built
+(by keyword, or positionally), every bad-input message, hashing, weights, grid substitution, tables."""
 from __future__ import annotations
 
 import json
 import math
 import os
 import re
-import shlex
 import subprocess
 import sys
 import types
@@ -95,6 +95,33 @@ class OneArg(nn.Module):
     def __init__(self, d_model):
         super().__init__()
 
+    def forward(self, x):
+        return x
+
+
+class NoWidth(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+
+
+class Recorder(nn.Module):
+    """zoology's shape: keyword-built, no l_max; keeps what it was given."""
+
+    def __init__(self, d_model, num_heads=1, causal=False, layer_idx=None, **kwargs):
+        super().__init__()
+        self.given = dict(d_model=d_model, num_heads=num_heads, causal=causal, layer_idx=layer_idx, **kwargs)
+
+    def forward(self, x):
+        return x
+
+
+class Positional(Recorder):
+    """The positional form under other names: (dim, seq_len) with no defaults."""
+
+    def __init__(self, dim, seq_len, layer_idx=None):
+        nn.Module.__init__(self)
+        self.given = dict(dim=dim, seq_len=seq_len, layer_idx=layer_idx)
+
 
 class NotAModule:
     def __init__(self, d_model, l_max):
@@ -136,43 +163,18 @@ def config_error(name: str, **params) -> str:
 # ---- the README's example, from a folder outside the repo -----------------------------------
 
 
-def readme_example() -> tuple[str, list[list[str]]]:
-    """The mixer file and the `python -m bench ...` commands of README "Benchmark your own architecture"."""
+def test_readme_example_runs_from_a_folder_outside_the_repo(tmp_path, monkeypatch):
+    """The mixer of README "Benchmark your own architecture", trained a few steps by `python -m bench run`."""
     readme = (REPO / "README.md").read_text()
     section = readme.split("## Benchmark your own architecture\n", 1)[1].split("\n## ", 1)[0]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    shell = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
-    commands = [shlex.split(line, comments=True) for line in shell.splitlines() if line.startswith("python -m bench")]
-    return code, commands
-
-
-def test_readme_example_runs_from_a_folder_outside_the_repo(tmp_path, monkeypatch, capsys):
-    code, commands = readme_example()
-    assert code.startswith("# mymixer.py\n")
-    folder = tmp_path / "mine"
-    folder.mkdir()
-    assert REPO not in folder.resolve().parents
-    (folder / "mymixer.py").write_text(code)
-    run = next(c for c in commands if c[3] == "run")
-    assert run[run.index("--model") + 1] == "mymixer:MyMixer"
-    # the README's command at a few steps (later flags win)
-    argv = [sys.executable, *run[1:], "--steps", "3", "--eval-every", "1", "--eval-size", "16", "--progress", "off"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(folder)])}
-    proc = subprocess.run(argv, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    record = json.loads((folder / summary["record"]).read_text())
-    assert record["status"] == "ok" and record["steps_done"] == 3 and math.isfinite(record["eval_mse"])
-    assert record["config"]["model"] == {"name": "mymixer:MyMixer", "params": {"kernel": 4, "width": 32}}
-    monkeypatch.syspath_prepend(str(folder))
+    assert code.startswith("# mymixer.py\n") and "--model mymixer:MyMixer" in section
+    (tmp_path / "mymixer.py").write_text(code)
+    record = train_outside(tmp_path, ["--task", "multiply", "--model", "mymixer:MyMixer", "--model-param", "width=16"])
+    assert record["config"]["model"] == {"name": "mymixer:MyMixer", "params": {"width": 16}}
+    monkeypatch.syspath_prepend(str(tmp_path))
     try:
-        cfg = load_run_config(record["config"])  # the record loads as data, under its own hash
-        assert cfg.hash == record["config_hash"] == summary["config_hash"]
-        # the README's count of the grid with the mixer in place of every model
-        sweep = next(c for c in commands if c[3] == "sweep" and "--dry-run" in c)
-        claim = re.search(r"--dry-run\s+#\s*(\d+ runs -> \d+)", (REPO / "README.md").read_text()).group(1)
-        assert main(sweep[3:] + ["--results", str(tmp_path / "r")]) == 0
-        assert f"{claim} " in capsys.readouterr().out
+        assert load_run_config(record["config"]).hash == record["config_hash"]  # the record loads, under its hash
     finally:
         sys.modules.pop("mymixer", None)
 
@@ -205,7 +207,7 @@ def test_a_missing_attribute_lists_what_the_module_defines(mixers):
     msg = config_error(f"{mixers}:Gaet")
     assert msg.startswith(f"invalid run config: model.name: model '{mixers}:Gaet': module '{mixers}' (")
     assert msg.endswith("has no attribute 'Gaet'; it defines Broken, Filtered, Gate, GateTwin, Headed, Narrow, "
-                        "Needs, NotAModule, OneArg, Pair, a_function, instance")
+                        "Needs, NoWidth, NotAModule, OneArg, Pair, Positional, Recorder, a_function, instance")
 
 
 @pytest.mark.parametrize("attr, what", [("NotAModule", "the class NotAModule"), ("a_function", "an instance of function"),
@@ -213,7 +215,7 @@ def test_a_missing_attribute_lists_what_the_module_defines(mixers):
 def test_not_an_nn_module_class(mixers, attr, what):
     assert config_error(f"{mixers}:{attr}") == (
         f"invalid run config: model.name: model '{mixers}:{attr}' is {what}, not a torch.nn.Module subclass; a mixer is "
-        "a class built as Class(d_model, l_max, **params) whose forward maps (b, l, d_model) -> (b, l, d_model)")
+        "a class built as Class(d_model=..., **params) whose forward maps (b, l, d_model) -> (b, l, d_model)")
 
 
 @pytest.mark.parametrize("name", ["pb_test_mixers:", "pb test:Gate", "pb_test_mixers:Gate:x"])
@@ -236,13 +238,15 @@ def test_heads_for_a_class_that_does_not_take_them_is_an_error_not_a_silent_no_o
     assert run_config(f"{mixers}:Headed", heads=4).resolved_model.mixer_params() == {"heads": 4}
 
 
-def test_a_required_parameter_and_a_signature_without_l_max(mixers):
+def test_a_required_parameter_and_a_signature_without_d_model(mixers):
     assert config_error(f"{mixers}:Needs") == (
         f"invalid run config: model.params: model '{mixers}:Needs': Needs needs order (no default); pass order=... as "
         "model parameters")
-    assert config_error(f"{mixers}:OneArg") == (
-        f"invalid run config: model.params: model '{mixers}:OneArg': the class must be built as OneArg(d_model, l_max, "
-        "**params), but its signature is OneArg(d_model)")
+    assert config_error(f"{mixers}:NoWidth") == (
+        f"invalid run config: model.params: model '{mixers}:NoWidth': the class must take d_model (built as "
+        "NoWidth(d_model=..., **params)) or two positional parameters (NoWidth(d_model, l_max, **params)), but its "
+        "signature is NoWidth(dim)")
+    run_config(f"{mixers}:OneArg")  # (d_model) alone is a mixer: built as OneArg(d_model=64)
 
 
 def test_backbone_parameters_keep_their_own_messages(mixers):
@@ -251,11 +255,11 @@ def test_backbone_parameters_keep_their_own_messages(mixers):
 
 
 @pytest.mark.parametrize("attr, problem", [
-    ("Narrow", "Narrow(64, 40).forward must map (b, l, d_model) -> (b, l, d_model); on an input of shape (2, 40, 64) it "
-               "returned (2, 40, 3)"),
-    ("Pair", "Pair(64, 40).forward must map (b, l, d_model) -> (b, l, d_model); on an input of shape (2, 40, 64) it "
-             "returned tuple"),
-    ("Broken", "Broken(64, 40) raised RuntimeError: no weights today"),
+    ("Narrow", "Narrow(d_model=64, l_max=40).forward must map (b, l, d_model) -> (b, l, d_model); on an input of "
+               "shape (2, 40, 64) it returned (2, 40, 3)"),
+    ("Pair", "Pair(d_model=64, l_max=40).forward must map (b, l, d_model) -> (b, l, d_model); on an input of shape "
+             "(2, 40, 64) it returned tuple"),
+    ("Broken", "Broken(d_model=64, l_max=40) raised RuntimeError: no weights today"),
 ])
 def test_the_build_checks_the_shape_on_a_tiny_input(mixers, attr, problem):
     cfg = run_config(f"{mixers}:{attr}")  # valid as data: validating builds nothing
@@ -299,6 +303,110 @@ def test_the_hash_covers_the_class_path_and_its_parameters(mixers):
     twin = run_config(f"{mixers}:GateTwin", width=8)  # the same class body, another path
     assert len({base.hash, twin.hash, run_config(f"{mixers}:Gate", width=8, scale=2.0).hash}) == 3
     assert run_config(f"{mixers}:Gate", width=8).hash == base.hash
+    # the hashes these configs had when every class was built positionally: building by keyword renames no record
+    assert (base.hash, run_config(f"{mixers}:Gate", width=8, scale=2.0).hash) == ("44ec15634e212148", "e0cbb6ac1c00559f")
+
+
+# ---- how a class is built: by keyword where it names d_model, else positionally ------------------
+
+
+def mixers_of(name: str, depth: int = 2, **params):
+    return [b.mixer for b in A.build_model(name, make_task("multiply"), width=8, depth=depth, **params).blocks]
+
+
+def test_a_class_that_names_d_model_is_built_by_keyword_with_what_it_names(mixers):
+    # zoology's MHA shape: (d_model, num_heads=1, ..., layer_idx=None); l_max is not passed as it is not named
+    assert [m.given for m in mixers_of(f"{mixers}:Recorder")] == [
+        {"d_model": 8, "num_heads": 1, "causal": True, "layer_idx": 0},
+        {"d_model": 8, "num_heads": 1, "causal": True, "layer_idx": 1}]
+    # heads or num_heads names its heads parameter; other parameters go through **kwargs by name
+    assert mixers_of(f"{mixers}:Recorder", heads=4, order=3)[0].given == {
+        "d_model": 8, "num_heads": 4, "causal": True, "layer_idx": 0, "order": 3}
+    assert mixers_of(f"{mixers}:Recorder", num_heads=2, causal=False)[1].given == {
+        "d_model": 8, "num_heads": 2, "causal": False, "layer_idx": 1}
+    assert mixers_of(f"{mixers}:Headed", num_heads=4)[0].heads == 4  # and num_heads for a class that names heads
+    assert A.shared_parameter_names(f"{mixers}:Recorder")[-2:] == ["heads", "causal"]
+    assert "heads" not in A.shared_parameter_names(f"{mixers}:Gate")
+
+
+def test_the_positional_form_under_other_names_is_built_as_before(mixers):
+    assert [m.given for m in mixers_of(f"{mixers}:Positional")] == [
+        {"dim": 8, "seq_len": 40, "layer_idx": 0}, {"dim": 8, "seq_len": 40, "layer_idx": 1}]
+
+
+@pytest.mark.parametrize("params, problem", [
+    ({"l_max": 64}, "l_max: set by the backbone, not a parameter (l_max is the task's seq_len, or max_len)"),
+    ({"d_model": 8, "layer_idx": 1}, "d_model, layer_idx: set by the backbone, not a parameter (d_model is width; "
+                                     "layer_idx is the block's index)"),
+    ({"heads": 4, "num_heads": 2}, "heads=4, num_heads=2: both name Recorder's num_heads; pass one"),
+])
+def test_what_the_backbone_supplies_is_not_a_parameter(mixers, params, problem):
+    assert config_error(f"{mixers}:Recorder", **params) == (
+        f"invalid run config: model.params: model '{mixers}:Recorder': {problem}")
+    run_config(f"{mixers}:Recorder", heads=2, num_heads=2)  # the same value twice is one
+
+
+# ---- both constructor shapes, trained from a folder outside the repo -----------------------------
+
+LONG_CONV = '''
+import torch
+import torch.nn as nn
+
+
+class LongConv(nn.Module):
+    """A causal convolution whose filter spans the whole sequence: it needs l_max."""
+
+    def __init__(self, d_model, l_max, decay=0.5):
+        super().__init__()
+        self.filter = nn.Parameter(torch.randn(d_model, l_max) * decay ** torch.arange(l_max))
+        self.proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x):  # (b, l, d) -> (b, l, d)
+        L = x.shape[1]
+        y = torch.fft.irfft(torch.fft.rfft(x.transpose(1, 2), n=2 * L) * torch.fft.rfft(self.filter[:, :L], n=2 * L),
+                            n=2 * L)[..., :L]
+        return self.proj(y.transpose(1, 2)) * x
+'''
+
+
+def docs_block(name: str) -> str:
+    """The ```python block of docs/plugins.md that starts with `# name`."""
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "docs" / "plugins.md").read_text(), re.S)
+    return next(b for b in blocks if b.startswith(f"# {name}\n"))
+
+
+def train_outside(folder: Path, argv: list[str]) -> dict:
+    """`python -m bench run ARGV` from `folder`, with the folder and the repo on PYTHONPATH; its record."""
+    assert REPO not in folder.resolve().parents
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), str(REPO)]), "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "bench", "run", *argv, "--steps", "3", "--batch-size", "8", "--eval-size", "16",
+            "--eval-every", "1", "--progress", "off", "--results", str(folder / "results")]
+    proc = subprocess.run(argv, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    record = json.loads(Path(summary["record"]).read_text())
+    assert record["status"] == "ok" and record["steps_done"] == 3 and math.isfinite(record["eval_mse"])
+    return record
+
+
+@pytest.mark.parametrize("module, code, cls, params, built", [
+    ("pb_long_conv", LONG_CONV, "LongConv", {"decay": 0.9}, lambda m: tuple(m.filter.shape) == (16, 6)),
+    ("mymixer", None, "CausalAttention", {"num_heads": 2}, lambda m: m.num_heads == 2),
+], ids=["(d_model, l_max, ...)", "(d_model, num_heads=1, ...)"])
+def test_both_constructor_shapes_train_from_a_folder_outside_the_repo(tmp_path, monkeypatch, module, code, cls, params,
+                                                                      built):
+    (tmp_path / f"{module}.py").write_text(code or docs_block(f"{module}.py"))
+    argv = ["--task", "multiply", "--task-param", "length=6", "--task-param", "width=4", "--model", f"{module}:{cls}",
+            "--model-param", "width=16"] + [a for k, v in params.items() for a in ("--model-param", f"{k}={v}")]
+    record = train_outside(tmp_path, argv)
+    assert record["config"]["model"] == {"name": f"{module}:{cls}", "params": {"width": 16, **params}}
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        cfg = load_run_config(record["config"])
+        assert cfg.hash == record["config_hash"]
+        assert all(built(b.mixer) for b in cfg.build_model().blocks)
+    finally:
+        sys.modules.pop(module, None)
 
 
 # ---- every grid with the mixer in place of its models ------------------------------------------
