@@ -207,3 +207,96 @@ def test_result_write_is_atomic(tmp_path, monkeypatch):
         records.write_result(first, tmp_path)
     assert path.read_text() == before
     assert sorted(os.listdir(path.parent)) == [path.name]
+
+
+# ---- the Levenberg-Marquardt config: its surface, its retired fields, its two layouts --------------------------
+
+CG_LM = {"name": "levenberg_marquardt", "solver": "cg", "train_size": 32}
+
+
+def test_the_levenberg_marquardt_config_has_at_most_15_top_level_fields():
+    from bench.solvers.levenberg_marquardt import CGSolve, LevenbergMarquardtConfig
+
+    assert len(LevenbergMarquardtConfig.model_fields) <= 15, sorted(LevenbergMarquardtConfig.model_fields)
+    assert len(CGSolve.model_fields) <= 6
+
+
+@pytest.mark.parametrize("field,value,why", [
+    ("recycle", 300, "gained ~1% a step"),
+    ("plane_gradient", True, "no gain a step"),
+    ("plane_damping", "rho", "'slice_fidelity' was 13x behind 'rho'"),
+    ("damping_rule", "ratio", "Nielsen's rule was 1.7x behind the ratio rule"),
+    ("backtracks", 3, "every committed run used 3"),
+    ("scaling", "marquardt", "'marquardt' was 2.6x behind 'identity'"),
+    ("working_dtype", "float64", "'float64' took float32's steps 2.3x slower"),
+    ("precondition_power", 0.5, "never varied"),
+    ("diag_probes", 8, "never varied"),
+    ("restart_damping", True, "no committed run set it"),
+])
+def test_a_config_naming_a_retired_field_is_refused_with_the_field_and_why(field, value, why):
+    with pytest.raises(RunConfigError) as info:
+        cfg(optimizer={**CG_LM, field: value})
+    message = str(info.value)
+    assert f"optimizer.{field}: retired ({why}" in message and "docs/optimizers.md); remove it" in message, message
+    assert "\n" not in message and "got" not in message
+    with pytest.raises(RunConfigError, match=rf"polish.{field}: retired \("):
+        cfg(polish={**CG_LM, field: value})
+
+
+def test_the_exact_refusal_of_recycle():
+    with pytest.raises(RunConfigError) as info:
+        cfg(optimizer={**CG_LM, "recycle": 300, "line_search": True})
+    assert str(info.value) == ("invalid run config: optimizer.recycle: retired (gained ~1% a step, docs/optimizers.md); "
+                               "remove it")
+
+
+def test_the_record_layouts_flat_names_read_as_the_cg_solves_fields():
+    flat = cfg(optimizer={**CG_LM, "cg_max_iter": 400, "cg_tol": 1e-6, "warm_start": False,
+                          "preconditioner": "kronecker", "products": "linearize"})
+    nested = cfg(optimizer={**CG_LM, "cg": {"max_iter": 400, "tol": 1e-6, "warm_start": False,
+                                            "preconditioner": "kronecker", "products": "linearize"}})
+    assert flat == nested and flat.hash == nested.hash
+    assert (nested.optimizer.cg.max_iter, nested.optimizer.cg.warm_start) == (400, False)
+    layout = nested.optimizer.record_layout()
+    assert (layout["cg_max_iter"], layout["warm_start"], layout["backtracks"], layout["damping_rule"]) == (
+        400, False, 3, "ratio")  # what the solver does, spelled as its records spell it
+    with pytest.raises(RunConfigError, match="cg.max_iter is given twice"):
+        cfg(optimizer={**CG_LM, "cg_max_iter": 400, "cg": {"max_iter": 100}})
+
+
+def test_a_copy_with_changes_is_validated_in_either_layout():
+    base = cfg(optimizer=CG_LM).optimizer
+    assert base.model_copy(update={"warm_start": False}) == base.model_copy(update={"cg": {"warm_start": False}})
+    changed = base.model_copy(update={"cg_max_iter": 7, "line_search": True})
+    assert (changed.cg.max_iter, changed.cg.preconditioner, changed.line_search) == (7, "diagonal", True)
+    with pytest.raises(ValueError, match="recycle"):
+        base.model_copy(update={"recycle": 10})
+    with pytest.raises(ValueError, match="curvature_size"):
+        base.model_copy(update={"curvature_size": 64})
+
+
+def test_the_hash_scheme_names_every_field_once():
+    """A field added to RunConfig or LevenbergMarquardtConfig must be placed in the scheme (ADDED_FIELDS, with the
+    default it came with) or every run's hash would change with it; a retired field stays there."""
+    from bench.harness.config import ADDED_FIELDS, FIRST_FIELDS, OPERATIONAL_FIELDS
+    from bench.solvers.levenberg_marquardt import RETIRED
+
+    run_added = [k for group in ADDED_FIELDS["run"] for k in group]
+    assert sorted(FIRST_FIELDS["run"] + tuple(run_added) + OPERATIONAL_FIELDS) == sorted(RunConfig.model_fields)
+    layout = cfg(optimizer=CG_LM).optimizer.record_layout()
+    lm_added = [k for group in ADDED_FIELDS["levenberg_marquardt"] for k in group]
+    assert sorted(FIRST_FIELDS["levenberg_marquardt"] + tuple(lm_added)) == sorted(layout)
+    assert set(RETIRED) <= set(lm_added)
+    assert all(ADDED_FIELDS["levenberg_marquardt"][lm_added.index(k)][k] == r.default for k, r in RETIRED.items())
+
+
+def test_a_field_at_the_default_it_came_with_is_not_hashed_and_away_from_it_is():
+    plain = cfg()
+    assert '"polish"' not in plain.canonical_json() and '"polish_patience"' not in plain.canonical_json()
+    assert cfg(polish_patience=7).hash != plain.hash  # added together with polish: hashed together
+    dense = cfg(optimizer={"name": "levenberg_marquardt"})
+    assert '"solver"' not in dense.canonical_json() and '"cg_max_iter"' not in dense.canonical_json()
+    assert cfg(optimizer={"name": "levenberg_marquardt", "solver": "dense"}).hash == dense.hash
+    cg = cfg(optimizer={"name": "levenberg_marquardt", "solver": "cg"})
+    assert '"solver":"cg"' in cg.canonical_json() and '"backtracks":3' in cg.canonical_json()
+    assert cfg(device="cuda:1").canonical_json() == cfg(device="cuda").canonical_json()

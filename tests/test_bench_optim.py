@@ -191,8 +191,7 @@ def test_levenberg_marquardt_on_a_small_baseconv(tmp_path, conv_backend):
 def test_levenberg_marquardt_per_sample_jacobian_matches_row_by_row():
     # The fast path (torch.func, per sample) against the canonical one (one backward per residual).
     from architectures import build_model
-    from bench.harness.config import LevenbergMarquardtConfig
-    from bench.solvers.optimizers import LevenbergMarquardt
+    from bench.solvers.levenberg_marquardt import LevenbergMarquardt, LevenbergMarquardtConfig
     from primitives import make_task, stream_generator
 
     task = make_task("multiply", width=4, length=5)

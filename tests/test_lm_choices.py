@@ -57,3 +57,17 @@ def test_gd_step_can_start_from_the_slice_grid_s_warm_run(tmp_path, monkeypatch)
         lm_choices.gd_step_start(warm.hash)
     with pytest.raises(SystemExit, match="--gd-step-run must be one of"):
         lm_choices.gd_step_run("0123456789abcdef")
+
+
+def test_a_late_variant_changes_only_the_second_phases_lm():
+    base = lm_choices.late_config({})
+    for name, overrides in lm_choices.LATE_VARIANTS.items():
+        cfg = lm_choices.late_config(overrides)
+        assert cfg.model_copy(update={"polish": base.polish}) == base
+        assert (cfg.polish == base.polish.model_copy(update=overrides)) and ((cfg.hash == base.hash) == (not overrides))
+
+
+def test_without_a_comparison_it_says_which_there_are(capsys):
+    with pytest.raises(SystemExit):
+        lm_choices.main([])
+    assert "--late, --gd-step or --gd-step-early" in capsys.readouterr().err

@@ -11,7 +11,9 @@ The hash is the sha256 of the canonical JSON of every field that can change the
 numbers a run produces (`OPERATIONAL_FIELDS`, e.g. checkpoint_every, are left out:
 a run checkpointed every 100 steps and one never checkpointed give identical results).
 Task and model parameters are hashed as given (not filled with defaults), so a run
-keeps its name when a module adds a new parameter with a default.
+keeps its name when a module adds a new parameter with a default; a config field added
+since the first schema is hashed only away from the default it came with (HASH_SCHEME,
+below). `config_hash(dict)` names a config as a record stores it.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from architectures.plugin import is_import_path, mixer_class
+from bench.solvers.levenberg_marquardt import STORED, LevenbergMarquardtConfig
 from primitives import make_task
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -56,7 +59,7 @@ def _check_json_params(kind: str, params: dict) -> dict:
 
 
 class TaskSpec(_Frozen):
-    """A task by registry name (primitives.TASKS) with its parameters."""
+    """A task by registry name (primitives.TASKS) or import path ("package.module:Class"), with its parameters."""
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
@@ -153,6 +156,7 @@ class ModelSpec(_Frozen):
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# LevenbergMarquardtConfig (both solvers) lives with its solvers: bench.solvers.levenberg_marquardt
 
 
 class AdamConfig(_Frozen):
@@ -186,133 +190,6 @@ class LBFGSConfig(_Frozen):
     tolerance_grad: NonNegFloat = 0.0
     tolerance_change: NonNegFloat = 0.0
     train_size: Annotated[int, Field(ge=1)] = 4096
-
-
-class LevenbergMarquardtConfig(_Frozen):
-    """Levenberg-Marquardt on a fixed training set: solve (J^T J + mu D) d = -J^T r.
-
-    solver "dense" (the default): J^T J is built (params x params, float64) and solved exactly;
-    a step that lowers the loss is taken and mu *= damping_down, otherwise mu *= damping_up and
-    the solve is retried (up to max_retries). "gauss_newton" is the undamped method (mu = 0,
-    least-squares solve, every step taken). Only for models with at most `max_params` parameters.
-
-    solver "cg" (bench.solvers.matrix_free): never forms J. Gauss-Newton products J^T (J v) come from
-    torch.func.jvp / vjp on `curvature_size` samples of the training set (a different slice each
-    step; None = all of it), the gradient J^T r from the whole set (`gradient` "whole") or from the slice
-    too ("slice": the step, its acceptance and rho are then the slice's own LM problem's, and the whole
-    set's MSE is only reported); (G + mu D) d = -g is solved by
-    preconditioned CG in float64 (at most cg_max_iter iterations, to a relative residual cg_tol),
-    started from the previous step (warm_start). D is the identity or, with scaling "marquardt",
-    the Gauss-Newton diagonal (estimated with diag_probes random probes per step, averaged over
-    steps); the preconditioner is (G_est + mu D)^-precondition_power, with G_est that diagonal or
-    ("kronecker") Shampoo-style Kronecker factors for every 2-D weight and the diagonal elsewhere.
-    working_dtype "float64" computes everything on a float64 twin of a float32 model (weights
-    kept in float64 by the optimizer, rounded into the model after each step). mu follows the ratio rho of
-    actual to predicted reduction: damping_rule "nielsen" (mu *= max(1/3, 1 - (2 rho - 1)^3) on a
-    taken step, mu *= nu, nu *= 2 on a refused one) or "ratio" (mu *= damping_down when rho > 0.5,
-    unchanged down to 0.25, mu *= damping_up below it and on a refused step). A refused step is
-    first tried at 1/2, 1/4, 1/8 of its length (`backtracks` of them) before a new solve; with
-    `line_search`, a taken step whose rho is below 0.5 is also tried at 1/2 and 1/4 of its length
-    and the lowest training loss kept (rho is then the kept step's). With `whole_set_plane` the step taken is
-    the minimizer of the whole set's Gauss-Newton model over the plane of the solved step and the last one
-    (and the preconditioned gradient, with `plane_gradient`), and mu follows the lower of rho and the slice
-    model's fidelity to the whole set's (`plane_damping` "slice_fidelity") or rho alone ("rho"). In cg, mu is
-    relative to the MSE's curvature (G = J^T J / n), so it does not depend on the size of the training set.
-    Memory is O(parameters + activations of curvature_size samples).
-    """
-
-    name: Literal["levenberg_marquardt", "gauss_newton"] = "levenberg_marquardt"
-    lr: PositiveFloat = 1.0  # scales the solved step
-    damping: NonNegFloat = 1e-3
-    damping_up: Annotated[float, Field(gt=1)] = 10.0
-    damping_down: Annotated[float, Field(gt=0, lt=1)] = 0.1
-    min_damping: NonNegFloat = 1e-15
-    max_retries: Annotated[int, Field(ge=0)] = 10
-    train_size: Annotated[int, Field(ge=1)] = 256
-    max_params: Annotated[int, Field(ge=1)] = 5000
-    # fields added with the matrix-free solver; at their defaults they are left out of the hash
-    solver: Literal["dense", "cg"] = "dense"
-    curvature_size: Optional[Annotated[int, Field(ge=1)]] = None
-    cg_max_iter: Annotated[int, Field(ge=1)] = 100
-    cg_tol: Annotated[float, Field(gt=0, lt=1)] = 1e-3
-    warm_start: bool = True
-    scaling: Literal["identity", "marquardt"] = "identity"
-    preconditioner: Literal["none", "diagonal", "kronecker"] = "diagonal"
-    precondition_power: Annotated[float, Field(gt=0, le=1)] = 0.75
-    diag_probes: Annotated[int, Field(ge=1)] = 4
-    damping_rule: Literal["nielsen", "ratio"] = "nielsen"
-    backtracks: Annotated[int, Field(ge=0, le=3)] = 0  # on a refused step, try it at 1/2, 1/4, 1/8 first
-    products: Literal["jvp", "linearize"] = "jvp"  # how J v is taken: torch.func.jvp, or linearize once a step
-    # "float64": residuals, gradient, products and trial losses on a float64 twin of the model whose
-    # weights are the optimizer's float64 master copy; the model keeps that copy rounded to its dtype
-    working_dtype: Literal["model", "float64"] = "model"
-    # near the precision level the Gauss-Newton model overpromises (rho 0.1-0.4) and a fixed fraction
-    # of the step is too short early and too long late: pick the length per step, a loss evaluation each
-    line_search: bool = False
-    # "slice": the gradient, the loss that accepts a step and rho from the curvature slice too, so each step
-    # is the LM step of the slice's own problem. With g from the whole set and fewer slice residuals than
-    # weights, g's part outside the slice's Gauss-Newton range is divided by mu alone: the step overshoots
-    # wherever mu is small
-    gradient: Literal["whole", "slice"] = "whole"
-    # a run that starts_from another one goes on at that run's damping, which answered that run's step: on a
-    # branch whose curvature changes (e.g. from slices to the whole set) it can be far off, and walking back
-    # costs steps. True starts the trust region again from `damping` (a polish of a starts_from run only)
-    restart_damping: bool = False
-    # the curvature slice's model can miss the whole set's curvature along the step (at 1.5e-15 the float64
-    # BaseConv's slice gives its step half the whole set's curvature, and the whole set's Gauss-Newton model
-    # predicts the loss along it to 0.1%: results/step_model). True takes the minimizer of the whole set's
-    # model over the plane of the solved step and the last step taken (K-FAC's choice of step and momentum,
-    # Martens & Grosse 2015, sec. 7), two forward-mode products a chunk of the set; mu then follows how well
-    # the slice's model predicted the whole set's at the solved step
-    whole_set_plane: bool = False
-    # what mu follows with whole_set_plane: the lower of rho and the slice model's fidelity to the whole set's
-    # at the solved step, or rho alone. Measured on the float64 BaseConv at 1.4e-15 (record 5dade19a467191c0):
-    # the fidelity drove mu from 2e-11 to 6e-9 and each step's gain from x0.97 to x0.995, while rho stayed at
-    # 1.00 (the whole set's model holds); "rho" lets mu fall as every plane step is foreseen
-    plane_damping: Literal["slice_fidelity", "rho"] = "slice_fidelity"
-    # with whole_set_plane, the preconditioned gradient as a third direction of the plane: with mu by rho the
-    # float64 BaseConv's plane step was nearly all the last step (coefficients ~0.03 and ~1, record
-    # 23243d5ecb0faa48), momentum; the gradient makes the step at least one more preconditioned CG step on the
-    # whole set's curvature from the last (nonlinear CG's choice), for one more forward-mode product a chunk
-    plane_gradient: bool = False
-    # at the damping floor one LM step's system differs little from the last one's, yet truncated CG starts each
-    # solve from scratch and spends its products finding again what the last solve found. recycle > 0 keeps up to
-    # that many of the latest CG search directions p and their Gauss-Newton products G p, and preconditions the
-    # next solve with the limited-memory preconditioner they define (Gratton, Sartenaer & Tshimanga 2011; the
-    # quasi-Newton LMP of Morales & Nocedal 2000): exact on their span for an unchanged G, the first-level
-    # preconditioner elsewhere. No extra products; memory 2 x recycle float64 vectors of the parameters' size
-    recycle: Annotated[int, Field(ge=0)] = 0
-
-    @model_validator(mode="after")
-    def _solver_fields(self):
-        if self.solver == "dense":
-            cg_only = [f for f in CG_ONLY_FIELDS if getattr(self, f) != type(self).model_fields[f].default]
-            if cg_only:
-                raise ValueError(f"{', '.join(cg_only)} apply to solver 'cg' only; set solver: 'cg' or leave them unset")
-        elif self.name == "gauss_newton":
-            raise ValueError("solver 'cg' is damped (levenberg_marquardt); gauss_newton is dense only")
-        if self.solver == "cg" and self.damping == 0 and self.min_damping == 0:
-            raise ValueError("solver 'cg' needs damping > 0 or min_damping > 0: with both 0 a refused step is "
-                             "solved again unchanged")
-        if self.plane_damping != "slice_fidelity" and not self.whole_set_plane:
-            raise ValueError("plane_damping applies to whole_set_plane steps: set whole_set_plane: true or leave it unset")
-        if self.plane_gradient and not self.whole_set_plane:
-            raise ValueError("plane_gradient is a direction of the whole_set_plane step: set whole_set_plane: true "
-                             "or leave it unset")
-        if self.whole_set_plane and self.gradient == "slice":
-            raise ValueError("whole_set_plane takes the step on the whole set's model: it needs gradient 'whole', "
-                             "not 'slice'")
-        if self.curvature_size is not None and self.curvature_size > self.train_size:
-            raise ValueError(f"curvature_size ({self.curvature_size}) cannot exceed train_size ({self.train_size})")
-        return self
-
-
-CG_ONLY_FIELDS = ("curvature_size", "cg_max_iter", "cg_tol", "warm_start", "scaling", "preconditioner",
-                  "precondition_power", "diag_probes", "damping_rule", "backtracks", "products", "working_dtype",
-                  "line_search", "gradient", "whole_set_plane", "plane_damping", "plane_gradient", "recycle")
-# LevenbergMarquardtConfig fields that did not exist when the first records were written: a config
-# that leaves them at their defaults keeps the hash it always had.
-LM_ADDED_FIELDS = ("solver",) + CG_ONLY_FIELDS + ("restart_damping",)
 
 
 OptimizerConfig = Annotated[
@@ -491,10 +368,6 @@ class RunConfig(_Frozen):
         if self.starts_from is not None and self.polish is None:
             raise ValueError("starts_from: a run goes on from another one with its own polish optimizer; set polish "
                              "or leave starts_from unset")
-        if getattr(self.optimizer, "restart_damping", False) or (
-                getattr(self.polish, "restart_damping", False) and self.starts_from is None):
-            raise ValueError("restart_damping: only the polish of a run that starts_from another one restarts the "
-                             "damping it inherits; set starts_from and put it in polish, or leave it unset")
         for key in ("polish_after", "polish_eval_every"):
             if getattr(self, key) is not None and self.polish is None:
                 raise ValueError(f"{key}: there is no polish optimizer to switch to; set polish or leave "
@@ -525,27 +398,8 @@ class RunConfig(_Frozen):
 
     # ---- identity -----------------------------------------------------------------
     def canonical_json(self) -> str:
-        data = self.model_dump(mode="json", exclude=set(OPERATIONAL_FIELDS))
-        if data["polish"] is None:  # runs without a polish phase keep the hashes they always had
-            del data["polish"], data["polish_patience"]
-        for key in ("polish_after", "polish_eval_every"):  # nor those that leave these unset
-            if data[key] is None:
-                del data[key]
-        if data["time_limit_s"] is None:  # nor do runs without a time limit
-            del data["time_limit_s"]
-        if data["starts_from"] is None:  # nor runs that start from the random init
-            del data["starts_from"]
-        if data["compile"] is None:  # nor uncompiled ones (a compiled step may round differently)
-            del data["compile"]
-        if data["device"].startswith("cuda"):  # which GPU is not what the run computes: a run made
-            data["device"] = "cuda"            # on cuda:0 resumes from its checkpoint on cuda:1
-        for key in ("optimizer", "polish"):
-            opt = data.get(key)
-            if opt is not None and opt["name"] in ("levenberg_marquardt", "gauss_newton"):
-                for f in LM_ADDED_FIELDS:
-                    if opt[f] == LevenbergMarquardtConfig.model_fields[f].default:
-                        del opt[f]
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        """The JSON its hash is taken of, in the hash scheme HASH_SCHEME (see `hashed_fields`)."""
+        return json.dumps(hashed_fields(self), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
     @property
     def hash(self) -> str:
@@ -559,6 +413,79 @@ class RunConfig(_Frozen):
         return f"{self.task.name}/{self.model.name}/{self.optimizer.name}/{self.dtype}/seed{self.seed}"
 
 
+# ---- the hash: one versioned scheme -------------------------------------------------------------------------
+
+# Scheme 1, every committed record's: the JSON of the config in its record layout (the optimizers' as
+# LevenbergMarquardtConfig.record_layout writes them), without the OPERATIONAL_FIELDS, a CUDA device read as
+# "cuda" (which GPU is not what a run computes), and each field hashed by when it came:
+#   - a field of the first schema (FIRST_FIELDS; all of them for a config kind not named there) always;
+#   - a field added since (ADDED_FIELDS, with the default it was added with, which pins it: a default changed
+#     later renames no run) only where it is away from that default. Fields added together are hashed together.
+# So a new field with a default keeps every hash: add it to ADDED_FIELDS (a test checks that every field is in
+# one of the two). A scheme 2 would be a new entry beside these, and the records it named would say so.
+HASH_SCHEME = 1
+FIRST_FIELDS = {
+    "run": ("task", "model", "optimizer", "schedule", "ema_lambda", "ema_decay", "grad_clip", "skip_grad_norm",
+            "max_consecutive_skips", "steps", "batch_size", "dtype", "device", "seed", "eval_size", "eval_every"),
+    "levenberg_marquardt": ("name", "lr", "damping", "damping_up", "damping_down", "min_damping", "max_retries",
+                            "train_size", "max_params"),
+}
+ADDED_FIELDS = {
+    "run": ({"polish": None, "polish_patience": 5}, {"polish_after": None}, {"polish_eval_every": None},
+            {"time_limit_s": None}, {"starts_from": None}, {"compile": None}),
+    # the record layout's: the CG solve's fields under their flat names, and the retired ones
+    "levenberg_marquardt": tuple({k: v} for k, v in {
+        "solver": "dense", "curvature_size": None, "cg_max_iter": 100, "cg_tol": 1e-3, "warm_start": True,
+        "scaling": "identity", "preconditioner": "diagonal", "precondition_power": 0.75, "diag_probes": 4,
+        "damping_rule": "nielsen", "backtracks": 0, "products": "jvp", "working_dtype": "model",
+        "line_search": False, "gradient": "whole", "whole_set_plane": False, "plane_damping": "slice_fidelity",
+        "plane_gradient": False, "recycle": 0, "restart_damping": False}.items()),
+}
+
+
+def _scheme_1(kind: str, data: dict) -> dict:
+    """`data` (one config's fields) without the added fields that are at the default they came with."""
+    for group in ADDED_FIELDS.get(kind, ()):
+        if all(data.get(k, default) == default for k, default in group.items()):
+            for k in group:
+                data.pop(k, None)
+    return data
+
+
+def _optimizer_fields(opt) -> Optional[dict]:
+    if opt is None:
+        return None
+    if isinstance(opt, LevenbergMarquardtConfig):
+        return _scheme_1("levenberg_marquardt", opt.record_layout())
+    return opt.model_dump(mode="json")
+
+
+def hashed_fields(cfg: RunConfig) -> dict:
+    """The fields of `cfg` its hash covers, in the record layout (scheme HASH_SCHEME)."""
+    data = cfg.model_dump(mode="json", exclude=set(OPERATIONAL_FIELDS) | {"optimizer", "polish"})
+    data.update(optimizer=_optimizer_fields(cfg.optimizer), polish=_optimizer_fields(cfg.polish))
+    if data["device"].startswith("cuda"):
+        data["device"] = "cuda"
+    return _scheme_1("run", data)
+
+
+def load_stored_config(config: dict | str) -> RunConfig:
+    """The RunConfig of a config as a record stores it (a dict or its JSON), retired fields included: they
+    name the run it was (LevenbergMarquardtConfig.retired); RunConfigError names a bad field."""
+    try:
+        if isinstance(config, str):
+            return RunConfig.model_validate_json(config, context=STORED)
+        return RunConfig.model_validate(config, context=STORED)
+    except ValidationError as err:
+        raise RunConfigError(validation_message(err)) from None
+
+
+def config_hash(config: dict) -> str:
+    """The hash of a config dict, as a record stores it (retired fields included) or as a user writes it
+    (defaults filled in): RunConfig.hash's scheme. A committed record's config gives its stored hash."""
+    return (config if isinstance(config, RunConfig) else load_stored_config(config)).hash
+
+
 def validation_message(err: ValidationError) -> str:
     """One line per bad field: 'field.path: what is wrong, got <value>'."""
     return "invalid run config: " + describe_validation_error(err)
@@ -569,7 +496,7 @@ def describe_validation_error(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
         loc = [str(p) for p in e.get("loc", ())]
-        if len(loc) > 2 and loc[0] in ("optimizer", "schedule"):
+        if len(loc) > 2 and loc[0] in ("optimizer", "polish", "schedule"):
             del loc[1]  # pydantic puts the union tag (e.g. 'adam') in the path
         msg = e.get("msg", "invalid").removeprefix("Value error, ")
         if e.get("type") == "extra_forbidden":

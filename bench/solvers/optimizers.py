@@ -1,4 +1,5 @@
-"""Optimizers, learning-rate schedules and gradient processing for the train loop.
+"""Optimizers, learning-rate schedules and gradient processing for the train loop (Levenberg-Marquardt:
+bench.solvers.levenberg_marquardt, dense, and bench.solvers.matrix_free).
 
 Every stateful piece has state_dict()/load_state_dict() so a checkpoint restores it
 exactly. Gradient processing for first-order optimizers runs in this order:
@@ -17,16 +18,17 @@ from bench.harness.config import (
     AdaptiveSchedule,
     ConstantSchedule,
     LBFGSConfig,
-    LevenbergMarquardtConfig,
+    RunConfigError,
     SGDConfig,
     StepSchedule,
 )
+from bench.solvers.levenberg_marquardt import LevenbergMarquardt, LevenbergMarquardtConfig
 
 # ---- optimizers -------------------------------------------------------------------
 
 
 def make_optimizer(cfg, model: nn.Module):
-    """torch optimizer (adam, adamw, sgd, lbfgs) or LevenbergMarquardt for `model`."""
+    """torch optimizer (adam, adamw, sgd, lbfgs) or a Levenberg-Marquardt solver (dense or matrix-free) for `model`."""
     params = [p for p in model.parameters() if p.requires_grad]
     if isinstance(cfg, AdamConfig):
         cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
@@ -39,6 +41,10 @@ def make_optimizer(cfg, model: nn.Module):
                                  line_search_fn=cfg.line_search, tolerance_grad=cfg.tolerance_grad,
                                  tolerance_change=cfg.tolerance_change)
     if isinstance(cfg, LevenbergMarquardtConfig):
+        if cfg.retired:  # a stored run's config: it names it, the solver no longer computes it
+            name, value = next(iter(cfg.retired.items()))
+            raise RunConfigError(f"{name}: retired (docs/optimizers.md); this stored run set it to {value!r}, which the "
+                                 "solver no longer computes: the run loads and tabulates, and is not trained again")
         if cfg.solver == "cg":
             from bench.solvers.matrix_free import MatrixFreeLevenbergMarquardt
 
@@ -50,122 +56,6 @@ def make_optimizer(cfg, model: nn.Module):
 def set_lr(optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
-
-
-class LevenbergMarquardt:
-    """Levenberg-Marquardt / Gauss-Newton for small models (see LevenbergMarquardtConfig).
-
-    Residuals r (all scored entries of a fixed training set) and the Jacobian J of r
-    with respect to the flat parameter vector are built in chunks of samples; the step d
-    solves (J^T J + mu I) d = -J^T r in float64. The loss is the task's MSE = |r|^2 / n.
-    """
-
-    def __init__(self, model: nn.Module, cfg: LevenbergMarquardtConfig):
-        self.model = model
-        self.cfg = cfg
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
-        self.damping = 0.0 if cfg.name == "gauss_newton" else cfg.damping
-        self.param_groups = [{"lr": cfg.lr}]  # so set_lr works like on torch optimizers
-
-        self.last: dict = {}  # diagnostics of the last step (the matrix-free solver's are richer)
-
-    def state_dict(self) -> dict:
-        return {"damping": self.damping, "lr": self.param_groups[0]["lr"]}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.damping = float(state["damping"])
-        self.param_groups[0]["lr"] = float(state["lr"])
-
-    def _chunks(self, inputs: torch.Tensor, rows_per_sample: int):
-        n_params = sum(p.numel() for p in self.params)
-        per_chunk = max(1, int(2e7 // max(1, rows_per_sample * n_params)))
-        for i in range(0, inputs.shape[0], per_chunk):
-            yield slice(i, i + per_chunk)
-
-    @torch.no_grad()
-    def loss(self, inputs, targets, mask) -> float:
-        total, count = 0.0, 0
-        for sl in self._chunks(inputs, int(mask.sum()) * targets.shape[-1]):
-            err = (self.model(inputs[sl]) - targets[sl])[:, mask, :].to(torch.float64)
-            total += err.pow(2).sum().item()
-            count += err.numel()
-        return total / count
-
-    def _normal_equations(self, inputs, targets, mask):
-        """J^T J, J^T r (float64) and the loss at the current parameters."""
-        from torch.func import functional_call, jacrev, vmap
-
-        buffers = dict(self.model.named_buffers())
-        current = {n: p.detach() for n, p in zip(self.names, self.params)}
-        n_params = sum(p.numel() for p in self.params)
-        jtj = torch.zeros(n_params, n_params, dtype=torch.float64, device=inputs.device)
-        jtr = torch.zeros(n_params, dtype=torch.float64, device=inputs.device)
-        total, count = 0.0, 0
-
-        def sample_residuals(params, x1, y1):
-            out = functional_call(self.model, {**params, **buffers}, (x1.unsqueeze(0),))
-            return (out - y1.unsqueeze(0))[:, mask, :].reshape(-1)
-
-        # Samples are independent (no model mixes the batch), so J is built per sample: one
-        # backward pass per residual of a single sequence, vectorised over the chunk. That is
-        # batch-size times cheaper than jacrev over the residuals of the whole chunk.
-        per_sample_jacobian = vmap(jacrev(sample_residuals), in_dims=(None, 0, 0))
-        for sl in self._chunks(inputs, int(mask.sum()) * targets.shape[-1]):
-            x, y = inputs[sl], targets[sl]
-            try:
-                with torch.no_grad():
-                    r = (self.model(x) - y)[:, mask, :].reshape(-1)
-                jac = per_sample_jacobian(current, x, y)
-                J = torch.cat([jac[n].reshape(r.numel(), -1) for n in self.names], dim=1)
-            except RuntimeError:  # a custom autograd.Function without functorch support
-                r, J = self._jacobian_by_rows(x, y, mask)
-            J = J.to(torch.float64)
-            r64 = r.to(torch.float64)
-            jtj += J.T @ J
-            jtr += J.T @ r64
-            total += r64.pow(2).sum().item()
-            count += r64.numel()
-        return jtj, jtr, total / count, count
-
-    def _jacobian_by_rows(self, x, y, mask):
-        """Residuals and Jacobian with one backward pass per residual (slow, always works)."""
-        with torch.enable_grad():
-            r = (self.model(x) - y)[:, mask, :].reshape(-1)
-            rows = []
-            for i in range(r.numel()):
-                grads = torch.autograd.grad(r[i], self.params, retain_graph=True, allow_unused=True)
-                rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
-                                       for g, p in zip(grads, self.params)]))
-        return r.detach(), torch.stack(rows)
-
-    def step(self, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
-        """One LM step on the fixed set. Returns (loss before the step, grad norm before it)."""
-        jtj, jtr, loss0, count = self._normal_equations(inputs, targets, mask)
-        grad_norm = (2.0 / count) * jtr.norm().item()  # d/dtheta of |r|^2 / n
-        if not math.isfinite(loss0):
-            return loss0, grad_norm
-        start = torch.nn.utils.parameters_to_vector(self.params).detach().clone()
-        lr = self.param_groups[0]["lr"]
-        eye = torch.eye(jtj.shape[0], dtype=jtj.dtype, device=jtj.device)
-        if self.cfg.name == "gauss_newton":
-            delta = torch.linalg.lstsq(jtj.cpu(), -jtr.cpu().unsqueeze(1)).solution.squeeze(1).to(jtj.device)
-            self._set(start + lr * delta.to(start.dtype))
-            return loss0, grad_norm
-        for _ in range(self.cfg.max_retries + 1):
-            delta = torch.linalg.solve(jtj + self.damping * eye, -jtr)
-            self._set(start + lr * delta.to(start.dtype))
-            trial = self.loss(inputs, targets, mask)
-            if math.isfinite(trial) and trial < loss0:
-                self.damping = max(self.damping * self.cfg.damping_down, self.cfg.min_damping)
-                return loss0, grad_norm
-            self.damping = max(self.damping, self.cfg.min_damping) * self.cfg.damping_up
-        self._set(start)  # no acceptable step: stay put (the damping stays raised)
-        return loss0, grad_norm
-
-    @torch.no_grad()
-    def _set(self, flat: torch.Tensor) -> None:
-        torch.nn.utils.vector_to_parameters(flat, self.params)
 
 
 # ---- gradient processing ----------------------------------------------------------

@@ -1,43 +1,37 @@
 """What each choice of the matrix-free Levenberg-Marquardt gives, on the same runs.
 
-    python -m bench lm-choices --out results/lm_choices            # every variant, 200 s each
-    python -m bench lm-choices --only curv128_ratio curv256 --seconds 100
-    python -m bench lm-choices --from-scratch --seconds 300        # diagonal vs Kronecker from the start
     python -m bench lm-choices --late --seconds 600 --out results/lm_choices/late   # near the level
     python -m bench lm-choices --gd-step --seconds 900 --out results/lm_choices/gd_step
     python -m bench lm-choices --gd-step-early --seconds 900 --out results/lm_choices/gd_step_early
 
-The problem is the one the README's target names: BaseConv, the paper's primitive model
-(width 64, 2 layers, MLP x4 ReLU, no LayerNorm; 100,810 weights), MULTIPLY, float32, a fixed
-training set of 512 problems, eval on 1,024 held-out ones. One warm-up (`--warmup-steps` steps
-of the base recipe from the random start, 19 by default: eval MSE ~7e-6) is shared; each
-variant then starts from the warm weights and the warm-up's damping, with a fresh optimizer,
-and trains for `--seconds` seconds of one thread. The late phase is where the choices differ:
-the early one is fast for all of them.
+Each comparison starts from one shared state and changes one thing of the solver per variant, on one
+thread for `--seconds` seconds each; the findings are in docs/studies/solver_choices.md. Its first two
+comparisons (the curvature slice, the CG cap, `linearize`, the damping rule and the Marquardt scaling from a
+warm start; the two preconditioners from the random start) ran options since retired: their logs stay in
+results/lm_choices/ as the record of what they gave, and they are not run again.
 
---late starts where the time-to-precision recipe `cg_lm_512_then_2048` slows down (its first
-`--late-warmup-steps` steps, 48 by default: eval MSE 2.2e-10, 2,048 training problems since step
-40) and changes one thing of its second phase per variant (LATE_VARIANTS): everything in
-float64, the curvature on all 2,048 problems, a fraction of each solved step, or the damping
-rule. `--late-only` runs some of them and adds them to summary.json. The warm state is kept in
-results/scratch/lm_choices_late_warm.pt (git ignores it) for the next call.
+--late starts where the time-to-precision recipe `cg_lm_512_then_2048` slows down (after its first
+`--late-warmup-steps` steps, 48 by default, on 2,048 training problems since step 40) and changes one
+thing of its second phase per variant (LATE_VARIANTS): the curvature on all 2,048 problems, or a fraction
+of each solved step. `--late-only` runs some of them and adds them to summary.json.
+The warm state is kept in results/scratch/lm_choices_late_warm.pt (git ignores it) for the next call.
 
---gd-step starts from the end of grid 8's warm-started BaseConv GD step given 121 minutes (run
-185451d5689189a2 of to_the_limit_extended: its checkpoint must be in results/checkpoints) and
+--gd-step starts from the end of grid 8's warm-started BaseConv GD step given 121 minutes (the run of
+to_the_limit_extended: its checkpoint must be in results/checkpoints) and
 changes one thing of its LM phase per variant (GD_STEP_VARIANTS): half steps, a damping floor,
 a curvature slice twice as large, a line search.
 
---gd-step-early starts that run's LM phase after a quarter of its Adam phase (24,000 steps, eval MSE
-3.8e-3; the warm state is kept in results/scratch for the next call) and compares the LM as grid 8 has
-it with the LM step of each curvature slice's own problem (`gradient: "slice"`) and with half steps.
+--gd-step-early starts that run's LM phase after a quarter of its Adam phase (24,000 steps; the warm
+state is kept in results/scratch for the next call) and compares the LM as grid 8 has it with the LM
+step of each curvature slice's own problem (`gradient: "slice"`) and with half steps.
 Two calls with different --gd-early-only can run at once into the same --out. `--gd-step-run HASH`
 makes --gd-step start from the warm-started run of `to_the_limit_slice` instead (from its checkpoint,
 or its kept final state in results/final_states).
 
 Each variant writes <out>/<name>.log, one line per LM step (seconds, CG products so far, train
 MSE before the step, eval MSE after it, damping mu, rho, CG products and relative residual of
-the step, backtracking), and <out>/summary.json. Steps are deterministic on one thread; the
-seconds are this machine's.
+the step, backtracking), and adds its last line to <out>/summary.json. Steps are deterministic on one
+thread; the seconds are this machine's.
 """
 from __future__ import annotations
 
@@ -55,51 +49,29 @@ from bench.harness.train import Trainer
 
 MODEL = {"name": "baseconv", "params": {"width": 64, "depth": 2, "activation": "relu", "prenorm": False,
                                         "final_norm": False, "conv_kind": "long"}}
-BASE = {"train_size": 512, "cg_max_iter": 100, "preconditioner": "kronecker", "backtracks": 3}
-WARMUP = {**BASE, "curvature_size": 128}
-RATIO = {"damping_rule": "ratio", "damping_down": 0.333, "damping_up": 2}
-VARIANTS = {
-    "curv128": {**BASE, "curvature_size": 128},
-    "curv128_ratio": {**BASE, "curvature_size": 128, **RATIO},
-    "curv128_cg200": {**BASE, "curvature_size": 128, "cg_max_iter": 200},
-    "curv256": {**BASE, "curvature_size": 256},
-    "curv256_linearize": {**BASE, "curvature_size": 256, "products": "linearize"},
-    "curv256_linearize_marquardt": {**BASE, "curvature_size": 256, "products": "linearize", "scaling": "marquardt"},
-    "curv256_linearize_ratio": {**BASE, "curvature_size": 256, "products": "linearize", **RATIO},
-    "curv512_linearize": {**BASE, "products": "linearize"},
-}
-
-# from the random start, no backtracking: the two preconditioners (--from-scratch, 300 s each)
-FROM_SCRATCH = {
-    "scratch_diagonal": {"train_size": 512, "curvature_size": 128, "cg_max_iter": 100, "preconditioner": "diagonal"},
-    "scratch_kronecker": {"train_size": 512, "curvature_size": 128, "cg_max_iter": 100, "preconditioner": "kronecker"},
-}
-
 
 # --late: the time-to-precision recipe cg_lm_512_then_2048 (bench/benchmarks/test_bench_training.py), and what
 # each variant changes in its second phase
 LATE_POLISH = {"train_size": 2048, "curvature_size": 256}
 LATE_VARIANTS = {
     "late_as_is": {},
-    "late_float64": {"working_dtype": "float64"},
     "late_curvature_2048": {"curvature_size": 2048},
-    "late_half_steps": {"lr": 0.5},  # rho ~0.3: does half of each solved step gain as much?
+    "late_half_steps": {"lr": 0.5},  # where rho is low: does half of each solved step gain as much?
     "late_quarter_steps": {"lr": 0.25},
-    "late_nielsen": {"damping_rule": "nielsen"},  # raises mu less on an accepted step with low rho
 }
 
 # --gd-step: grid 8's warm-started BaseConv GD step (bench.grids.gd_step_warm_started) given 121
 # minutes (to_the_limit_extended), and what each variant changes in its LM phase from there. Its
-# damping cycles: it falls from 2e-3 to 2e-5 while rho > 0.5, and there the step fitted to the
-# 2,048-problem curvature slice overshoots on the rest of the 16,384.
+# damping cycles: it falls while rho > 0.5, and there the step fitted to the curvature slice
+# overshoots on the rest of the set.
 GD_STEP_VARIANTS = {
     "gd_as_is": {},
     "gd_half_steps": {"lr": 0.5},
     "gd_damping_floor": {"min_damping": 2e-4},  # never into the overshooting part of the cycle
     "gd_curvature_4096": {"curvature_size": 4096},
     "gd_line_search": {"line_search": True},  # the length per step among 1, 1/2, 1/4 where rho < 0.5
-    # the Gauss-Newton step of the whole set (81,920 residuals, ~8 s a product): is the level the slice?
-    "gd_curvature_whole_set": {"curvature_size": 16384, "gradient": "whole", "warm_start": False},
+    # the Gauss-Newton step of the whole set: is the level the slice's?
+    "gd_curvature_whole_set": {"curvature_size": 16384, "gradient": "whole", "cg": {"warm_start": False}},
 }
 
 
@@ -110,9 +82,9 @@ GD_EARLY_VARIANTS = {
     "early_as_is": {},
     # g and rho from the curvature slice (bench.harness.config: LevenbergMarquardtConfig.gradient); the last step,
     # solved on another slice, is no start for this one
-    "early_slice_gradient": {"gradient": "slice", "warm_start": False},
-    # each step projects onto a slice twice as large (20,480 residuals), at twice the cost of a product
-    "early_slice_curvature_4096": {"gradient": "slice", "warm_start": False, "curvature_size": 4096},
+    "early_slice_gradient": {"gradient": "slice", "cg": {"warm_start": False}},
+    # each step projects onto a slice twice as large, at twice the cost of a product
+    "early_slice_curvature_4096": {"gradient": "slice", "cg": {"warm_start": False}, "curvature_size": 4096},
     "early_half_steps": {"lr": 0.5},
 }
 
@@ -173,13 +145,17 @@ def gd_early_warm_state(steps: int, cache: Path, scratch: Path, log) -> dict:
     return cached_warm_state(warm, steps, cache, log, switch=False)
 
 
-def late_trainer(polish_overrides: dict, results: Path) -> Trainer:
+def late_config(polish_overrides: dict):
+    """cg_lm_512_then_2048 with its second phase's LM changed by `polish_overrides`."""
     from bench.grids import matrix_free_lm
 
-    cfg = make_run_config(task={"name": "multiply"}, model=MODEL, steps=10**9, eval_size=1024,
-                          optimizer=matrix_free_lm(), polish_after=40, polish_patience=1000,
-                          polish=matrix_free_lm(**{**LATE_POLISH, **polish_overrides}))
-    return Trainer(cfg, results, progress=False)
+    return make_run_config(task={"name": "multiply"}, model=MODEL, steps=10**9, eval_size=1024,
+                           optimizer=matrix_free_lm(), polish_after=40, polish_patience=1000,
+                           polish=matrix_free_lm(**{**LATE_POLISH, **polish_overrides}))
+
+
+def late_trainer(polish_overrides: dict, results: Path) -> Trainer:
+    return Trainer(late_config(polish_overrides), results, progress=False)
 
 
 def late_warm_state(steps: int, cache: Path, scratch: Path, log) -> dict:
@@ -205,12 +181,6 @@ def cached_warm_state(warm: Trainer, steps: int, cache: Path, log, switch: bool,
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, cache)
     return state
-
-
-def trainer_for(optimizer: dict, results: Path) -> Trainer:
-    cfg = make_run_config(task={"name": "multiply"}, model=MODEL, steps=10**6, eval_size=1024, eval_every=1,
-                          optimizer={"name": "levenberg_marquardt", "solver": "cg", **optimizer})
-    return Trainer(cfg, results, progress=False)
 
 
 def train(trainer: Trainer, *, seconds: float = float("inf"), steps: int = 10**9, log=None) -> list[dict]:
@@ -252,80 +222,62 @@ def add_to_summary(path: Path, name: str, entry: dict) -> None:
         atomic_write_text(path, json.dumps(summary, indent=1))
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench lm-choices", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("results/lm_choices"))
     ap.add_argument("--seconds", type=float, default=200.0)
-    ap.add_argument("--warmup-steps", type=int, default=19)
-    ap.add_argument("--only", nargs="*", choices=sorted(VARIANTS))
-    ap.add_argument("--from-scratch", action="store_true",
-                    help="instead: the FROM_SCRATCH variants from the random start (use --seconds 300)")
     ap.add_argument("--late", action="store_true",
-                    help="instead: the LATE_VARIANTS from step --late-warmup-steps of cg_lm_512_then_2048")
+                    help="the LATE_VARIANTS from step --late-warmup-steps of cg_lm_512_then_2048")
     ap.add_argument("--late-warmup-steps", type=int, default=48)
     ap.add_argument("--late-only", nargs="*", choices=sorted(LATE_VARIANTS))
     ap.add_argument("--gd-step", action="store_true",
-                    help="instead: the GD_STEP_VARIANTS from grid 8's 121-minute warm-started GD step")
+                    help="the GD_STEP_VARIANTS from grid 8's 121-minute warm-started GD step")
     ap.add_argument("--gd-step-only", nargs="*", choices=sorted(GD_STEP_VARIANTS))
     ap.add_argument("--gd-step-run", help="the hash of the run --gd-step starts from (default: grid 8's 121-minute "
                     "one; also: the warm-started run of to_the_limit_slice), from its checkpoint wherever it is")
     ap.add_argument("--gd-step-early", action="store_true",
-                    help="instead: the GD_EARLY_VARIANTS from step --gd-early-adam-steps of that run's Adam phase")
+                    help="the GD_EARLY_VARIANTS from step --gd-early-adam-steps of that run's Adam phase")
     ap.add_argument("--gd-early-adam-steps", type=int, default=GD_EARLY_ADAM_STEPS)
     ap.add_argument("--gd-early-only", nargs="*", choices=sorted(GD_EARLY_VARIANTS))
+    return ap
+
+
+def comparison(args, scratch: Path):
+    """(the state every variant starts from, the variants, a maker of a variant's trainer) of the comparison
+    `args` names."""
+    if args.gd_step_early:
+        adam_steps = args.gd_early_adam_steps
+        with open(args.out / "warmup.log", "a") as f:
+            state = gd_early_warm_state(adam_steps, Path(f"results/scratch/lm_choices_gd_early_{adam_steps}.pt"),
+                                        scratch, log=lambda line: print(line, file=f, flush=True))
+        return (state, {k: GD_EARLY_VARIANTS[k] for k in args.gd_early_only or GD_EARLY_VARIANTS},
+                lambda settings, results: gd_early_trainer(settings, results, adam_steps))
+    if args.late:
+        with open(args.out / "late_warmup.log", "a") as f:
+            state = late_warm_state(args.late_warmup_steps, Path("results/scratch/lm_choices_late_warm.pt"),
+                                    scratch, log=lambda line: print(line, file=f, flush=True))
+        return state, {k: LATE_VARIANTS[k] for k in args.late_only or LATE_VARIANTS}, late_trainer
+    return (gd_step_start(args.gd_step_run), {k: GD_STEP_VARIANTS[k] for k in args.gd_step_only or GD_STEP_VARIANTS},
+            lambda settings, results: gd_step_trainer(settings, results, args.gd_step_run))
+
+
+def main(argv=None) -> int:
+    ap = parser()
     args = ap.parse_args(argv)
+    if not (args.late or args.gd_step or args.gd_step_early):
+        ap.error("choose a comparison: --late, --gd-step or --gd-step-early (the first two comparisons were of "
+                 "options since retired: docs/studies/solver_choices.md)")
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp())
-    if args.late or args.gd_step or args.gd_step_early:
-        if args.gd_step_early:
-            adam_steps = args.gd_early_adam_steps
-            with open(args.out / "warmup.log", "a") as f:
-                state = gd_early_warm_state(adam_steps, Path(f"results/scratch/lm_choices_gd_early_{adam_steps}.pt"),
-                                            scratch, log=lambda line: print(line, file=f, flush=True))
-            variants = {k: GD_EARLY_VARIANTS[k] for k in args.gd_early_only or GD_EARLY_VARIANTS}
-
-            def make(settings, results):
-                return gd_early_trainer(settings, results, adam_steps)
-        elif args.late:
-            with open(args.out / "late_warmup.log", "a") as f:
-                state = late_warm_state(args.late_warmup_steps, Path("results/scratch/lm_choices_late_warm.pt"),
-                                        scratch, log=lambda line: print(line, file=f, flush=True))
-            variants, make = {k: LATE_VARIANTS[k] for k in args.late_only or LATE_VARIANTS}, late_trainer
-        else:
-            state = gd_step_start(args.gd_step_run)
-            variants = {k: GD_STEP_VARIANTS[k] for k in args.gd_step_only or GD_STEP_VARIANTS}
-
-            def make(settings, results):
-                return gd_step_trainer(settings, results, args.gd_step_run)
-        for name, settings in variants.items():
-            trainer = make(settings, scratch / name)
-            trainer.load_state_dict(state)  # weights, the training problems, and the LM's damping and statistics
-            trainer.maybe_switch()  # --gd-step-early: from Adam to the LM (the others are in their LM phase)
-            rows = run_variant(trainer, args.out / f"{name}.log",
-                               f"start step {trainer.state.step} eval {trainer.evaluate()['mse']}", args.seconds)
-            # a cut-off call keeps the variants it finished; --*-only calls add to the ones already there
-            add_to_summary(args.out / "summary.json", name, dict(settings=settings, final=rows[-1] if rows else None))
-            print(f"{name}: eval MSE {rows[-1]['eval']:.3e} after {rows[-1]['t']} s, {len(rows)} steps")
-        return 0
-    if args.from_scratch:
-        for name, settings in FROM_SCRATCH.items():
-            with open(args.out / f"{name}.log", "w") as f:
-                rows = train(trainer_for(settings, scratch / name), seconds=args.seconds,
-                             log=lambda line: print(line, file=f, flush=True))
-            print(f"{name}: eval MSE {rows[-1]['eval']:.3e} after {rows[-1]['t']} s")
-        return 0
-    warm = trainer_for(WARMUP, scratch / "warmup")
-    with open(args.out / "warmup.log", "w") as f:
-        train(warm, steps=args.warmup_steps, log=lambda line: print(line, file=f, flush=True))
-    weights, damping = warm.model.state_dict(), warm.optimizer.damping
-    summary = {}
-    for name in args.only or VARIANTS:
-        trainer = trainer_for(VARIANTS[name], scratch / name)
-        trainer.model.load_state_dict(weights)
-        trainer.optimizer.damping = damping
-        rows = run_variant(trainer, args.out / f"{name}.log", f"start {trainer.evaluate()['mse']}", args.seconds)
-        summary[name] = dict(settings=VARIANTS[name], final=rows[-1] if rows else None)
-        print(f"{name}: eval MSE {rows[-1]['eval']:.3e} after {rows[-1]['t']} s, {rows[-1]['products']} products")
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    state, variants, make = comparison(args, scratch)
+    for name, settings in variants.items():
+        trainer = make(settings, scratch / name)
+        trainer.load_state_dict(state)  # weights, the training problems, and the LM's damping and statistics
+        trainer.maybe_switch()  # --gd-step-early: from Adam to the LM (the others are in their LM phase)
+        rows = run_variant(trainer, args.out / f"{name}.log",
+                           f"start step {trainer.state.step} eval {trainer.evaluate()['mse']}", args.seconds)
+        # a cut-off call keeps the variants it finished; --*-only calls add to the ones already there
+        add_to_summary(args.out / "summary.json", name, dict(settings=settings, final=rows[-1] if rows else None))
+        print(f"{name}: eval MSE {rows[-1]['eval']:.3e} after {rows[-1]['t']} s, {len(rows)} steps")
     return 0

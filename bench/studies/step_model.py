@@ -13,6 +13,7 @@ slice cannot mend. Writes <out>/<hash>.json per run and <out>/step_model.md, a t
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
@@ -32,8 +33,8 @@ FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 
 def check_run(cfg_hash: str, results_dir: Path, fractions=FRACTIONS, float64: bool = False) -> dict:
     """model_check at the end of run `cfg_hash`, with the run's own training set and solver state; with
-    `float64`, on a float64 twin of the same weights and problems (LevenbergMarquardtConfig.working_dtype):
-    whether the run's own arithmetic is what its model misses."""
+    `float64`, on a float64 copy of the same weights, problems and solver state: whether the run's own
+    arithmetic is what its model misses."""
     record = load_result(cfg_hash, results_dir)
     if record is None:
         raise RunConfigError(f"no record of run {cfg_hash} under {results_dir}")
@@ -48,14 +49,14 @@ def check_run(cfg_hash: str, results_dir: Path, fractions=FRACTIONS, float64: bo
         raise RunConfigError(f"run {cfg_hash} did not end with the matrix-free LM (solver 'cg'): nothing to check")
     solver, lm = trainer.optimizer, trainer.optimizer.cfg
     if float64:
-        solver = MatrixFreeLevenbergMarquardt(trainer.model, lm.model_copy(update={"working_dtype": "float64"}))
-        solver.load_state_dict(trainer.optimizer.state_dict())  # its master copy, or the model's weights widened
+        solver = MatrixFreeLevenbergMarquardt(copy.deepcopy(trainer.model).double(), lm)
+        solver.load_state_dict(trainer.optimizer.state_dict())
     data = trainer.train_set
     t0 = time.perf_counter()
     check = solver.model_check(data.inputs, data.targets, data.mask, fractions)
     return {"hash": cfg_hash, "label": cfg.label(), "dtype": cfg.dtype,
-            "arithmetic": "float64" if float64 or "float64" in (cfg.dtype, lm.working_dtype) else cfg.dtype, "train_size": lm.train_size,
-            "curvature_size": lm.curvature_size or lm.train_size, "cg_max_iter": lm.cg_max_iter,
+            "arithmetic": "float64" if float64 else cfg.dtype, "train_size": lm.train_size,
+            "curvature_size": lm.curvature_size or lm.train_size, "cg_max_iter": lm.cg.max_iter,
             "eval_mse": record.eval_mse, "seconds": time.perf_counter() - t0, "machine": cpu_name(),
             **check}
 
