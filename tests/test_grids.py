@@ -1,4 +1,5 @@
-"""bench.grids: the experiment grids have the axes the paper (and the issue) name, at every budget."""
+"""bench.grids: the product grids have the axes the paper (and the issue) name, at every budget, and the
+registry says which grid and which table each run belongs to."""
 from __future__ import annotations
 
 import itertools
@@ -11,7 +12,9 @@ import architectures
 import primitives
 
 from bench import grids
+from bench.grids import registry
 from bench.harness.sweep import resolve_grid
+from bench.studies import chains
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -54,17 +57,58 @@ def test_ci_budget_is_small():
     assert cfg.schedule.every * grids.CI.decays == cfg.steps  # the same decay count over any run length
 
 
+PRODUCT_GRIDS = {"primitives", "attention_multiply", "gd_step", "gd_k_least_squares", "dtype_optimizer", "added_mixers",
+                 "second_order", "to_the_limit", "ode"}
+
+
 def test_registry_and_sweep_names():
-    assert set(grids.GRIDS) == {"primitives", "attention_multiply", "gd_step", "gd_k_least_squares",
-                                "dtype_optimizer", "added_mixers", "second_order", "to_the_limit", "to_the_limit_extended",
-                                "to_the_limit_slice", "to_the_limit_whole_set", "to_the_limit_broadcast", "to_the_limit_float64",
-                                "to_the_limit_float64_variants", "ode", "ode_whole_set"}
-    for name in grids.GRIDS:
+    assert set(grids.GRIDS) == set(registry.GRIDS) == PRODUCT_GRIDS
+    for name, fn in grids.GRIDS.items():
+        assert fn.__doc__.split("\n\n")[0].rstrip().endswith("?"), name  # each opens with the question it answers
         for budget in grids.grid_budgets(name):
             assert callable(getattr(grids, f"{name}_{budget}"))
+    for name in chains.CHAINS:  # a study's chain sweeps at ci, the budget it was run at
+        assert grids.grid_budgets(name) == ("ci",)
+        assert [c.hash for c in getattr(grids, f"{name}_ci")()] == [lk.record for lk in chains.chain(name)]
+        with pytest.raises(ValueError, match=f"{name} is a study's chain of runs .* not 'paper'"):
+            registry.grid_configs(name, "paper")
     assert callable(grids.all_ci) and callable(grids.all_paper)
     configs = resolve_grid("bench.grids:primitives_smoke")
     assert [c.hash for c in configs] == [c.hash for c in grids.primitives("smoke")]
+    with pytest.raises(ValueError, match="no grid or study chain named 'primitive'"):
+        registry.grid_configs("primitive")
+
+
+def test_tables_read_each_grid_with_the_study_links_it_shows():
+    ci = registry.table_grids("ci")
+    assert set(ci) == PRODUCT_GRIDS
+    limit = [c.hash for c in ci["to_the_limit"]]
+    own = [c.hash for c in grids.to_the_limit("ci")]
+    folded = [lk.record for name in ("to_the_limit_extended", "to_the_limit_slice", "to_the_limit_whole_set",
+                                     "to_the_limit_broadcast") for lk in chains.chain(name)]
+    assert limit == own + folded  # grid 8's own rows first, then the study links, in the order they ran
+    # the float64 chains are tabulated by their findings page alone; grid 9's BaseConv row is its chain's last link
+    assert not {lk.record for lk in chains.links("float64").values()} & {c.hash for cs in ci.values() for c in cs}
+    assert [c.hash for c in ci["ode"]] == [c.hash for c in grids.ode("ci")] + [lk.record for lk in chains.chain("ode_whole_set")[:-1]]
+    paper = registry.table_grids("paper")
+    assert all([c.hash for c in paper[name]] == [c.hash for c in grids.GRIDS[name]("paper")] for name in paper)
+    assert registry.grids_of("185451d5689189a2") == ["to_the_limit_extended"]
+    assert registry.grids_of(grids.to_the_limit("ci")[-1].hash) == ["to_the_limit"]
+    assert registry.grids_of("bbbbfdab1352a578") == ["ode", "ode_whole_set"]
+    assert registry.profile_runs("quick") == grids.quick()
+    assert [c.hash for c in registry.profile_runs("ci")] == [c.hash for c in grids.all_ci()]
+
+
+def test_every_ci_grid_and_study_chain_is_in_all_ci_once():
+    all_ci = [c.hash for c in grids.all_grids("ci")]
+    assert len(all_ci) == len(set(all_ci))
+    assert {c.hash for name in PRODUCT_GRIDS for c in grids.GRIDS[name]("ci")} <= set(all_ci)
+    # the study chains a sweep of every grid trains: grid 9's, which ode's BaseConv needs, and grid 8's two first
+    for name in ("ode_whole_set", "to_the_limit_extended", "to_the_limit_slice"):
+        assert {lk.record for lk in chains.chain(name)} <= set(all_ci)
+    assert not {lk.record for lk in chains.chain("to_the_limit_broadcast")} & set(all_ci)
+    all_paper = {c.hash for c in grids.all_grids("paper")}
+    assert all_paper == {c.hash for name in PRODUCT_GRIDS for c in grids.GRIDS[name]("paper")}
 
 
 def test_primitives_grid_is_the_full_product_at_ci():
@@ -214,143 +258,6 @@ def test_to_the_limit_grid_is_the_papers_models_under_a_time_cap():
     assert paper[0].model.params["width"] == 256 and paper[0].model.params["heads"] == 16
 
 
-def test_the_extended_grid_is_grid_8s_warm_started_gd_step_given_longer():
-    for budget in ("ci", "paper"):
-        base = grids.to_the_limit(budget)[-1]
-        [longer] = grids.to_the_limit_extended(budget)
-        assert longer.extends == base.hash and longer.time_limit_s > base.time_limit_s
-        # nothing else differs: its steps are the base run's, so it can go on from the base's checkpoint
-        assert longer.model_copy(update={"time_limit_s": base.time_limit_s, "extends": None}).hash == base.hash
-
-
-def test_the_slice_grid_is_grid_8s_gd_steps_with_the_slice_s_own_lm_step():
-    for budget in ("ci", "paper"):
-        warm, *cold = grids.to_the_limit_slice(budget)
-        grid8 = grids.to_the_limit(budget)
-        for c in cold + [warm]:
-            lm = c.polish or c.optimizer
-            assert lm.solver == "cg" and (lm.gradient, lm.warm_start) == ("slice", False)
-            assert (lm.train_size, lm.curvature_size) == (16384, 2048)
-        # the random-start runs are grid 8's GD-step rows but for the LM's gradient
-        for c in cold:
-            [twin] = [g for g in grid8 if g.task.name == "gd_step" and g.model == c.model and g.dtype == "float32"
-                      and g.polish is None]
-            assert c.model_copy(update={"optimizer": twin.optimizer}).hash == twin.hash
-        adam_steps, seconds = grids.GD_SLICE_WARM_START[budget]
-        assert warm.polish_after == adam_steps and warm.time_limit_s == seconds and warm.optimizer.name == "adam"
-        assert warm.schedule.every == adam_steps // 30  # its Adam phase decays 30 times, as grid 8's
-
-
-def test_the_float64_grid_goes_on_from_the_float32_recipe_in_float64():
-    from bench.benchmarks.test_bench_training import PAPER_MODEL, paper_model_recipes
-
-    for budget in ("ci", "paper"):
-        first, *chain = grids.to_the_limit_float64(budget)
-        assert first.dtype == "float32" and first.keep_final_state and first.starts_from is None
-        # the time-to-precision recipe that reached 8.2e-13 in float32, on the same model
-        recipe = paper_model_recipes()["cg_lm_512_then_2048_line_search"]
-        assert first.polish.model_dump() == first.polish.model_validate(recipe["polish"]).model_dump()
-        assert first.polish_after == recipe["polish_after"] and first.optimizer.train_size == 512
-        assert {k: first.model.params[k] for k in PAPER_MODEL["params"]} == PAPER_MODEL["params"]
-        assert all(c.dtype == "float64" and c.starts_from == first.hash and c.keep_final_state for c in chain)
-        assert [c.extends for c in chain] == [None] + [c.hash for c in chain[:-1]]
-        assert first.time_limit_s < chain[0].time_limit_s
-        assert [c.time_limit_s for c in chain] == sorted({c.time_limit_s for c in chain})
-        for c in chain:  # all but the dtype and the time limit are the float32 run's, as starts_from asks
-            assert c.model_copy(update={"dtype": "float32", "time_limit_s": first.time_limit_s, "starts_from": None,
-                                        "extends": None}).hash == first.hash
-    with pytest.raises(Exception, match="smoke"):
-        grids.to_the_limit_float64("smoke")
-
-
-def test_the_float64_variants_go_on_from_the_chain_with_one_change_each():
-    for budget, start in (("ci", -2), ("paper", -1)):
-        first, *chain = grids.to_the_limit_float64(budget)
-        wider, larger, longer_cg, plane, plane_by_rho, longer, gradient, twice = grids.to_the_limit_float64_variants(budget)
-        parent = chain[start]
-        for c in (wider, larger):
-            assert c.starts_from == parent.hash and c.time_limit_s > parent.time_limit_s and c.dtype == "float64"
-            same = c.model_copy(update={"polish": parent.polish, "time_limit_s": parent.time_limit_s,
-                                        "starts_from": first.hash})
-            assert same.hash == parent.hash  # only the LM and the time differ from the run it goes on from
-        changed = {k for c in (wider, larger) for k, v in c.polish.model_dump().items() if v != getattr(parent.polish, k)}
-        assert changed == {"curvature_size", "train_size"}
-        assert wider.polish.curvature_size == 2 * parent.polish.curvature_size == 512
-        assert larger.polish.train_size == 4 * parent.polish.train_size == 8192
-        # then the larger training set's run goes on from its end with four times CG's products
-        assert longer_cg.starts_from == larger.hash and longer_cg.time_limit_s > larger.time_limit_s
-        assert longer_cg.polish == larger.polish.model_copy(update={"cg_max_iter": 4 * larger.polish.cg_max_iter})
-        assert longer_cg.model_copy(update={"polish": larger.polish, "time_limit_s": larger.time_limit_s,
-                                            "starts_from": larger.starts_from}).hash == larger.hash
-        # and, as long, with the whole set's model choosing the step in the plane of the solved and the last one
-        assert (plane.starts_from, plane.time_limit_s) == (larger.hash, longer_cg.time_limit_s)
-        assert plane.polish == larger.polish.model_copy(update={"whole_set_plane": True})
-        assert plane_by_rho.polish == plane.polish.model_copy(update={"plane_damping": "rho"})
-        assert (plane_by_rho.starts_from, plane_by_rho.time_limit_s) == (larger.hash, plane.time_limit_s)
-        # then mu by rho gone on further, as it is and, from its end, with the gradient in the plane
-        assert longer.extends == plane_by_rho.hash and longer.time_limit_s > plane_by_rho.time_limit_s
-        assert longer.model_copy(update={"time_limit_s": plane_by_rho.time_limit_s, "extends": None}) == plane_by_rho
-        assert (gradient.starts_from, gradient.time_limit_s) == (plane_by_rho.hash, longer.time_limit_s)
-        assert gradient.polish == plane_by_rho.polish.model_copy(update={"plane_gradient": True})
-        # and from the extension's end on twice the training problems
-        assert twice.starts_from == longer.hash and twice.time_limit_s > longer.time_limit_s
-        assert twice.polish == longer.polish.model_copy(update={"train_size": 2 * longer.polish.train_size})
-    assert grids.ROWS_OF["to_the_limit_float64_variants"] == "to_the_limit_float64"
-
-
-def test_the_whole_set_grid_goes_on_from_the_slice_run_then_as_a_damped_chain():
-    for budget in ("ci", "paper"):
-        start = grids.to_the_limit_slice(budget)[0]
-        first, *chain = grids.to_the_limit_whole_set(budget)
-        assert first.starts_from == start.hash and first.time_limit_s > start.time_limit_s
-        assert all(c.starts_from == first.hash and c.keep_final_state for c in chain)
-        assert [c.time_limit_s for c in chain] == sorted({c.time_limit_s for c in chain})
-        assert chain[0].time_limit_s > first.time_limit_s
-        assert [c.extends for c in chain] == [None] + [c.hash for c in chain[:-1]]
-        for c in [first] + chain:
-            assert (c.polish.curvature_size, c.polish.train_size, c.polish.gradient) == (16384, 16384, "whole")
-            # all but the polish and the time limit are the slice run's, as RunConfig.starts_from asks
-            same = c.model_copy(update={"polish": start.polish, "time_limit_s": start.time_limit_s, "starts_from": None,
-                                        "extends": None})
-            assert same.hash == start.hash
-        assert first.polish.min_damping == 1e-15
-        assert all((c.polish.min_damping, c.polish.damping_up, c.polish.line_search) == (1e-8, 10.0, True) for c in chain)
-
-
-def test_the_broadcast_grid_is_the_warm_started_gd_step_in_liu_et_al_s_layout_then_whole_set_steps():
-    for budget in ("ci", "paper"):
-        *runs, plane, plane_longer, plane_longest, recycled, more_problems = grids.to_the_limit_broadcast(budget)
-        first, *chain = runs
-        slice_run = grids.to_the_limit_slice(budget)[0]
-        assert first.task.params == {"layout": "broadcast"} and first.polish_after == slice_run.polish_after
-        assert first.model.params == slice_run.model.params and first.build_model().num_parameters() == 43_653
-        assert (first.polish.curvature_size, first.polish.train_size, first.polish.gradient) == (16384, 16384, "whole")
-        assert (first.polish.line_search, first.polish.damping, first.polish.warm_start) == (True, 1e-6, False)
-        # the same Adam phase as the first_token run: only the layout and the LM differ
-        assert first.model_copy(update={"task": slice_run.task, "polish": slice_run.polish,
-                                        "time_limit_s": slice_run.time_limit_s}).hash == slice_run.hash
-        assert [c.extends for c in runs] == [None] + [c.hash for c in runs[:-1]]
-        assert [c.time_limit_s for c in runs] == sorted({c.time_limit_s for c in runs})
-        assert all(c.keep_final_state for c in runs)
-        # beside the chain's end, the plane of the solved and the last step, mu by rho: one change to the LM
-        start = runs[-2] if budget == "ci" else runs[-1]
-        assert plane.starts_from == start.hash and plane.time_limit_s >= runs[-1].time_limit_s and plane.time_limit_s > start.time_limit_s
-        assert plane.polish == start.polish.model_copy(update={"whole_set_plane": True, "plane_damping": "rho"})
-        assert plane_longer.extends == plane.hash and plane_longer.time_limit_s > plane.time_limit_s
-        assert plane_longer.model_copy(update={"time_limit_s": plane.time_limit_s, "extends": None}) == plane
-        # from the plane run's end, side by side: it extended once more, and the same with CG's directions recycled
-        assert plane_longest.extends == plane_longer.hash and plane_longest.time_limit_s > plane_longer.time_limit_s
-        assert plane_longest.model_copy(update={"time_limit_s": plane_longer.time_limit_s,
-                                                "extends": plane.hash}) == plane_longer
-        assert recycled.starts_from == plane_longer.hash and recycled.extends is None
-        assert recycled.time_limit_s == plane_longest.time_limit_s and recycled.keep_final_state
-        assert recycled.polish == plane_longer.polish.model_copy(update={"recycle": 300})
-        assert more_problems.starts_from == plane_longest.hash and more_problems.time_limit_s > recycled.time_limit_s
-        assert more_problems.polish == plane_longest.polish.model_copy(update={"train_size": 32768,
-                                                                               "curvature_size": 16384})
-    assert grids.ROWS_OF["to_the_limit_broadcast"] == "to_the_limit"
-
-
 def test_ode_grid_trains_the_transformer_end_to_end_and_the_prompt_sized_gd_step():
     for budget in ("ci", "paper"):
         configs = grids.ode(budget)
@@ -373,35 +280,17 @@ def test_ode_grid_trains_the_transformer_end_to_end_and_the_prompt_sized_gd_step
         assert c.polish_after == grids.ODE_GD_STEP_RECIPE[c.model.name][0] and c.optimizer.name == "adam"
     # the BaseConv's curvature slice has more residuals (22 a problem) than it has weights
     assert baseconv.polish.curvature_size * 22 > 87_064 and linear_attention.polish.curvature_size == 2048
-    # each goes on from a run half as long (the linear-attention step 20 minutes, BaseConv 40)
+    # linear attention goes on from its 20-minute run; BaseConv is the last link of the study chain ode_whole_set
     ci = grids.get_budget("ci")
-    slice_run = grids.ode_gd_step(ci, "baseconv", 4800.0, extends=grids.ode_gd_step(ci, "baseconv").hash)
-    for c in (linear_attention, slice_run):
-        base = grids.ode_gd_step(ci, c.model.name)
-        assert c.extends == base.hash and base.time_limit_s == c.time_limit_s / 2
-        assert c.model_copy(update={"time_limit_s": base.time_limit_s, "extends": None}).hash == base.hash
-    assert linear_attention.time_limit_s == 2400 and slice_run.time_limit_s == 4800
-    # BaseConv then goes on from the 80-minute run's end with the curvature of its whole training set, in a
-    # chain of runs each extending the one before
-    assert baseconv.starts_from == slice_run.hash and baseconv.time_limit_s > slice_run.time_limit_s
-    whole_set, *links = grids.ode_whole_set("ci")
-    assert links[-1] == baseconv and whole_set.extends is None and whole_set.starts_from == slice_run.hash
-    for before, link in zip([whole_set] + links, links):
-        assert link.extends == before.hash and link.time_limit_s > before.time_limit_s
-        assert link.model_copy(update={"time_limit_s": whole_set.time_limit_s, "extends": None}).hash == whole_set.hash
-    assert baseconv.time_limit_s == grids.ODE_WHOLE_SET_SECONDS[-1] and whole_set.checkpoint_every == 1
-    assert baseconv.polish.curvature_size == baseconv.polish.train_size == 8192 and baseconv.polish.line_search
-    assert slice_run.polish.curvature_size == 4096
-    same = baseconv.model_copy(update={"polish": slice_run.polish, "time_limit_s": 4800.0, "starts_from": None})
-    assert same.hash == slice_run.hash  # all else is the 80-minute run's, as starts_from asks
+    base = grids.ode_gd_step(ci, "linear_attention")
+    assert linear_attention.extends == base.hash and (base.time_limit_s, linear_attention.time_limit_s) == (1200, 2400)
+    assert linear_attention.model_copy(update={"time_limit_s": base.time_limit_s, "extends": None}).hash == base.hash
+    assert baseconv == chains.run_configs("ode_whole_set")[-1] and baseconv.hash == "bbbbfdab1352a578"
     assert grids.exact_gd_step_model() == grids.exact_gd_step_model(5) and grids.exact_gd_step_model()["width"] == 18
     paper = grids.ode("paper")[0]
     assert (paper.model.params["depth"], paper.model.params["width"], paper.model.params["heads"]) == (12, 256, 8)
     assert (paper.optimizer.lr, paper.batch_size) == (1e-4, 64)
-    assert grids.grid_budgets("ode_whole_set") == ("ci",) and grids.ROWS_OF["ode_whole_set"] == "ode"
-    with pytest.raises(ValueError, match="ode_whole_set has a ci budget only"):
-        grids.ode_whole_set("paper")
-    # a sweep of every grid trains the chain's links in order (ode's BaseConv is the last), each after the one it extends
+    # a sweep of every grid trains the chain's links in order, before ode's BaseConv
     assert grids.RUN_ORDER.index("ode_whole_set") < grids.RUN_ORDER.index("ode")
     with pytest.raises(ValueError, match="only 'primitives' has a smoke budget"):
         grids.ode("smoke")
