@@ -82,7 +82,8 @@ def run_parser(prog: str = "python -m bench run") -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--config", type=Path, help="a RunConfig as JSON; the flags below override its fields")
     g = p.add_argument_group("what to train")
-    g.add_argument("--task", help="task name (primitives.TASKS), e.g. multiply")
+    g.add_argument("--task", help="task name (primitives.TASKS), e.g. multiply, or your own task class as "
+                                  "package.module:Class (on PYTHONPATH; docs/plugins.md)")
     g.add_argument("--task-param", action="append", metavar="K=V", help="task parameter (repeatable)")
     g.add_argument("--model", help="model name (architectures.MODELS), e.g. baseconv, or your own mixer class "
                                    "as package.module:Class (on PYTHONPATH)")
@@ -298,6 +299,8 @@ MODULES = {
     "lm-choices": ("bench.studies.lm_choices", "study: what each matrix-free Levenberg-Marquardt choice gives"),
     "eval-spread": ("bench.studies.eval_spread", "study: how a run's eval MSE depends on its held-out set"),
     "step-model": ("bench.studies.step_model", "study: where the matrix-free LM's step model fails"),
+    "limits": ("bench.experiments.limits", "an architecture's precision limits on the primitives, verdict per cell"),
+    "evaluate": ("bench.experiments.evaluate", "compute once what the tables read of runs' weights, store it"),
 }
 SUBCOMMANDS = ("run", "sweep", *MODULES)
 

@@ -2,8 +2,6 @@
 sets and on a large one; its files and its refusals."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -39,12 +37,31 @@ def test_the_spread_of_a_run_reproduces_its_eval_mse_and_scores_fresh_sets(tmp_p
     assert len(c["fresh_set_mse"]) == 3 and len(set(c["fresh_set_mse"])) == 3  # three other sets, three numbers
     assert c["own_set_mse"] not in c["fresh_set_mse"]
     assert 0.01 <= c["large_top_1pct_share"] <= 1 and c["large_median_problem"] <= c["large_mse"] * 10
-    assert main([cfg.hash, "--results", str(tmp_path), "--out", str(tmp_path / "out"), "--fresh", "2",
-                 "--large", "0"]) == 0
-    written = json.loads((tmp_path / "out" / f"{cfg.hash}.json").read_text())
-    assert len(written["fresh_set_mse"]) == 2 and "large_mse" not in written
-    table = (tmp_path / "out" / "eval_spread.md").read_text()
-    assert cfg.hash in table and "2 fresh sets of 64" in table
+
+
+def test_the_spread_is_a_stored_evaluation_that_tables_format(tmp_path):
+    """eval-spread stores each run's spread keyed by its record, weights and parameters; `tables` formats every
+    stored one, and marks it once the run's record changes."""
+    from bench.harness import evaluations
+    from bench.harness.records import load_result, write_result
+    from bench.reporting import tables
+
+    cfg = make_run_config(task=MULTIPLY, model=MODEL, steps=3, eval_size=64, keep_final_state=True)
+    run(cfg, tmp_path, progress=False)
+    assert main([cfg.hash, "--results", str(tmp_path), "--fresh", "2", "--large", "0"]) == 0
+    s = evaluations.spec("eval_spread", fresh=2, large=0)
+    record = load_result(cfg, tmp_path)
+    found = evaluations.lookup(tmp_path, cfg.hash, s, record=record,
+                               weights=evaluations.current_weights(cfg.hash, tmp_path))
+    assert found.status == "ok" and len(found.result["fresh_set_mse"]) == 2 and "large_mse" not in found.result
+    out = tables.Output(tmp_path / "tables", tmp_path / "figures")
+    tables.build(tmp_path, out, "ci", only=["eval_spread"], log=lambda m: None)
+    table = (tmp_path / "tables" / "eval_spread.md").read_text()
+    assert cfg.hash in table and "2 fresh sets of 64" in table and "| ok " in table
+    write_result(record.model_copy(update={"eval_mse": 1.0}), tmp_path)
+    tables.build(tmp_path, out, "ci", only=["eval_spread"], log=lambda m: None)
+    assert f"stale (the record changed since): `python -m bench eval-spread {cfg.hash}`" in \
+        (tmp_path / "tables" / "eval_spread.md").read_text()
 
 
 def test_the_spread_refuses_a_run_it_cannot_score(tmp_path):

@@ -165,6 +165,27 @@ def test_report_command_needs_tables(tmp_path, capsys):
     assert "no tables under" in capsys.readouterr().err
 
 
+def test_bad_files_are_named_once_and_the_report_goes_on(small_results, tmp_path, capsys):
+    """A corrupt record, a truncated benchmark JSON and a corrupt kernel JSON: one warning line each, naming the
+    file; the report is written all the same, with the unreadable record said in its intro."""
+    import shutil
+
+    root = tmp_path / "results"
+    shutil.copytree(small_results[0], root)
+    (root / "runs" / "0123456789abcdef.json").write_text('{"config": ')
+    speed = (root / "benchmarks" / "speed.json").read_text()
+    (root / "benchmarks" / "speed.json").write_text(speed[: len(speed) // 2])
+    (root / "kernels" / "error_floor_cpu.json").write_bytes(b"\x00\x01")
+    assert report.main(["--results", str(root), "--profile", "ci"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3, err
+    for name in ("runs/0123456789abcdef.json", "benchmarks/speed.json", "kernels/error_floor_cpu.json"):
+        assert sum(name in line for line in err) == 1, name
+    md = (root / "report.md").read_text()
+    assert "Unreadable run records, left out: `runs/0123456789abcdef.json`" in md
+    assert "Best precision" in md  # the tables are all there
+
+
 @pytest.fixture
 def tiny_main_job(monkeypatch):
     """The main job's cases shrunk to seconds: tiny runs, few construction iterations, short kernels."""
@@ -184,7 +205,7 @@ def tiny_main_job(monkeypatch):
 
 def test_main_job_says_what_runs_and_where_everything_went(tiny_main_job, tmp_path, capsys):
     results = tmp_path / "quick"
-    assert main_job.main(["--results", str(results)]) == 0
+    assert main_job.main(["--results", str(results), "--jobs", "1"]) == 0  # in this process: the stand-ins apply
     out = capsys.readouterr().out
     n = len(main_job.CASES)
     for i in range(1, n + 1):
@@ -201,7 +222,7 @@ def test_main_job_says_what_runs_and_where_everything_went(tiny_main_job, tmp_pa
                                      "the learned GD step applied 30 times",
                                      "kernel error floor: causal conv, float32, L=8 (relative L2)"}
     first = load_result(tiny_main_job[0], results).finished_at
-    assert main_job.main(["--results", str(results)]) == 0  # a second run trains nothing again
+    assert main_job.main(["--results", str(results), "--jobs", "1"]) == 0  # a second run trains nothing again
     assert load_result(tiny_main_job[0], results).finished_at == first
     sections = [a.get("id") for a in parse((results / "report.html").read_text()).of("section")]
     assert sections[:4] == ["headline", "runs", "gd_iteration", "kernel_error_floor"]

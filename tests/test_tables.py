@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bench import grids
-from bench.harness import iterate
+from bench.harness import evaluations, iterate
 from bench.reporting import tables
 from bench.harness.records import CurvePoint, RunResult, write_result
 from primitives import algorithms as alg
@@ -223,14 +223,9 @@ def test_to_the_limit_table_stands_beside_grid_1_and_says_what_stopped_each_run(
     assert verdict[("linear_attention", "2", "off", "float32")] == "missing"
 
 
-def test_no_retrain_keeps_the_rows_of_runs_whose_weights_are_not_here(tmp_path, monkeypatch):
-    """--no-retrain: a grid-8 GD step without a checkpoint or kept final state is not retrained; its rows
-    in the iteration and OOD tables are carried over from the tables already written, as they were."""
-    monkeypatch.setattr(iterate, "trained_model", lambda *a, **k: pytest.fail("retrained"))
+def test_grid8_step_labels_say_how_each_run_was_trained():
     gd = [c for c in grids.to_the_limit("ci") if c.task.name == "gd_step" and c.dtype == "float32" and c.polish is None]
     slice_gd = [c for c in grids.to_the_limit_slice("ci") if c.polish is None]
-    for cfg in gd[:1] + slice_gd[:1]:
-        write_result(fake_result(cfg, 0.3), tmp_path)
     labels = [tables.grid8_step_label(c) for c in (gd[0], slice_gd[0])]
     assert labels[0] != labels[1] and "each slice's own step" in labels[1]
     whole = tables.grid8_step_label(grids.to_the_limit_whole_set("ci")[0])
@@ -249,16 +244,145 @@ def test_no_retrain_keeps_the_rows_of_runs_whose_weights_are_not_here(tmp_path, 
     assert tables.grid8_step_label(more_problems) == (
         "baseconv paper model, broadcast layout, adam, then matrix-free LM with the whole set's plane step, 32,768 "
         "problems from the end of run 7692966b890ba1f3, float32, 320 min")
+
+
+# ---- the learned-step tables read stored evaluations (bench.harness.evaluations) -------------
+
+
+def store_curve(root, run, level_value, record=None, weights=None):
+    """A synthetic stored gd_iteration evaluation: 150 iterations at 1.0, then 21 at `level_value`."""
+    curve = {"dtype": "float32", "median_mse": [1.0] * 130 + [level_value] * 21,
+             "mean_mse": [1.0] * 130 + [2 * level_value] * 21}
+    return evaluations.store(root, run, evaluations.spec("gd_iteration"), curve, record=record, weights=weights)
+
+
+def store_reference(root):
+    curves = [{"method": "true_gd", "label": "true GD (float32)", "dtype": "float32", "median_mse": [1.0] + [5e-15] * 150,
+               "mean_mse": [1.0] + [5e-9] * 150}]
+    evaluations.store(root, evaluations.REFERENCE, evaluations.spec("gd_iteration_reference"), {"curves": curves})
+
+
+def grid8_runs():
+    return [c for c in grids.to_the_limit("ci") if c.task.name == "gd_step" and c.dtype == "float32" and c.polish is None]
+
+
+def test_learned_step_rows_come_from_stored_evaluations_and_nothing_trains(tmp_path, monkeypatch):
+    """tables never trains: a row with a stored evaluation shows it, one without says so and names the command
+    that makes it, one whose record changed since its evaluation says it is stale."""
+    import bench.harness.train
+
+    monkeypatch.setattr(bench.harness.train, "run", lambda *a, **k: pytest.fail("tables trained a run"))
+    monkeypatch.setattr(iterate, "trained_model", lambda *a, **k: pytest.fail("tables retrained a run"))
+    evaluated, missing = grid8_runs()[:2]
+    record = fake_result(evaluated, 0.3)
+    write_result(record, tmp_path)
+    write_result(fake_result(missing, 0.5), tmp_path)
+    store_curve(tmp_path, evaluated.hash, 3e-4, record=record)
+    store_reference(tmp_path)
     out = tables.Output(tmp_path / "tables", tmp_path / "figures")
-    pd.DataFrame([{"method": "learned", "curve": labels[0], "dtype": "float32", "level (median MSE, last 20 iterations)":
-                   "2.11e-01", "mean MSE, last 20": "3.33e-01", "non-finite from iteration": "—", "budget": "old"},
-                  {"method": "true_gd", "curve": "stale", "dtype": "float32", "level (median MSE, last 20 iterations)":
-                   "1", "mean MSE, last 20": "1", "non-finite from iteration": "—", "budget": "x"}]
-                 ).to_csv(out.tables / "to_the_limit_gd_iteration.csv", index=False)
-    tables.build(tmp_path, out, "ci", iterate=True, retrain=False, iterations=3, only=["to_the_limit"])
-    t = pd.read_csv(out.tables / "to_the_limit_gd_iteration.csv", dtype=str, keep_default_na=False)
-    assert t.iloc[0].to_dict() == {"method": "learned", "curve": labels[0], "dtype": "float32",
-                                   "level (median MSE, last 20 iterations)": "2.11e-01", "mean MSE, last 20": "3.33e-01",
-                                   "non-finite from iteration": "—", "budget": "old"}
-    assert labels[1] not in set(t["curve"])  # no earlier row, no weights: left out
-    assert "stale" not in set(t["curve"]) and "true GD (float32)" in set(t["curve"])  # exact rows recomputed
+    warnings = []
+    tables.build(tmp_path, out, "ci", only=["to_the_limit_iterated"], log=warnings.append)
+    t = pd.read_csv(out.tables / "to_the_limit_gd_iteration.csv", dtype=str, keep_default_na=False).set_index("run")
+    assert t.loc[evaluated.hash, "level (median MSE, last 20 iterations)"] == "3.00e-04"
+    assert t.loc[evaluated.hash, "mean MSE, last 20"] == "6.00e-04" and t.loc[evaluated.hash, "evaluation"] == "ok"
+    assert t.loc[missing.hash, "level (median MSE, last 20 iterations)"] == "—"
+    assert t.loc[missing.hash, "evaluation"] == f"not evaluated: `python -m bench evaluate --run {missing.hash}`"
+    assert t.loc["—", "level (median MSE, last 20 iterations)"] == "5.00e-15"  # true GD, from the reference
+    ood = pd.read_csv(out.tables / "to_the_limit_ood.csv", dtype=str, keep_default_na=False)
+    assert set(ood["evaluation"]) == {f"not evaluated: `python -m bench evaluate --run {h}`"
+                                      for h in (evaluated.hash, missing.hash)}
+    assert len(warnings) == 2 and all("its rows are marked" in w for w in warnings)  # one line per run
+    write_result(record.model_copy(update={"eval_mse": 0.25}), tmp_path)  # the run ended otherwise since
+    tables.build(tmp_path, out, "ci", only=["to_the_limit_iterated"], log=warnings.append)
+    t = pd.read_csv(out.tables / "to_the_limit_gd_iteration.csv", dtype=str, keep_default_na=False).set_index("run")
+    assert t.loc[evaluated.hash, "evaluation"].startswith("stale (the record changed since)")
+    assert t.loc[evaluated.hash, "level (median MSE, last 20 iterations)"] == "—"
+
+
+def test_a_truncated_final_state_leaves_tables_at_exit_0_with_the_row_marked(tmp_path, capsys):
+    from bench.harness.final_states import save_weights
+    from bench.harness.records import final_state_path
+
+    cfg = grid8_runs()[0]
+    record = fake_result(cfg, 0.3)
+    write_result(record, tmp_path)
+    model = cfg.build_model()
+    save_weights({"format": 1, "config_hash": cfg.hash, "config": cfg.canonical_json(), "status": "ok",
+                  "result": record.model_dump_json(), "model": model.state_dict()}, tmp_path)
+    store_curve(tmp_path, cfg.hash, 3e-4, record=record, weights=evaluations.weights_fingerprint(model.state_dict()))
+    evaluations.store(tmp_path, cfg.hash, evaluations.SPECS["ood"], [{"shifted": "x_scale", "scale": 2.0, "mse": 1e-3,
+                                                                      "rel": 1e-2}], record=record)
+    store_reference(tmp_path)
+    args = ["--results", str(tmp_path), "--only", "to_the_limit_iterated"]
+    assert tables.main(args) == 0
+    assert capsys.readouterr().err == ""  # weights, record and evaluations agree: nothing to say
+    path = final_state_path(cfg, tmp_path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert tables.main(args) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and cfg.hash in err[0]
+    t = pd.read_csv(tmp_path / "tables" / "to_the_limit_gd_iteration.csv", dtype=str, keep_default_na=False)
+    row = t.set_index("run").loc[cfg.hash]
+    assert row["level (median MSE, last 20 iterations)"] == "—"
+    assert row["evaluation"].startswith(f"its final state is unreadable ({path}: not a readable checkpoint")
+
+
+def test_a_corrupt_record_is_named_once_and_its_row_marked(tmp_path, capsys):
+    cfg = next(c for c in grids.primitives("ci") if c.task.name == "multiply")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / f"{cfg.hash}.json").write_text('{"config": {"task": ')  # cut short
+    assert tables.main(["--results", str(tmp_path), "--only", "primitives"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"runs/{cfg.hash}.json" in err[0] and "not a readable run record" in err[0]
+    t = pd.read_csv(tmp_path / "tables" / "primitives.csv", dtype=str)
+    prenorm = "on" if cfg.model.params.get("prenorm", True) else "off"
+    row = t[(t["task"] == "multiply") & (t["model"] == cfg.model.name) & (t["prenorm"] == prenorm)].iloc[0]
+    assert row[f"depth {cfg.model.params['depth']}"] == "unreadable record"
+    assert f"unreadable record: runs/{cfg.hash}.json" in (tmp_path / "tables" / "primitives.md").read_text()
+
+
+# ---- python -m bench evaluate: what it stores is what the iteration computes ------------------
+
+
+def test_a_stored_evaluation_is_the_iteration_of_the_runs_weights(tmp_path):
+    """evaluate stores, for a run with kept weights, the same curve gd_iteration_curves computes; a later
+    change of those weights marks it."""
+    from bench.experiments import evaluate
+    from bench.harness.config import make_run_config
+    from bench.harness.records import load_model, load_result, state_file
+    from bench.harness.train import run
+
+    cfg = make_run_config(task={"name": "gd_step", "params": {}}, steps=20, eval_size=64, keep_final_state=True,
+                          model={"name": "linear_attention", "params": {"width": 12, "depth": 1, "mlp": False}})
+    run(cfg, tmp_path, progress=False)
+    record = load_result(cfg, tmp_path)
+    args = evaluate.parser().parse_args(["--results", str(tmp_path), "--iterations", "30"])
+    specs = [evaluations.spec("gd_iteration", iterations=30), evaluations.SPECS["ood"]]
+    assert evaluate.evaluate_run(cfg.hash, specs, {cfg.hash: record}, args, lambda m: None) == 2
+    weights = evaluations.current_weights(cfg.hash, tmp_path)
+    found = evaluations.lookup(tmp_path, cfg.hash, specs[0], record=record, weights=weights)
+    assert found.status == "ok" and found.data["weights"] == weights[0]
+    model = load_model(cfg, tmp_path)
+    expected = iterate.gd_iteration_curves([("x", model, cfg.build_task().tokens)], steps=30, constructions=(),
+                                           dtypes=("float32",))
+    expected = expected[expected["method"] == "learned"]
+    assert found.result["median_mse"] == expected["median_mse"].tolist()  # to the bit
+    ood = evaluations.lookup(tmp_path, cfg.hash, specs[1], record=record, weights=weights).result
+    assert [(r["shifted"], r["scale"]) for r in ood][:2] == [("x_scale", 0.25), ("x_scale", 0.5)] and len(ood) == 10
+    assert ood[2]["mse"] == pytest.approx(record.eval_mse, rel=0.5)  # scale 1 on 512 problems: its own task
+    path = state_file(cfg, tmp_path)  # its checkpoint, here; on a clone, its kept final state
+    state = torch.load(path, weights_only=True)
+    state["model"] = {k: v + 1e-3 for k, v in state["model"].items()}
+    torch.save(state, path)
+    changed = evaluations.lookup(tmp_path, cfg.hash, specs[0], record=record,
+                                 weights=evaluations.current_weights(cfg.hash, tmp_path))
+    assert changed.status == "weights changed" and not changed.usable
+
+
+def test_evaluate_never_retrains_a_time_capped_run(tmp_path):
+    from bench.experiments import evaluate
+
+    capped = grid8_runs()[0]
+    said = []
+    assert evaluate.retrained_state(fake_result(capped, 0.3), tmp_path, said.append) is None
+    assert said == [f"run {capped.hash}: time-capped (900 s): retrained it would be another run; not evaluated"]

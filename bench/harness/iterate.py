@@ -182,6 +182,50 @@ def shifted_metrics(model: torch.nn.Module, cfg: RunConfig, *, eval_size: int = 
     return {**metrics, "floor": task.floor(dtype)}
 
 
+# ---- stored evaluations (bench.harness.evaluations): computed once by `python -m bench evaluate` ------
+
+
+def _series(values: list) -> list:
+    return [None if v is None or not math.isfinite(v) else v for v in values]
+
+
+def gd_iteration_result(model: torch.nn.Module, cfg: RunConfig, params: dict) -> dict:
+    """The learned step of run `cfg` iterated (evaluations.SPECS["gd_iteration"] parameters): its dtype and the
+    median and mean error over problems at each iteration (None where non-finite)."""
+    dtype = next(k for k, v in DTYPES.items() if v == next(model.parameters()).dtype)
+    problem = sample_problems(params["problems"], params["D"], params["N"], DTYPES[dtype], seed=params["seed"])
+    xs = learned_gd_iterates(model, problem, params["iterations"], params["eta"], tokens=cfg.build_task().tokens)
+    rows = curve_rows("learned", "", dtype, xs, problem.x_ls)
+    return {"dtype": dtype, "median_mse": _series([r["median_mse"] for r in rows]),
+            "mean_mse": _series([r["mean_mse"] for r in rows])}
+
+
+def gd_reference_result(params: dict) -> dict:
+    """True GD and the constructions iterated on the same problems (SPECS["gd_iteration_reference"])."""
+    curves = gd_iteration_curves(steps=params["iterations"], batch=params["problems"], D=params["D"], N=params["N"],
+                                 eta=params["eta"], seed=params["seed"], constructions=tuple(params["constructions"]),
+                                 dtypes=tuple(params["dtypes"]))
+    return {"curves": [{"method": method, "label": label, "dtype": dtype,
+                        "median_mse": _series(g["median_mse"].tolist()), "mean_mse": _series(g["mean_mse"].tolist())}
+                       for (method, label, dtype), g in curves.groupby(["method", "label", "dtype"], sort=False)]}
+
+
+def curves_frame(curves: Iterable[dict]) -> pd.DataFrame:
+    """Stored curves ({method, label, dtype, median_mse: [...], mean_mse: [...]}) as gd_iteration_curves' frame."""
+    rows = [{"method": c["method"], "label": c["label"], "dtype": c["dtype"], "iteration": t,
+             "median_mse": math.nan if med is None else med, "mean_mse": math.nan if mean is None else mean}
+            for c in curves for t, (med, mean) in enumerate(zip(c["median_mse"], c["mean_mse"]))]
+    columns = ["method", "label", "dtype", "iteration", "median_mse", "mean_mse"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def ood_result(model: torch.nn.Module, cfg: RunConfig, params: dict) -> list[dict]:
+    """MSE and rel of run `cfg`'s step with x or A scaled at test time (SPECS["ood"] parameters)."""
+    return [{"shifted": param, "scale": s, **{k: m[k] for k in ("mse", "rel")}}
+            for param in params["shifted"] for s in params["scales"]
+            for m in [shifted_metrics(model, cfg, eval_size=params["eval_size"], seed=params["seed"], **{param: s})]]
+
+
 def ood_table(models: Iterable[tuple[str, torch.nn.Module, RunConfig]],
               scales: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)) -> pd.DataFrame:
     """MSE of each trained step when x (x_scale) or A (a_scale) is scaled at test time."""

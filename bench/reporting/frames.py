@@ -85,10 +85,26 @@ def budget_summary(budget: G.Budget) -> str:
             f"GD-step runs: {gd.steps} steps from LR {gd.lr:g}, {gd.decays} decays)")
 
 
-def records_by_hash(results_dir: str | Path, log=print) -> dict[str, RunResult]:
+class Records(dict):
+    """Records by config hash; `unreadable`: the hash (file name) of each record that could not be read, and
+    why (its row is marked, not taken for a run that was never trained)."""
+
+    unreadable: dict[str, str]
+
+
+def records_by_hash(results_dir: str | Path, log=print, who: str = "tables") -> Records:
     """Every readable record, keyed by the hash its config has under the current code; an
-    unreadable one is skipped and named."""
-    return {r.config.hash: r for r in load_results(results_dir, on_bad=lambda m: log(f"tables: {m}"))}
+    unreadable one is skipped and named in one line."""
+    bad: dict[str, str] = {}
+
+    def on_bad(message: str) -> None:
+        log(f"{who}: {message}")
+        name = message.removeprefix("skipping ").split(":", 1)[0]
+        bad[Path(name).stem] = message
+
+    records = Records({r.config.hash: r for r in load_results(results_dir, on_bad=on_bad)})
+    records.unreadable = bad
+    return records
 
 
 def run_row(cfg: RunConfig, record: Optional[RunResult]) -> dict:
@@ -135,7 +151,13 @@ def eval_trend(record: RunResult, steps: int = 5) -> float:
 
 
 def grid_frame(configs: Iterable[RunConfig], records: dict[str, RunResult]) -> pd.DataFrame:
-    return pd.DataFrame([run_row(c, records.get(c.hash)) for c in configs])
+    """One row per config; a run whose record is unreadable (Records.unreadable) has status "unreadable record"."""
+    bad = getattr(records, "unreadable", {})
+    rows = [run_row(c, records.get(c.hash)) for c in configs]
+    for row in rows:
+        if row["status"] == "missing" and row["hash"] in bad:
+            row["status"] = "unreadable record"
+    return pd.DataFrame(rows)
 
 
 def mse_cell(row) -> str:
@@ -150,6 +172,8 @@ def done_note(df: pd.DataFrame) -> str:
     n_div = int((df["status"] == "diverged").sum())
     n_failed = int((df["status"] == "failed").sum())
     failed = f"; {n_failed} failed, see their records' message" if n_failed else ""
+    bad = df.loc[df["status"] == "unreadable record", "hash"].tolist()
+    failed += f"; unreadable record: {', '.join(f'runs/{h}.json' for h in bad)}" if bad else ""
     return f"{n_done} of {len(df)} runs finished ({n_div} diverged{failed})."
 
 

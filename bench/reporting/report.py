@@ -66,7 +66,7 @@ PAPER_OF = {
     "headline": ("learned_gd_iterated", "true_gd_float32"),
 }
 
-# The grids (bench.grids.GRIDS) whose runs each table of `python -m bench tables` reads.
+# The grids (bench.grids.registry.table_grids) whose runs each table of `python -m bench tables` reads.
 GRIDS_OF = {
     "headline": ("primitives", "added_mixers", "gd_step", "gd_k_least_squares", "second_order", "to_the_limit"),
     "primitives": ("primitives",), "added_mixers": ("added_mixers",), "attention_multiply": ("attention_multiply",),
@@ -116,31 +116,26 @@ BUDGET_FROM = {"records": " (from the run records)"}
 
 def table_configs(profile: str) -> dict[str, list]:
     """Per table name, the run configs its numbers come from (for the budget line)."""
-    from bench import grids as G
+    from bench.grids import registry
     from bench.harness.config import unique_configs
 
     if profile == "quick":
-        runs = G.quick()
+        runs = registry.main_job()
         return {"headline": runs, "runs": runs, "gd_iteration": [runs[2]]}
     if profile not in ("ci", "paper"):
         return {}
-    grid = {name: G.GRIDS[name](profile) for name in G.GRIDS if profile in G.grid_budgets(name)}
-    for extra, host in G.ROWS_OF.items():  # as tables.build folds them
-        if extra in grid:
-            grid[host] = grid[host] + grid.pop(extra)
+    grid = registry.table_grids(profile)  # as tables.build reads them
     return {table: unique_configs(c for g in grids for c in grid.get(g, []) if RUNS_OF.get(table, lambda _: True)(c))
             for table, grids in GRIDS_OF.items()}
 
 
 def detect_profile(records: dict[str, RunResult]) -> str:
     """The profile whose runs the folder holds most of: quick (the main job), ci or paper."""
-    from bench import grids as G
+    from bench.grids import registry
 
     if not records:
         return "none"
-    counts = {"quick": sum(c.hash in records for c in G.quick())}
-    for budget in ("ci", "paper"):
-        counts[budget] = sum(c.hash in records for c in G.all_grids(budget))
+    counts = {profile: sum(c.hash in records for c in registry.profile_runs(profile)) for profile in ("quick", "ci", "paper")}
     best = max(counts, key=lambda k: counts[k])
     return best if counts[best] else "none"
 
@@ -178,11 +173,29 @@ def parse_table_md(text: str) -> tuple[str, list[str], str]:
     return title, notes, "\n".join(rest[first:]).strip()
 
 
+def warn(message: str) -> None:
+    """One line on stderr: a file the report could not read (it goes on without it)."""
+    print(f"report: {message}", file=sys.stderr)
+
+
+def read_json(path: Path) -> Optional[dict]:
+    """The JSON in `path`, or None after one warning line naming the file."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        warn(f"skipping {path}: not readable JSON ({type(err).__name__}: {err})")
+        return None
+
+
 def budget_from_csv(csv: Path) -> Optional[str]:
     """Tables of benchmark cases carry their budget in a column."""
     if not csv.exists():
         return None
-    df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    try:
+        df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as err:
+        warn(f"skipping {csv}: not a readable CSV ({type(err).__name__}: {err})")
+        return None
     if "budget" not in df.columns:
         return None
     counts = collections.Counter(df["budget"])
@@ -198,7 +211,11 @@ def table_sections(results: Path, records: dict[str, RunResult], profile: str,
     configs = table_configs(profile) if sources is None else sources
     sections = []
     for name in names:
-        title, notes, body = parse_table_md((tables / f"{name}.md").read_text())
+        try:
+            title, notes, body = parse_table_md((tables / f"{name}.md").read_text())
+        except (OSError, ValueError) as err:
+            warn(f"skipping {tables / f'{name}.md'}: not readable ({type(err).__name__}: {err})")
+            continue
         kind = "records" if name in configs else "other"
         if name in configs:
             budget = records_budget(configs[name], records, profile)
@@ -231,7 +248,9 @@ def kernel_sections(results: Path) -> list[Section]:
 
     sections = []
     for path in sorted((results / "kernels").glob("error_floor_*.json")):
-        data = json.loads(path.read_text())
+        data = read_json(path)
+        if data is None:
+            continue
         body = pd.DataFrame(floor_table(data["records"])).to_markdown(index=False, disable_numparse=True)
         notes = [f"Relative L2 error of the forward pass against the float64 oracle, median of "
                  f"{len(data['shape']['seeds'])} seeds, B={data['shape']['B']}, D={data['shape']['D']}, on "
@@ -258,11 +277,8 @@ def benchmark_sections(results: Path) -> list[Section]:
     paths = sorted((results / "benchmarks").glob("*.json")) + sorted((results / "kernels").glob("bench_*.json"))
     sections = []
     for path in paths:
-        try:
-            data = json.loads(path.read_text())
-        except ValueError:
-            continue
-        benchmarks = data.get("benchmarks")
+        data = read_json(path)
+        benchmarks = data.get("benchmarks") if isinstance(data, dict) else None
         if not isinstance(benchmarks, list) or not benchmarks:
             continue
         rows = []
@@ -302,7 +318,7 @@ def data_files(results: Path) -> list[str]:
     out = []
     for csv in sorted(tables.glob("*.csv")) if tables.is_dir() else []:
         if not csv.with_suffix(".md").exists():
-            n = sum(1 for _ in csv.open()) - 1
+            n = sum(1 for _ in csv.open(errors="replace")) - 1
             out.append(f"tables/{csv.name} ({n:,} rows)")
     return out
 
@@ -471,7 +487,7 @@ def write_report(results: str | Path = "results", out: str | Path | None = None,
 
     results = Path(results)
     out = Path(out) if out is not None else results
-    records = records_by_hash(results, log=lambda m: print(m, file=sys.stderr)) if (results / "runs").is_dir() else {}
+    records = records_by_hash(results, log=lambda m: print(m, file=sys.stderr), who="report") if (results / "runs").is_dir() else {}
     profile = profile or detect_profile(records)
     sections = build_sections(results, records, profile, sources)
     title = f"precision-bench report: {results}"
@@ -479,6 +495,9 @@ def write_report(results: str | Path = "results", out: str | Path | None = None,
              "its figures, the budget its numbers were obtained with, and the paper's figures beside ours.",
              "MSE: final eval MSE on held-out data, float64, against exact targets; floors: the MSE of rounding "
              "the exact targets to the dtype."]
+    bad = getattr(records, "unreadable", {})
+    if bad:
+        intro.append(f"Unreadable run records, left out: {', '.join(f'`runs/{h}.json`' for h in sorted(bad))}.")
     env = environment_rows(records)
     data = data_files(results)
     html_path, md_path = out / "report.html", out / "report.md"

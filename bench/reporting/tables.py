@@ -1,37 +1,41 @@
-"""Tables (Markdown, CSV, LaTeX) and figures from run records and benchmark JSON.
+"""Tables (Markdown, CSV, LaTeX) and figures from run records, stored evaluations and benchmark JSON.
 
     python -m bench tables                          # ci grids: results/runs -> results/tables, results/figures
+    python -m bench tables --check                  # regenerate into a temporary folder, report each difference
     python -m bench tables --budget paper           # the paper-budget grids (only the runs that exist)
-    python -m bench tables --benchmark-json out.json  # also a table of a pytest-benchmark run
-    python -m bench tables --no-iterate             # skip what needs trained weights (GD iteration, OOD)
-    python -m bench tables --no-retrain             # iterate only the runs whose weights are here; keep the
-                                                    # committed rows of the others
+    python -m bench tables --benchmark-json out.json  # a table of a pytest-benchmark run (default: every
+                                                    # results/benchmarks/precision-*.json)
+    python -m bench tables --no-iterate             # leave out the learned-step tables (GD iteration, OOD)
     python -m bench tables --model mymixer:MyMixer  # with the runs of a mixer of your own (bench sweep --model)
 
-Each table is built from the grids of bench/grids.py at one budget: a grid's configs are
+Each table is built from the grids of bench/grids at one budget: a grid's configs are
 looked up by hash in results/runs, so records of other experiments never leak in, and
 a table says how many of its runs exist. Every table states the budget its numbers
 were obtained with, and puts the paper's figure next to ours where the paper reports one
 (PAPER_FIGURES, from DESIGN.md "Reference facts"). MSE is the final eval MSE on the
 held-out set (float64, against exact targets); "diverged" runs have no number.
 
-The GD-iteration figure and the out-of-distribution table need the trained weights of
-grid 3's runs: results/checkpoints (not committed) or, if absent, a deterministic retrain
-into results/scratch (bench.harness.iterate.trained_model).
+Tables only format: what needs a run's weights (its learned GD step iterated, out of distribution, its eval
+MSE on other held-out sets) is computed once by `python -m bench evaluate` (or `eval-spread`) and stored in
+results/evaluations/ (bench.harness.evaluations); bench.reporting.learned_steps formats it. Nothing here
+trains. A row whose evaluation is missing or out of date says so and names the command that makes it; an
+unreadable record, evaluation or final state gets one warning line naming the file, its row is marked, and
+the tables are written all the same.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 import pandas as pd
 
 from bench import grids as G
-from bench.reporting.figures import gd_iteration_figure, mse_vs_depth_figure, optimizer_figure, training_curves_figure
+from bench.grids import registry
+from bench.reporting.figures import mse_vs_depth_figure, optimizer_figure, training_curves_figure
 from bench.harness.records import RunResult
 from bench.reporting.frames import (  # noqa: F401  (benchmark_frame, learned_step_label, records_by_hash: used through here)
     MIXER_ORDER,
@@ -49,15 +53,22 @@ from bench.reporting.frames import (  # noqa: F401  (benchmark_frame, learned_st
     mse_cell,
     records_by_hash,
 )
+from bench.reporting import learned_steps as L
+from bench.reporting.learned_steps import grid8_step_label, iteration_levels, paper_comparison  # noqa: F401  (used through here)
+
 
 @dataclass
 class Output:
+    """Where tables and figures go, and what was written. draw=False: no figures (tables --check)."""
+
     tables: Path
     figures: Path
+    draw: bool = True
 
     def __post_init__(self):
         self.tables.mkdir(parents=True, exist_ok=True)
-        self.figures.mkdir(parents=True, exist_ok=True)
+        if self.draw:
+            self.figures.mkdir(parents=True, exist_ok=True)
         self.written: list[Path] = []
 
     def table(self, name: str, df: pd.DataFrame, title: str, notes: Iterable[str] = (), index: bool = False) -> None:
@@ -74,11 +85,14 @@ class Output:
         paths[2].write_text(latex)
         self.written += paths
 
-    def figure(self, name: str, fig) -> Path:
-        path = self.figures / f"{name}.png"
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+    def figure(self, name: str, fig) -> Optional[Path]:
         import matplotlib.pyplot as plt
 
+        if not self.draw:
+            plt.close(fig)
+            return None
+        path = self.figures / f"{name}.png"
+        fig.savefig(path, dpi=120, bbox_inches="tight")
         plt.close(fig)
         self.written.append(path)
         return path
@@ -164,60 +178,6 @@ def pair_table(df: pd.DataFrame, key: Callable[[pd.Series], str], side: Callable
     return _ordered(table[[c for c in columns + sides if c in table.columns]].fillna("—"))
 
 
-def iteration_levels(curves: pd.DataFrame, learned_budget: dict[str, str]) -> pd.DataFrame:
-    from bench.harness.iterate import level
-
-    rows = []
-    for (method, label, dtype), g in curves.groupby(["method", "label", "dtype"], sort=False):
-        blown = g.sort_values("iteration").loc[lambda d: d["median_mse"].isna(), "iteration"]
-        rows.append({"method": method, "curve": label, "dtype": dtype,
-                     "level (median MSE, last 20 iterations)": level(g),
-                     "mean MSE, last 20": level(g, "mean_mse"),
-                     # a step that blows up when iterated has no level: say where it went non-finite
-                     "non-finite from iteration": f"{int(blown.iloc[0])}" if len(blown) else "—",
-                     "budget": learned_budget.get(label, "exact (no training)")})
-    return pd.DataFrame(rows)
-
-
-def paper_comparison(ls: pd.DataFrame, levels: Optional[pd.DataFrame]) -> pd.DataFrame:
-    """The paper's figures next to ours, with the budget each of ours was measured with."""
-    rows = []
-
-    def add(key, ours, budget, how):
-        value, text = PAPER_FIGURES[key]
-        rows.append({"quantity": text, "paper (MSE)": fmt_mse(value), "paper budget": "paper",
-                     "ours (MSE)": fmt_mse(ours), "our budget": budget, "ours measured as": how})
-
-    att = ls[(ls["model"] == "attention") & (ls["task"] == "least_squares") & (ls["status"] == "ok")]
-    if len(att):
-        best = att.loc[att["eval_mse"].idxmin()]
-        add("least_squares_attention", best["eval_mse"], best["budget"],
-            f"best final eval MSE over depths {sorted(att['depth'].tolist())} (best: depth {best['depth']})")
-    else:
-        add("least_squares_attention", None, "not run", "")
-    if levels is not None and len(levels):
-        def lvl(prefix, dtype="float32"):
-            """The lowest level among the curves whose label starts with `prefix`."""
-            sel = levels[levels["curve"].str.startswith(prefix) & (levels["dtype"] == dtype)]
-            column = "level (median MSE, last 20 iterations)"
-            return sel.loc[sel[column].idxmin()] if len(sel) else None
-
-        for model in ("baseconv", "linear_attention"):
-            r = lvl(f"{model} learned")
-            if r is not None:
-                add("learned_gd_iterated", r["level (median MSE, last 20 iterations)"], r["budget"],
-                    f"{r['curve']}: median MSE over problems, level of the last 20 iterations")
-        r = levels[(levels["method"] == "true_gd") & (levels["dtype"] == "float32")]
-        if len(r):
-            add("true_gd_float32", r.iloc[0]["level (median MSE, last 20 iterations)"], "exact (no training)",
-                "median MSE over problems, level of the last 20 iterations")
-        r = lvl("attention learned")
-        if r is not None:
-            add("attention_step_iterated", r["level (median MSE, last 20 iterations)"], r["budget"],
-                "median MSE over problems, level of the last 20 iterations")
-    return pd.DataFrame(rows)
-
-
 # ---- one function per table (and its figures), registered in TABLES ----------------
 
 
@@ -231,13 +191,14 @@ class Context:
     records: dict[str, RunResult]
     frames: dict[str, pd.DataFrame]
     iterate: bool = True
-    # a GD-step run whose weights are not on this machine (no checkpoint, no kept final state): retrained
-    # (bench.harness.iterate.trained_model), or, if False, its rows kept from the tables already written
-    retrain: bool = True
     iterations: int = 150
-    benchmark_json: Optional[Path] = None
+    benchmark_json: list[Path] = field(default_factory=list)
     log: Callable[[str], None] = print
     levels: Optional[pd.DataFrame] = None  # set by gd_iteration, read by paper_comparison
+
+    def __post_init__(self):
+        # the stored evaluations, each checked once against its record and the weights here
+        self.lookups = L.Lookups(self.results_dir, self.records, self.log)
 
     @property
     def note(self) -> str:
@@ -467,112 +428,6 @@ def to_the_limit(ctx: Context) -> None:
                    "the mu of that step, relative to the MSE's Gauss-Newton curvature; last 5 steps: the eval MSE "
                    "over the one 5 or more steps earlier. 'what stopped it' is bench.reporting.tables.limit_verdict.",
                    done_note(lim)])
-    gd = lim[(lim["task"] == "gd_step") & (lim["status"] == "ok")]
-    if not ctx.iterate or not len(gd):
-        return
-    # the learned steps applied iteratively next to true GD, and out of distribution: needs the
-    # trained weights (results/checkpoints, or a retrain into results/scratch)
-    from bench.harness.iterate import gd_iteration_curves, ood_table, trained_model
-    from bench.harness.records import has_weights
-
-    learned, labels, kept = [], {}, []
-    for _, r in gd.iterrows():
-        cfg = ctx.records[r["hash"]].config
-        label = grid8_step_label(cfg)
-        if not ctx.retrain and not has_weights(cfg, ctx.results_dir):
-            ctx.log(f"tables: no weights of {cfg.label()} ({r['hash']}) here: its rows are kept from the last tables")
-            kept.append((label, cfg.dtype))
-            continue
-        ctx.log(f"tables: loading the weights of {cfg.label()} ({r['hash']})")
-        learned.append((label, trained_model(cfg, ctx.results_dir), cfg))
-        labels[label] = r["budget"] + f" (gd_step eval MSE {fmt_mse(r['eval_mse'])})"
-    curves = gd_iteration_curves([(lab, m, cfg.build_task().tokens) for lab, m, cfg in learned], steps=ctx.iterations)
-    levels = iteration_levels(curves, labels)
-    for column in ("level (median MSE, last 20 iterations)", "mean MSE, last 20"):
-        levels[column] = levels[column].map(fmt_mse)
-    levels = with_kept_rows(levels, ctx.out.tables / "to_the_limit_gd_iteration.csv", "curve", [k for k, _ in kept])
-    ctx.out.table("to_the_limit_gd_iteration", levels, "Grid 8's learned GD steps applied iteratively, next to "
-                  "true GD and the constructions", [f"{ctx.iterations} iterations, eta 0.5, 256 held-out problems "
-                                                    "D=5, N=20 (as gd_iteration)."])
-    f32 = [(lab, m, c) for lab, m, c in learned if c.dtype == "float32"]
-    if f32 or kept:
-        ood = ood_table(f32) if f32 else pd.DataFrame(columns=["model", "shifted", "scale", "mse", "rel"])
-        ood = ood.assign(mse=ood["mse"].map(fmt_mse), rel=ood["rel"].map(fmt_mse))
-        ood = with_kept_rows(ood, ctx.out.tables / "to_the_limit_ood.csv", "model",
-                             [k for k, dtype in kept if dtype == "float32"])  # the OOD table is float32's
-        ctx.out.table("to_the_limit_ood", ood, "Grid 8's learned GD steps out of distribution: x or A scaled at "
-                      "test time (trained at scale 1)", ["MSE of the predicted gradient on 512 held-out problems."])
-
-
-def grid8_step_label(cfg) -> str:
-    """A grid-8 GD-step run's row label: model, how it was trained, dtype, time cap."""
-    lm = cfg.polish or cfg.optimizer
-    slices = getattr(lm, "gradient", "whole") == "slice"
-    whole_set = getattr(lm, "curvature_size", None) == getattr(lm, "train_size", 0)
-    how = "matrix-free LM" + (" (each slice's own step)" if slices else " (curvature on the whole set)" if whole_set else "")
-    how += " with the whole set's plane step" if getattr(lm, "whole_set_plane", False) else ""
-    how += f", CG's last {lm.recycle} directions recycled" if getattr(lm, "recycle", 0) else ""
-    # every grid-8 GD step trains on G.GD_STEP_PROBLEMS but the one that asks how many it needs
-    problems = getattr(lm, "train_size", G.GD_STEP_PROBLEMS)
-    how += f", {problems:,} problems" if problems != G.GD_STEP_PROBLEMS else ""
-    how = how if cfg.polish is None else f"{cfg.optimizer.name}, then {how}"
-    how += "" if cfg.starts_from is None else f" from the end of run {cfg.starts_from}"
-    minutes = "" if cfg.time_limit_s is None else f", {cfg.time_limit_s / 60:.0f} min"
-    layout = cfg.task.params.get("layout", "first_token")
-    layout = "" if layout == "first_token" else f", {layout} layout"
-    return f"{cfg.model.name} paper model{layout}, {how}, {cfg.dtype}{minutes}"
-
-
-def with_kept_rows(table: pd.DataFrame, previous_csv: Path, key: str, kept: list[str]) -> pd.DataFrame:
-    """`table` with the rows of `previous_csv` whose `key` is in `kept` (runs not recomputed), before the
-    exact rows of `table`. The kept rows are the text they were written as."""
-    if not kept or not previous_csv.exists():
-        return table
-    old = pd.read_csv(previous_csv, dtype=str, keep_default_na=False)
-    carried = old[old[key].isin(kept)]
-    missing = sorted(set(kept) - set(carried[key]))
-    if missing:
-        print(f"tables: no earlier rows in {previous_csv} for {', '.join(missing)}", file=sys.stderr)
-    learned = table["method"] == "learned" if "method" in table.columns else pd.Series(True, index=table.index)
-    return pd.concat([table[learned].astype(str), carried, table[~learned].astype(str)], ignore_index=True)
-
-
-def gd_iteration(ctx: Context) -> None:
-    """The learned GD steps applied iteratively next to true GD and the constructions; out of
-    distribution. Needs trained weights (bench.harness.iterate.trained_model)."""
-    gd = ctx.frames.get("gd_step")
-    if not ctx.iterate or gd is None:
-        return
-    from bench.harness.iterate import gd_iteration_curves, ood_table, trained_model
-
-    out, iterations = ctx.out, ctx.iterations
-    candidates = pd.concat([gd] + [ctx.frames[g] for g in ("dtype_optimizer", "second_order") if g in ctx.frames],
-                           ignore_index=True)
-    chosen = learned_step_runs(candidates[candidates["task"] == "gd_step"])
-    learned, labels = [], {}
-    for _, r in chosen.iterrows():
-        cfg = ctx.records[r["hash"]].config
-        ctx.log(f"tables: loading the weights of {cfg.label()} ({r['hash']})")
-        label = learned_step_label(cfg.model.name, cfg.optimizer.name)
-        learned.append((label, trained_model(cfg, ctx.results_dir), cfg))
-        labels[label] = r["budget"] + f" (gd_step eval MSE {fmt_mse(r['eval_mse'])})"
-    curves = gd_iteration_curves([(lab, m, cfg.build_task().tokens) for lab, m, cfg in learned], steps=iterations)
-    curves.to_csv(out.tables / "gd_iteration_curves.csv", index=False)
-    out.written.append(out.tables / "gd_iteration_curves.csv")
-    ctx.levels = iteration_levels(curves, labels)
-    shown = ctx.levels.copy()
-    for column in ("level (median MSE, last 20 iterations)", "mean MSE, last 20"):
-        shown[column] = shown[column].map(fmt_mse)
-    out.table("gd_iteration", shown, "GD applied iteratively: where each curve levels off",
-              [f"{iterations} iterations, eta 0.5, 256 held-out problems D=5, N=20; error = per-problem mean "
-               "squared distance to the float64 least-squares solution; learned steps: the best float32 gd_step "
-               "run per model and optimizer of grids 3, 5 and 7.", ctx.note])
-    out.figure("gd_iteration", gd_iteration_figure(curves))
-    if learned:
-        ood = ood_table([(lab, m, c) for lab, m, c in learned])
-        ood = ood.assign(mse=ood["mse"].map(fmt_mse), rel=ood["rel"].map(fmt_mse))
-        out.table("ood", ood, "Learned GD step out of distribution: x or A scaled at test time (trained at scale 1)",
-                  [ctx.note, "MSE of the predicted gradient (gd_step target) on 512 held-out problems."])
 
 
 def paper(ctx: Context) -> None:
@@ -584,44 +439,106 @@ def paper(ctx: Context) -> None:
 
 
 def benchmarks(ctx: Context) -> None:
-    """A pytest-benchmark JSON of bench/benchmarks/test_precision.py (--benchmark-json)."""
-    if ctx.benchmark_json is None:
-        return
-    bf = benchmark_frame(ctx.benchmark_json)
-    data = json.loads(Path(ctx.benchmark_json).read_text())
-    profile = data.get("machine_info", {}).get("profile", "unknown")
-    ctx.out.table(f"benchmarks_{profile}", bf, f"Precision benchmark cases ({profile} profile)",
-                  [f"From {ctx.benchmark_json}."])
+    """Each pytest-benchmark JSON of bench/benchmarks/test_precision.py (--benchmark-json; by default every
+    results/benchmarks/precision-*.json); an unreadable one is named in one line and left out."""
+    for path in ctx.benchmark_json:
+        try:
+            bf = benchmark_frame(path)
+            profile = json.loads(Path(path).read_text()).get("machine_info", {}).get("profile", "unknown")
+        except (OSError, ValueError, AttributeError) as err:
+            ctx.log(f"tables: skipping {path}: not a readable benchmark JSON ({type(err).__name__}: {err})")
+            continue
+        ctx.out.table(f"benchmarks_{profile}", bf, f"Precision benchmark cases ({profile} profile)",
+                      [f"From {shown_path(path, ctx.results_dir)}."])
+
+
+def shown_path(path: Path, results_dir: Path) -> str:
+    """`path` as a table names it: from the results folder's name when inside it, so the text does not
+    depend on where the folder is (tables --check compares it)."""
+    try:
+        return str(Path(results_dir.name) / Path(path).resolve().relative_to(Path(results_dir).resolve()))
+    except ValueError:
+        return str(path)
 
 
 # Every table and figure `python -m bench tables` writes, in order (gd_iteration before paper).
 TABLES: list[Callable[[Context], None]] = [
     primitives, headline, attention_multiply, gd_step, multiply_curves, least_squares, dtype_and_optimizer,
-    conditioning, second_order, to_the_limit, gd_iteration, paper, benchmarks,
+    conditioning, second_order, to_the_limit, L.to_the_limit_iterated, L.gd_iteration, paper, L.eval_spread,
+    benchmarks,
 ]
 
 
-def build(results_dir: Path, out: Output, budget_name: str = "ci", *, iterate: bool = True, retrain: bool = True,
-          iterations: int = 150, benchmark_json: Optional[Path] = None, log=print,
-          only: Optional[Iterable[str]] = None, models: Iterable[str] = ()) -> list[Path]:
-    """Write every table of TABLES (or those named in `only`); the paths written. Each model of
-    `models` (e.g. an out-of-tree mixer) joins every grid in place of its models (bench.harness.sweep.with_model)."""
+def frames_at(results_dir: Path, budget: G.Budget, models: Iterable[str] = (), log=print
+              ) -> tuple[dict[str, RunResult], dict[str, pd.DataFrame]]:
+    """The records of `results_dir` and every grid's frame at `budget` (each model of `models`, e.g. an
+    out-of-tree mixer, joins every grid in place of its models: bench.harness.sweep.with_model)."""
     from bench.harness.sweep import with_model
 
-    budget = G.get_budget(budget_name)
-    records = records_by_hash(results_dir, log=lambda m: print(m, file=sys.stderr))
-    grids = {name: G.GRIDS[name](budget) for name in G.GRIDS if budget.name in G.grid_budgets(name)}
+    records = records_by_hash(results_dir, log=log)
+    grids = registry.table_grids(budget)  # each grid's runs, and the study links its tables show too
     frames = {name: grid_frame(configs + [c for m in models for c in with_model(configs, m)], records)
               for name, configs in grids.items()}
-    for extra, host in G.ROWS_OF.items():  # e.g. grid 8's runs given longer are grid 8's rows too
-        if extra in frames:
-            frames[host] = pd.concat([frames[host], frames.pop(extra)], ignore_index=True).drop_duplicates("hash")
-    ctx = Context(Path(results_dir), out, budget, records, frames, iterate=iterate, retrain=retrain, iterations=iterations,
+    return records, frames
+
+
+def build(results_dir: Path, out: Output, budget_name: str = "ci", *, iterate: bool = True, iterations: int = 150,
+          benchmark_json: Optional[Path | list[Path]] = None, log=None, only: Optional[Iterable[str]] = None,
+          models: Iterable[str] = ()) -> list[Path]:
+    """Write every table of TABLES (or those named in `only`); the paths written. Nothing is trained or
+    evaluated: the learned-step tables read stored evaluations. `benchmark_json`: one file or a list (default:
+    every RESULTS/benchmarks/precision-*.json). `log` gets the one-line warnings (default: stderr)."""
+    log = log or (lambda m: print(m, file=sys.stderr))
+    budget = G.get_budget(budget_name)
+    records, frames = frames_at(Path(results_dir), budget, models, log)
+    if benchmark_json is None:
+        benchmark_json = sorted((Path(results_dir) / "benchmarks").glob("precision-*.json"))
+    elif not isinstance(benchmark_json, list):
+        benchmark_json = [Path(benchmark_json)]
+    ctx = Context(Path(results_dir), out, budget, records, frames, iterate=iterate, iterations=iterations,
                   benchmark_json=benchmark_json, log=log)
     for table in TABLES:
         if only is None or table.__name__ in only:
             table(ctx)
     return out.written
+
+
+def differences(committed: Path, made: Path, lines: int = 6) -> list[str]:
+    """Each difference between the committed tables folder and a freshly made one, a few lines each."""
+    import difflib
+
+    ours = {p.name for p in committed.iterdir() if p.is_file()} if committed.is_dir() else set()
+    theirs = {p.name for p in made.iterdir() if p.is_file()}
+    out = [f"{committed / n}: committed, but the code no longer makes it" for n in sorted(ours - theirs)]
+    out += [f"{committed / n}: made by the code, not committed" for n in sorted(theirs - ours)]
+    for name in sorted(ours & theirs):
+        old, new = (committed / name).read_text().splitlines(), (made / name).read_text().splitlines()
+        if old != new:
+            diff = [d for d in difflib.unified_diff(old, new, "committed", "made", n=0, lineterm="")
+                    if not d.startswith(("---", "+++", "@@"))]
+            shown = [f"    {d[:160]}" for d in diff[:lines]] + ([f"    ... {len(diff) - lines} more"] if len(diff) > lines else [])
+            out.append(f"{committed / name}: differs from what the code makes\n" + "\n".join(shown))
+    return out
+
+
+def check(args) -> int:
+    """--check: regenerate every table into a temporary folder and compare it with the committed one."""
+    import tempfile
+
+    committed = args.tables or args.results / "tables"
+    with tempfile.TemporaryDirectory(prefix="tables-check-") as tmp:
+        out = Output(Path(tmp) / "tables", Path(tmp) / "figures", draw=False)
+        build(args.results, out, args.budget, iterate=not args.no_iterate, iterations=args.iterations,
+              benchmark_json=args.benchmark_json, only=args.only, models=args.model)
+        found = differences(committed, out.tables)
+        if args.only:  # only the tables asked for: their own files
+            made = {p.name for p in out.tables.iterdir()}
+            found = [f for f in found if Path(f.split(":")[0]).name in made]
+    for line in found:
+        print(line)
+    print(f"tables --check: {len(found)} difference(s) from {committed}" if found
+          else f"tables --check: {committed} is what the code makes of {args.results}")
+    return 1 if found else 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -632,20 +549,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", choices=G.BUDGETS[1:], default="ci", help="which grids' runs to tabulate")
     p.add_argument("--tables", type=Path, help="output folder for tables (default RESULTS/tables)")
     p.add_argument("--figures", type=Path, help="output folder for figures (default RESULTS/figures)")
-    p.add_argument("--benchmark-json", type=Path, help="also tabulate a pytest-benchmark JSON of bench/benchmarks/test_precision.py")
-    p.add_argument("--no-iterate", action="store_true",
-                   help="skip the GD-iteration figure and OOD table (they need trained weights)")
-    p.add_argument("--no-retrain", action="store_true",
-                   help="grid 8's GD-iteration and OOD tables: iterate only the runs whose weights are here "
-                        "(a checkpoint or a kept final state); keep the rows of the others from the tables written before")
-    p.add_argument("--iterations", type=int, default=150, help="GD iterations of the iteration figure")
+    p.add_argument("--benchmark-json", type=Path, action="append", metavar="JSON",
+                   help="tabulate a pytest-benchmark JSON of bench/benchmarks/test_precision.py (repeatable; "
+                        "default: every RESULTS/benchmarks/precision-*.json)")
+    p.add_argument("--no-iterate", action="store_true", help="leave out the learned-step tables (GD iteration, OOD)")
+    p.add_argument("--no-retrain", action="store_true", help=argparse.SUPPRESS)  # tables never train: a no-op
+    p.add_argument("--check", action="store_true",
+                   help="write nothing: regenerate every table into a temporary folder, print each difference from "
+                        "the committed ones (TABLES), exit 1 if there is any")
+    p.add_argument("--iterations", type=int, default=150,
+                   help="GD iterations of the iteration tables (their stored evaluations: python -m bench evaluate)")
     p.add_argument("--only", nargs="+", choices=[t.__name__ for t in TABLES], metavar="TABLE",
                    help=f"write only these tables ({', '.join(t.__name__ for t in TABLES)})")
     p.add_argument("--model", action="append", default=[], metavar="NAME",
                    help="add the runs of every grid with this model in place of its models (as `bench sweep --model`), "
                         "e.g. your own mixer package.module:Class (repeatable)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (loading records runs each model once on a tiny input: one thread is fastest)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
     return p
 
 
@@ -658,10 +577,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: no run records under {args.results / 'runs'}; run a grid first "
               f"(python -m bench sweep bench.grids:all_ci)", file=sys.stderr)
         return 2
+    if args.check:
+        return check(args)
     out = Output(args.tables or args.results / "tables", args.figures or args.results / "figures")
-    written = build(args.results, out, args.budget, iterate=not args.no_iterate, retrain=not args.no_retrain,
-                    iterations=args.iterations,
+    written = build(args.results, out, args.budget, iterate=not args.no_iterate, iterations=args.iterations,
                     benchmark_json=args.benchmark_json, only=args.only, models=args.model)
     print(f"wrote {len(written)} files under {out.tables} and {out.figures}")
     return 0
-

@@ -8,12 +8,13 @@ size can give another order of magnitude. For each run (its kept final state or 
 this scores the final weights on its own eval set (which must reproduce the record's eval MSE), on --fresh
 other sets of the same size (eval seeds 1000, 1001, ...: problems no run trained or was scored on) and on
 one set of --large problems; for the large one, also the median problem's MSE and the share of the sum that
-its hardest 1% of problems carry. Writes <out>/<hash>.json per run and <out>/eval_spread.md, a table of all.
+its hardest 1% of problems carry. Each run's result is a stored evaluation (kind "eval_spread",
+bench.harness.evaluations: results/evaluations/<hash>/eval_spread-<key>.json, keyed by its record, its
+weights and --fresh/--large); `python -m bench tables` formats every stored one as results/tables/eval_spread.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Optional
@@ -23,9 +24,10 @@ import torch
 
 from primitives import stream_generator
 
+from bench.harness import evaluations as E
 from bench.harness.config import RunConfigError
+from bench.harness.records import load_checkpoint, load_result
 from bench.reporting.frames import fmt_mse
-from bench.harness.records import atomic_write_text, cpu_name, has_weights, load_model, load_result
 
 FRESH_SEED = 1000  # eval seeds of the fresh sets start here: far from any grid's run seeds (0-9)
 
@@ -42,15 +44,19 @@ def per_problem_mse(model: torch.nn.Module, task, size: int, seed: int, chunk: i
 
 
 def spread(cfg_hash: str, results_dir: Path, fresh: int = 8, large: int = 16384) -> dict:
-    """The eval MSE of run `cfg_hash`'s final weights on its own eval set, on `fresh` others and on `large`."""
+    """The eval MSE of run `cfg_hash`'s final weights on its own eval set, on `fresh` others and on `large`;
+    `weights`: the fingerprint of those weights (bench.harness.evaluations.weights_fingerprint)."""
     record = load_result(cfg_hash, results_dir)
     if record is None:
         raise RunConfigError(f"no record of run {cfg_hash} under {results_dir}")
     cfg = record.config
-    if not has_weights(cfg, results_dir):
+    state = load_checkpoint(cfg, results_dir)
+    if state is None:
         raise RunConfigError(f"run {cfg_hash} has no kept final state or checkpoint under {results_dir}: "
                              "its weights are needed (keep_final_state keeps them)")
-    model, task, t0 = load_model(cfg, results_dir), cfg.build_task(), time.perf_counter()
+    model = cfg.build_model().to(dtype=cfg.torch_dtype)
+    model.load_state_dict(state["model"])
+    task, t0 = cfg.build_task(), time.perf_counter()
     own = per_problem_mse(model, task, cfg.eval_size, cfg.seed).mean().item()
     sets = [per_problem_mse(model, task, cfg.eval_size, FRESH_SEED + k).mean().item() for k in range(fresh)]
     out = {"hash": cfg_hash, "label": cfg.label(), "dtype": cfg.dtype, "eval_size": cfg.eval_size,
@@ -60,7 +66,15 @@ def spread(cfg_hash: str, results_dir: Path, fresh: int = 8, large: int = 16384)
         top = big.sort(descending=True).values[:max(1, large // 100)]
         out.update(large_mse=big.mean().item(), large_median_problem=big.median().item(),
                    large_top_1pct_share=(top.sum() / big.sum()).item())
-    return {**out, "seconds": time.perf_counter() - t0, "machine": cpu_name()}
+    return {**out, "seconds": time.perf_counter() - t0, "weights": E.weights_fingerprint(state["model"]),
+            "record": record}
+
+
+def store(c: dict, results_dir: Path, fresh: int, large: int) -> Path:
+    """Keep one run's spread (from `spread`) as its stored evaluation."""
+    result = {k: v for k, v in c.items() if k not in ("hash", "seconds", "weights", "record")}
+    s = E.spec("eval_spread", fresh=fresh, large=large)
+    return E.store(results_dir, c["hash"], s, result, record=c["record"], weights=c["weights"], seconds=c["seconds"])
 
 
 def summary(checks: list[dict]) -> pd.DataFrame:
@@ -77,21 +91,11 @@ def summary(checks: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write(checks: list[dict], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    for c in checks:
-        atomic_write_text(out / f"{c['hash']}.json", json.dumps(c, indent=1) + "\n")
-    every = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]  # the runs scored before too
-    atomic_write_text(out / "eval_spread.md", "# A run's eval MSE on other held-out sets\n\n"
-                      "Its final weights on its own eval set, on fresh sets of the same size and on one large set. "
-                      "`python -m bench eval-spread HASH...`\n\n" + summary(every).to_markdown(index=False) + "\n")
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench eval-spread", description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", help="config hashes of runs with kept weights")
-    ap.add_argument("--results", type=Path, default=Path("results"), help="where the records and final states are")
-    ap.add_argument("--out", type=Path, default=Path("results/eval_spread"))
+    ap.add_argument("--results", type=Path, default=Path("results"),
+                    help="where the records and final states are; the results go to its evaluations/")
     ap.add_argument("--fresh", type=int, default=8, help="fresh eval sets of the run's eval_size")
     ap.add_argument("--large", type=int, default=16384, help="problems in the one large set (0: none)")
     ap.add_argument("--threads", type=int, default=1)
@@ -101,9 +105,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     torch.set_num_threads(args.threads)
     for h in args.runs:
         c = spread(h, args.results, args.fresh, args.large)
+        path = store(c, args.results, args.fresh, args.large)
         print(f"{h}: record {c['record_eval_mse']:.3g}, own set {c['own_set_mse']:.3g}, fresh "
               + ", ".join(f"{v:.3g}" for v in c["fresh_set_mse"])
-              + (f"; {c['large_size']} problems {c['large_mse']:.3g}" if args.large else "") + f" ({c['seconds']:.0f} s)",
-              flush=True)
-        write([c], args.out)
+              + (f"; {c['large_size']} problems {c['large_mse']:.3g}" if args.large else "")
+              + f" ({c['seconds']:.0f} s) -> {path}", flush=True)
+    print(f"the table: python -m bench tables --results {args.results} (results/tables/eval_spread)")
     return 0
