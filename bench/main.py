@@ -2,24 +2,27 @@
 
     python -m bench main                          # profile quick (the default of `tox -e bench`)
     python -m bench main --results DIR            # where it writes (default results/quick)
+    python -m bench main --jobs 1                 # one case at a time (default: one per core)
+    python -m bench main --profile ci --dry-run   # what a profile runs, what is recorded, how long it takes
     python -m bench main --profile ci             # pytest bench --profile ci (hours), then the report
 
-Profile quick, one case after another on one torch thread (each says what it is and how many
-remain):
+Profile quick, its cases side by side (--jobs, worker processes, one torch thread each; the
+numbers are those of --jobs 1, the output is in case order):
 
     1-2  multiply with the bare one-layer BaseConv and softmax attention: L-BFGS until it stalls (at
          grid 7's stall step at the latest), then 12 Levenberg-Marquardt steps, which take BaseConv to
          the float32 floor (bench.grids.quick)
     3    the GD step learned by the bare linear attention that can express it (Levenberg-Marquardt)
     4    that learned step applied iteratively, next to true GD and the exact constructions
-         (bench.harness.iterate)
+         (bench.harness.iterate; after case 3)
     5    the exact constructions (bench.experiments.construction_report)
     6    the conv kernels' error floor against the float64 oracle, L <= 512 (bench.experiments.kernel_error_floor)
-    7    tables, figures and the report (bench.reporting.report)
+    7-8  tables, figures and the report (bench.reporting.report), once the others have ended
 
 Finished runs are not trained again (their records are in DIR/runs), so an interrupted job resumes
-by running it again; --force recomputes everything. The job ends by printing the headline table
-and where each file went. Profiles smoke, ci and paper run the pytest-benchmark suite
+by running it again (Ctrl-C once: the runs in flight checkpoint and the job stops; twice: it exits
+at once); --force recomputes everything. The job ends by printing the headline table and where each
+file went. Profiles smoke, ci and paper run the pytest-benchmark suite
 (`pytest bench --profile P --benchmark-json results/benchmarks/bench-P.json`, any other arguments
 passed on to pytest), tabulate its precision cases and write the report of the results folder.
 """
@@ -31,6 +34,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -52,6 +56,7 @@ class Job:
     results: Path
     force: bool = False
     log_file: Optional[Path] = None
+    progress: Optional[bool] = None  # a run's progress bar (None: where stderr is a terminal)
     done: dict = field(default_factory=dict)
 
     @property
@@ -76,8 +81,12 @@ class Interrupted(Exception):
 
 @dataclass
 class Case:
+    key: str
     title: str
     do: Callable[[Job], str]  # returns a one-line summary of what it got
+    needs: tuple[str, ...] = ()  # the cases whose results it reads (it starts once they have ended)
+    start_first: bool = False  # side by side (--jobs > 1), it starts before the others: it heads the longest chain
+    in_driver: bool = False  # it reads what every other case made: the job's own process runs it, after them
 
 
 def fmt(x) -> str:
@@ -95,8 +104,8 @@ def train_case(index: int) -> Callable[[Job], str]:
         from bench.harness.train import run
 
         cfg = quick()[index]
-        result = run(cfg, job.results, force=job.force)
-        job.done.setdefault("runs", {})[cfg.hash] = result
+        result = run(cfg, job.results, force=job.force, progress=job.progress)
+        job.done["runs"] = {**job.done.get("runs", {}), cfg.hash: result}  # a new dict: what the case returns
         if result.status == "interrupted":  # Ctrl-C / SIGTERM: the run checkpointed; the next cases need it
             raise Interrupted(result.message or "interrupted")
         if result.status != "ok":
@@ -109,7 +118,7 @@ def train_case(index: int) -> Callable[[Job], str]:
 
 def iterate_case(job: Job) -> str:
     """The learned GD step (case 3's run) applied iteratively, next to true GD and the constructions."""
-    from bench.reporting.figures import gd_iteration_figure, training_curves_figure
+    from bench.reporting.figures import gd_iteration_figure
     from bench.reporting.frames import fmt_mse, learned_step_label
     from bench.grids import quick
     from bench.harness.iterate import gd_iteration_curves, trained_model
@@ -131,10 +140,6 @@ def iterate_case(job: Job) -> str:
               [f"{ITERATIONS} iterations, eta 0.5, 256 held-out problems D=5, N=20; error = per-problem mean squared "
                "distance to the float64 least-squares solution; the learned step is case 3 of the main job."])
     out.figure("gd_iteration", gd_iteration_figure(curves))
-    pair = [load_result(c, job.results) for c in quick()[:2]]
-    out.figure("training_curves_runs", training_curves_figure(
-        [(f"{r.config.model.name}, bare one layer", r) for r in pair if r is not None],
-        "multiply, L-BFGS then Levenberg-Marquardt: eval MSE during training"))
     learned = levels[levels["method"] == "learned"].iloc[0]["level (median MSE, last 20 iterations)"]
     true32 = levels[(levels["method"] == "true_gd") & (levels["dtype"] == "float32")].iloc[0]
     return (f"learned step levels off at {fmt_mse(learned)}, true GD in float32 at "
@@ -169,7 +174,7 @@ def kernel_case(job: Job) -> str:
         job.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(job.log_file, "a") as log:
             subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True, cwd=REPO_ROOT,
-                           env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                           env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
                                p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)})
         existing = sorted(out.glob("error_floor_*.json"))
     result = json.loads(existing[0].read_text())
@@ -187,9 +192,16 @@ def kernel_errors(result: dict, length: int = 40) -> tuple[int, dict]:
 
 
 def tables_case(job: Job) -> str:
+    from bench.grids import quick
+    from bench.harness.records import load_result
+    from bench.reporting.figures import training_curves_figure
     from bench.reporting.tables import Output
 
     out = Output(job.tables, job.figures)
+    pair = [load_result(c, job.results) for c in quick()[:2]]
+    out.figure("training_curves_runs", training_curves_figure(
+        [(f"{r.config.model.name}, bare one layer", r) for r in pair if r is not None],
+        "multiply, L-BFGS then Levenberg-Marquardt: eval MSE during training"))
     out.table("headline", headline_frame(job), "The suite's question, answered by the main job (profile quick)",
               ["Ours: measured by this job on this machine. Reference: the float32 level the number is to be read "
                "against. Paper: Liu et al. (ICLR 2025), at the paper's budget (batch 1024, 1M Adam steps, GPU)."])
@@ -219,14 +231,17 @@ def report_case(job: Job) -> str:
 
 
 CASES = [
-    Case("multiply, bare one-layer BaseConv: L-BFGS, then 12 Levenberg-Marquardt steps", train_case(0)),
-    Case("multiply, bare one-layer softmax attention: the same recipe", train_case(1)),
-    Case("the GD step learned by the bare linear attention (Levenberg-Marquardt)", train_case(2)),
-    Case("the learned GD step applied iteratively, next to true GD", iterate_case),
-    Case("the exact constructions (bench.experiments.construction_report)", constructions_case),
-    Case(f"the conv kernels' error floor, L <= {KERNEL_MAX_LEN} (bench.experiments.kernel_error_floor)", kernel_case),
-    Case("tables and figures", tables_case),
-    Case("the report (bench.reporting.report)", report_case),
+    Case("baseconv", "multiply, bare one-layer BaseConv: L-BFGS, then 12 Levenberg-Marquardt steps", train_case(0)),
+    Case("attention", "multiply, bare one-layer softmax attention: the same recipe", train_case(1)),
+    Case("gd_step", "the GD step learned by the bare linear attention (Levenberg-Marquardt)", train_case(2),
+         start_first=True),
+    Case("iterate", "the learned GD step applied iteratively, next to true GD", iterate_case, needs=("gd_step",)),
+    Case("constructions", "the exact constructions (bench.experiments.construction_report)", constructions_case),
+    Case("kernels", f"the conv kernels' error floor, L <= {KERNEL_MAX_LEN} (bench.experiments.kernel_error_floor)",
+         kernel_case),
+    Case("tables", "tables and figures", tables_case,
+         needs=("baseconv", "attention", "gd_step", "iterate", "constructions", "kernels"), in_driver=True),
+    Case("report", "the report (bench.reporting.report)", report_case, needs=("tables",), in_driver=True),
 ]
 
 
@@ -327,7 +342,19 @@ def headline_frame(job: Job):
 # ---- running it ----------------------------------------------------------------------
 
 
-def run_quick(results: Path, force: bool = False, echo: Callable[[str], None] = print) -> Job:
+def case_list(cases: str) -> list[Case]:
+    """The cases named by 'module:NAME' (bench.main:CASES; a test's stand-ins are importable by the workers too)."""
+    import importlib
+
+    module, _, name = cases.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def run_case(index: int, results: str, force: bool, done: dict, progress: Optional[bool] = None,
+             cases: str = "bench.main:CASES") -> dict:
+    """Case `index` of `cases` on one torch thread, in this process or a worker (bench.harness.sweep's
+    local executor), given what the cases before it produced (`done`); never raises:
+    {"status": ok | failed | interrupted (a run checkpointed), "summary", "done", "seconds"}."""
     import torch
 
     from bench.harness.train import set_ieee_precision
@@ -335,27 +362,96 @@ def run_quick(results: Path, force: bool = False, echo: Callable[[str], None] = 
     set_ieee_precision()
     # One thread: the recorded trajectories were measured so (L-BFGS takes another path with two).
     torch.set_num_threads(1)
+    case = case_list(cases)[index]
+    job = Job(Path(results), force=force, log_file=case_log(Path(results), index, case), done=dict(done),
+              progress=progress)
+    t0 = time.perf_counter()
+    status = "ok"
+    try:
+        with job.quiet():  # what a case prints goes to its log: side by side, it would interleave
+            summary = case.do(job)
+    except Interrupted as why:
+        status, summary = "interrupted", str(why)
+    except Exception as err:  # the other cases still run; the traceback goes to the log
+        status = "failed"
+        job.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(job.log_file, "a") as log:
+            log.write(f"--- case {index + 1} failed: {case.title}\n{traceback.format_exc()}")
+        summary = f"FAILED: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} " \
+                  f"(traceback in {job.log_file})"
+    new = {k: v for k, v in job.done.items() if k not in done or done[k] is not v}
+    return {"status": status, "summary": summary, "done": new, "seconds": time.perf_counter() - t0}
+
+
+def case_log(results: Path, index: int, case: Case) -> Path:
+    return results / "logs" / "main" / f"{index + 1}-{case.key}.log"
+
+
+def run_quick(results: Path, force: bool = False, echo: Callable[[str], None] = print, jobs: int = 1,
+              cases: str = "bench.main:CASES") -> Job:
+    """Every case of the quick profile, `jobs` at a time in worker processes (1: in this process),
+    one torch thread each; the output and the job's log in case order whatever the order they end in."""
+    from bench.harness.sweep import _InProcess, _Job, _Processes, drive
+
     job = Job(Path(results), force=force, log_file=Path(results) / "main.log")
     job.results.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    for i, case in enumerate(CASES, 1):
-        remaining = len(CASES) - i
-        echo(f"[{i}/{len(CASES)}] {case.title}  ({remaining} more after this; {time.perf_counter() - start:.0f} s "
-             "so far)")
-        t0 = time.perf_counter()
-        try:
-            summary = case.do(job)
-        except Interrupted:
-            raise
-        except Exception as err:  # the other cases still run; the traceback goes to the log
-            job.done.setdefault("failed", []).append(case.title)
-            with open(job.log_file, "a") as log:
-                log.write(f"--- case {i} failed: {case.title}\n{traceback.format_exc()}")
-            summary = f"FAILED: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} " \
-                      f"(traceback in {job.log_file})"
-        echo(f"      {time.perf_counter() - t0:.0f} s: {summary}")
+    ended: dict[int, dict] = {}
+    shown = [0]
+    defs = case_list(cases)  # CASES, or a test's stand-ins
+    index = {c.key: i for i, c in enumerate(defs)}
+
+    def make_job(i: int) -> _Job:
+        # side by side, progress bars would write over each other
+        progress = None if jobs == 1 else False
+        return _Job(i, (i, str(job.results), force, dict(job.done), progress, cases), time.perf_counter())
+
+    def report(j: _Job, out: dict) -> None:
+        ended[j.item] = out
+        for key, value in out.get("done", {}).items():  # the runs of cases that ran side by side add up
+            job.done[key] = {**job.done.get(key, {}), **value} if key == "runs" else value
+        while shown[0] in ended:  # in case order: a case's lines wait for those of the cases before it
+            i, o = shown[0], ended[shown[0]]
+            echo(f"[{i + 1}/{len(defs)}] {defs[i].title}  ({len(defs) - i - 1} more after this; "
+                 f"{time.perf_counter() - start:.0f} s so far)")
+            echo(f"      {o.get('seconds', 0):.0f} s: {o['summary']}")
+            shown[0] += 1
+
+    def lost(j: _Job, err: Exception, stopping: bool) -> dict:
+        return {"status": "interrupted" if stopping else "failed", "summary": f"FAILED: {err}"}
+
+    def ready(i: int) -> bool:
+        return all(index[k] in ended for k in defs[i].needs)
+
+    # one at a time in case order, as they print; side by side the head of the longest chain first
+    order = sorted(range(len(defs)), key=lambda i: (jobs > 1 and not defs[i].start_first, i))
+    phases = [(_Processes(jobs, target=run_case) if jobs > 1 else _InProcess(run_case),
+               [i for i in order if not defs[i].in_driver]),
+              (_InProcess(run_case), [i for i in order if defs[i].in_driver])]
+    try:
+        for backend, batch in phases:
+            stopped = drive(backend, batch, make_job, report, lost, ready)
+            if stopped or any(o["status"] == "interrupted" for o in ended.values()):
+                raise Interrupted(next((o["summary"] for o in ended.values() if o["status"] == "interrupted"),
+                                       "stopped by a signal"))
+    finally:
+        gather_logs(job, defs)
+    job.done["failed"] = [defs[i].title for i in sorted(ended) if ended[i]["status"] == "failed"]
     job.done["seconds"] = time.perf_counter() - start
+    from bench.harness.records import atomic_write_text
+
+    # what each case took (`--dry-run` reads it for the cases that leave no record)
+    atomic_write_text(job.results / "main.json", json.dumps(
+        {"jobs": jobs, "seconds": job.done["seconds"],
+         "cases": {defs[i].key: o.get("seconds") for i, o in sorted(ended.items())}}, indent=1) + "\n")
     return job
+
+
+def gather_logs(job: Job, cases: list[Case]) -> None:
+    """The cases' logs, in case order, into the job's log."""
+    parts = [case_log(job.results, i, c) for i, c in enumerate(cases)]
+    text = "".join(f"=== case {i + 1}: {cases[i].title}\n{p.read_text()}" for i, p in enumerate(parts) if p.exists())
+    job.log_file.write_text(text)
 
 
 def print_summary(job: Job, echo: Callable[[str], None] = print) -> None:
@@ -401,24 +497,41 @@ def run_pytest(profile: str, results: Path, pytest_args: list[str]) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from bench.profiles import PROFILE_HELP
+
     p = argparse.ArgumentParser(prog="python -m bench main", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                epilog="Other arguments go to pytest (profiles smoke, ci, paper).")
-    p.add_argument("--profile", choices=PROFILES, default="quick",
-                   help="quick: the main job (minutes on one core); smoke | ci | paper: the pytest-benchmark suite")
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="profiles:\n" + "\n".join(
+                                    textwrap.fill(text, 100, initial_indent=f"  {name:<7}", subsequent_indent=" " * 9)
+                                    for name, text in PROFILE_HELP.items()) +
+                                "\n\nOther arguments go to pytest (profiles smoke, ci, paper).")
+    p.add_argument("--profile", choices=PROFILES, default="quick", help="what to run (below; default quick)")
     p.add_argument("--results", type=Path, help="results folder (default: results/quick for quick, else results)")
     p.add_argument("--force", action="store_true", help="quick: recompute every case, finished runs too")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="quick: cases side by side, one torch thread each, in worker processes; the numbers are "
+                        "those of --jobs 1 (default: the cores there are, %(default)s here)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would run, what is recorded and a time estimate; run nothing")
+    p.add_argument("--list", action="store_true", help="with --dry-run: every run and benchmark, one a line")
     return p
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args, rest = parser().parse_known_args(argv)
+    results = args.results or (Path("results") / "quick" if args.profile == "quick" else Path("results"))
+    if args.jobs < 1:
+        parser().error(f"--jobs must be at least 1, got {args.jobs}")
+    if args.dry_run:
+        from bench.profiles import dry_run
+
+        return dry_run(args.profile, results, every=args.list)
     if args.profile != "quick":
-        return run_pytest(args.profile, args.results or Path("results"), rest)
+        return run_pytest(args.profile, results, rest)
     if rest:
         parser().error(f"unrecognized arguments for profile quick: {' '.join(rest)}")
     try:
-        job = run_quick(args.results or Path("results") / "quick", force=args.force)
+        job = run_quick(results, force=args.force, jobs=args.jobs)
     except Interrupted as why:
         print(f"interrupted ({why}); run the same command again to resume", file=sys.stderr)
         return 130

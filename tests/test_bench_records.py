@@ -14,7 +14,7 @@ import pytest
 
 from bench.reporting import tables
 from bench.cli import main
-from bench.harness.config import RunConfig, make_run_config
+from bench.harness.config import STORED, RunConfig, load_stored_config, make_run_config
 from bench.harness.records import (
     RECORD_FORMAT,
     BadFileError,
@@ -69,7 +69,7 @@ def test_committed_records_load_as_data_and_keep_their_hashes(monkeypatch):
 def test_a_gpu_record_loads_and_tabulates_on_a_cpu(tmp_path):
     data = json.loads(COMMITTED[0].read_text())
     data["config"]["device"] = "cuda"
-    cfg = RunConfig(**data["config"])  # valid on a machine without CUDA: a config is data
+    cfg = load_stored_config(data["config"])  # valid on a machine without CUDA: a config is data
     data["config_hash"] = cfg.hash
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / f"{cfg.hash}.json").write_text(json.dumps(data))
@@ -136,7 +136,7 @@ def test_a_record_from_newer_code_is_kept_and_named_never_retrained(tmp_path, ca
 def test_a_record_without_a_format_is_read_as_the_current_one():
     data = json.loads(COMMITTED[0].read_text())
     data.pop("record_format", None)
-    assert RunResult.model_validate(data).record_format == RECORD_FORMAT
+    assert RunResult.model_validate(data, context=STORED).record_format == RECORD_FORMAT
 
 
 def test_tables_skip_a_truncated_record_and_name_it(tmp_path, capsys):
@@ -227,3 +227,26 @@ def test_two_processes_never_train_one_run_at_once(tmp_path):
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [f"{cfg.hash}.json"]  # no temp files
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [f"{cfg.hash}.pt"]
     assert json.loads(record_path(cfg, tmp_path).read_text())["started_at"] == a["started_at"]
+
+
+def test_run_sets_a_truncated_final_state_aside_in_one_line_and_starts_over(tmp_path):
+    """`python -m bench run` meets a cut-short final state (its checkpoint and record gone, as on a fresh
+    clone): one warning line naming the file on stderr, the file kept aside, the run trained again."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "bench", "run", *TINY_FLAGS, "--keep-final-state", "true", "--results", str(tmp_path)]
+    first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    original = read_record(Path(json.loads(first.stdout)["record"]))
+    cfg = original.config
+    kept = tmp_path / "final_states" / f"{cfg.hash}.pt"
+    checkpoint_path(cfg, tmp_path).unlink()
+    record_path(cfg, tmp_path).unlink()
+    kept.write_bytes(kept.read_bytes()[:200])
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    lines = [line for line in again.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(kept) in lines[0] and "moved aside" in lines[0], again.stderr
+    (aside,) = kept.parent.glob(f"{kept.name}.bad-*")
+    assert len(aside.read_bytes()) == 200  # kept, never deleted
+    assert numbers(read_record(record_path(cfg, tmp_path))) == numbers(original)  # trained again, same bits
+    assert load_checkpoint(cfg, tmp_path)["step"] == cfg.steps

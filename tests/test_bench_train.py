@@ -466,7 +466,7 @@ def test_a_float32_run_goes_on_in_float64(tmp_path):
 
 
 def test_a_levenberg_marquardt_damping_starts_again_in_another_dtype(tmp_path):
-    from bench.harness.train import branch_start
+    from bench.harness.resume import branch_start
 
     lm = {"name": "levenberg_marquardt", "solver": "cg", "train_size": 16, "damping": 0.5}
     parent = tiny(steps=6, eval_every=1, polish_after=2, polish=lm, keep_final_state=True)
@@ -477,19 +477,6 @@ def test_a_levenberg_marquardt_damping_starts_again_in_another_dtype(tmp_path):
     wider = child.model_copy(update={"dtype": "float64"})
     assert branch_start(wider, tmp_path)["optimizer"]["damping"] == 0.5
     assert run(wider, tmp_path, progress=False).status == "ok"
-    # asked to (a branch whose curvature changes), the same dtype starts again from the config's damping too
-    restarted = child.model_copy(update={"polish": child.polish.model_copy(update={"restart_damping": True})})
-    assert restarted.hash != child.hash and branch_start(restarted, tmp_path)["optimizer"]["damping"] == 0.5
-    # left at its default the field is not hashed: every run made before it keeps its hash
-    assert '"restart_damping"' not in child.canonical_json() and '"restart_damping"' in restarted.canonical_json()
-
-
-def test_restart_damping_is_refused_where_no_damping_is_inherited():
-    lm = {"name": "levenberg_marquardt", "solver": "cg", "train_size": 16, "restart_damping": True}
-    with pytest.raises(ValueError, match="restart_damping: only the polish of a run that starts_from another one"):
-        tiny(steps=6, polish_after=2, polish=lm)
-    with pytest.raises(ValueError, match="restart_damping: only the polish"):
-        tiny(steps=6, optimizer=lm)
 
 
 def test_starts_from_names_a_finished_run_that_differs_only_in_its_polish_and_length(tmp_path):

@@ -32,7 +32,7 @@ from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from bench.harness import allocator
-from bench.harness.config import RunConfig, describe_validation_error
+from bench.harness.config import STORED, RunConfig, describe_validation_error
 
 log = logging.getLogger("bench")
 
@@ -318,7 +318,7 @@ def read_record(path: str | Path) -> RunResult:
     path = Path(path)
     try:
         raw = path.read_bytes()
-        record = RunResult.model_validate_json(raw)
+        record = RunResult.model_validate_json(raw, context=STORED)  # a retired field names the run it was
     except ValidationError as err:
         _refuse_newer(path, _format_of(raw))  # newer code's fields are unknown here: say so, not "bad file"
         raise BadFileError(path, f"not a readable run record ({describe_validation_error(err)})") from None

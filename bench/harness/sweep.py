@@ -28,7 +28,8 @@ Either way the sweep goes on and lists the failures at the end.
 Every executor shares one loop (run_sweep): it starts runs through a _Backend (at most `workers`
 at a time where the executor does not queue them itself), collects each outcome as it arrives,
 prints one line per finished run under one tqdm bar for the sweep, and on SIGINT/SIGTERM asks
-the runs in flight to checkpoint and stop, and starts no more. Workers outside this process
+the runs in flight to checkpoint and stop, and starts no more (a second signal exits at once:
+bench.harness.interrupt). Workers outside this process
 write their log to <results>/logs/<hash>.log (submitit jobs: <results>/logs/submitit/).
 """
 from __future__ import annotations
@@ -40,7 +41,6 @@ import os
 import shutil
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_for_any
@@ -49,6 +49,7 @@ from typing import Any, Iterable, Optional
 
 from architectures.plugin import import_object
 
+from bench.harness import interrupt
 from bench.harness.config import RunConfig, RunConfigError, load_run_config, make_run_config, unique_configs
 from bench.harness.records import check_writable, is_finished, record_failure
 
@@ -148,9 +149,13 @@ def _run_one(config_json: str, results_dir: str, force: bool, threads: Optional[
                 "wall_time_s": result.wall_time_s}
 
 
-def _child(conn, args: tuple) -> None:
-    """A local worker process: one run, its outcome sent back through `conn`."""
-    conn.send(_run_one(*args))
+def _child(conn, target, args: tuple) -> None:
+    """A local worker process: target(*args) (one run: _run_one), its outcome sent back through `conn`.
+    It leaves the terminal's process group: Ctrl-C reaches the driver alone, which passes each stop on
+    once (two signals in a worker would end it at once, before it checkpoints)."""
+    if hasattr(os, "setpgid"):
+        os.setpgid(0, 0)
+    conn.send((target or _run_one)(*args))
     conn.close()
 
 
@@ -159,10 +164,14 @@ def _child(conn, args: tuple) -> None:
 
 @dataclass
 class _Job:
-    cfg: RunConfig
-    args: tuple  # _run_one's arguments
+    item: Any  # what it does: a RunConfig in a sweep (bench.main: a case of the main job)
+    args: tuple  # the worker's arguments (_run_one's in a sweep)
     started: float = 0.0
     handle: Any = None
+
+    @property
+    def cfg(self) -> RunConfig:
+        return self.item
 
 
 class WorkerDied(RuntimeError):
@@ -175,7 +184,6 @@ class _Backend:
 
     limit: Optional[int] = None  # runs in flight at once; None: start all, the scheduler queues them
     logs_own_output = True  # workers run outside this process: _run_one writes a log file
-    catches_stop = True  # the driver turns SIGINT/SIGTERM into stop() (_StopFlag)
 
     def start(self, jobs: list[_Job]) -> None:
         raise NotImplementedError
@@ -194,15 +202,17 @@ class _Backend:
 
 
 class _InProcess(_Backend):
-    """workers=1: the run trains in this process (its own SIGINT/SIGTERM handling checkpoints it)."""
+    """workers=1: the run trains in this process (a stop request reaches it: it checkpoints)."""
 
     limit = 1
     logs_own_output = False
-    catches_stop = False  # the run's own handler checkpoints it; between runs Ctrl-C stops at once
+
+    def __init__(self, target=None):
+        self.target = target  # None: _run_one
 
     def start(self, jobs):
         for job in jobs:
-            job.handle = _run_one(*job.args)
+            job.handle = (self.target or _run_one)(*job.args)
 
     def wait(self, jobs, timeout):
         return list(jobs)
@@ -224,25 +234,26 @@ class _Processes(_Backend):
     """One spawned process per run, `workers` at a time: a dying worker takes only its own run
     with it (a process pool would break for every run in flight), and SIGTERM reaches each."""
 
-    def __init__(self, workers: int):
-        self.limit = workers
+    def __init__(self, workers: int, target=None):
+        self.limit, self.target = workers, target  # target None: _run_one
         self.ctx = mp.get_context("spawn")
 
     def start(self, jobs):
         for job in jobs:
             reader, writer = self.ctx.Pipe(duplex=False)
-            proc = self.ctx.Process(target=_child, args=(writer, job.args), daemon=False)
+            proc = self.ctx.Process(target=_child, args=(writer, self.target, job.args), daemon=False)
             proc.start()
             writer.close()
             job.handle = (proc, reader)
 
     def wait(self, jobs, timeout):
-        ready = set(wait_for_any([j.handle[0].sentinel for j in jobs], timeout))
-        return [j for j in jobs if j.handle[0].sentinel in ready]
+        # an outcome arriving, or a worker ending without one: an outcome larger than the pipe's buffer
+        # is read while its worker writes it (waiting for the worker to end first would wait for ever)
+        ready = set(wait_for_any([w for j in jobs for w in (j.handle[0].sentinel, j.handle[1])], timeout))
+        return [j for j in jobs if j.handle[0].sentinel in ready or j.handle[1] in ready]
 
     def outcome(self, job):
         proc, reader = job.handle
-        proc.join()
         try:
             if reader.poll():
                 return reader.recv()
@@ -250,6 +261,7 @@ class _Processes(_Backend):
             pass
         finally:
             reader.close()
+            proc.join()
         raise WorkerDied(f"worker process ended without an outcome ({_exit_text(proc.exitcode)})")
 
     def stop(self, jobs):
@@ -371,31 +383,6 @@ class _Submitit(_Backend):
 # ---- the loop every executor shares ---------------------------------------------------------
 
 
-class _StopFlag(contextlib.AbstractContextManager):
-    """SIGINT/SIGTERM to the driver: stop starting runs and stop the ones in flight; a second one
-    raises KeyboardInterrupt. (A run training in this process installs its own handler meanwhile.)"""
-
-    def __init__(self, install: bool = True):
-        self.requested, self.install = False, install
-        self._old: dict = {}
-
-    def _handler(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self):
-        if self.install and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        return False
-
-
 class SweepProgress:
     """A header line, one tqdm bar for the sweep (runs done / to train, ETA) and one line per
     finished run on stdout, written above the bar."""
@@ -450,31 +437,19 @@ def run_sweep(configs: Iterable[RunConfig], results_dir: str | Path = "results",
     for c in todo:
         outcomes[c.hash].status = "not started"
     logs = Path(results_dir) / "logs"
-
-    if executor == "submitit":
-        backend: _Backend = _Submitit(logs / "submitit", cluster, workers, cpus_per_run, gpus_per_run,
-                                      slurm or SlurmOptions())
-        on_this_machine, where = backend.cluster == "local", f"as submitit {backend.cluster} jobs"
-    elif executor == "ray":
-        backend, on_this_machine, where = None, False, "on Ray"  # started below, once there is work
-    else:
-        workers = workers or 1
-        on_this_machine, where = True, f"locally, {workers} at a time"
-    if on_this_machine:
-        _preflight_all(todo)
+    backend, where, workers = _backend_for(executor, todo, workers, cpus_per_run, gpus_per_run, slurm, cluster, logs)
     if threads_per_run is None:
         threads_per_run = (max(1, (os.cpu_count() or 1) // (workers or 1)) if executor == "local"
                            else max(1, int(cpus_per_run)))
-    if executor == "ray" and todo:
-        backend = _Ray(cpus_per_run, gpus_per_run)
-    elif executor == "local":
-        backend = _InProcess() if workers == 1 or len(todo) <= 1 else _Processes(workers)
-
     show = SweepProgress(len(configs), len(configs) - len(todo), len(todo), where, echo, progress)
-    if todo and backend is not None and backend.logs_own_output and echo:
+    if todo and backend.logs_own_output and echo:
         show.tqdm.write(f"logs of each run: {logs}/<hash>.log", file=sys.stdout)
     elif todo and executor == "submitit" and echo:
         show.tqdm.write(f"logs of each job: {logs / 'submitit'}", file=sys.stdout)
+
+    def make_job(c: RunConfig) -> _Job:
+        log = str(logs / f"{c.hash}.log") if backend.logs_own_output else None
+        return _Job(c, (c.model_dump_json(), results_dir, force, threads_per_run, log), time.perf_counter())
 
     def report(job: _Job, out: dict) -> None:
         o = outcomes[job.cfg.hash]
@@ -482,45 +457,74 @@ def run_sweep(configs: Iterable[RunConfig], results_dir: str | Path = "results",
         o.wall_time_s = out.get("wall_time_s", time.perf_counter() - job.started)
         show.finished(o)
 
-    pending = list(todo)
-    running: list[_Job] = []
     redirect = contextlib.nullcontext()
-    if echo and not (backend is not None and backend.logs_own_output):
+    if echo and not backend.logs_own_output:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         redirect = logging_redirect_tqdm()  # warnings of runs in this process go above the bar
     try:
-        with _StopFlag(install=backend is not None and backend.catches_stop) as stop, redirect:
-            stopping = False
-            while pending or running:
-                if stop.requested and not stopping:
-                    stopping, pending = True, []
-                    backend.stop(running)
-                room = len(pending) if backend.limit is None else backend.limit - len(running)
-                if room > 0 and pending:
-                    batch, pending = pending[:room], pending[room:]
-                    jobs = [_Job(c, (c.model_dump_json(), results_dir, force, threads_per_run,
-                                     str(logs / f"{c.hash}.log") if backend.logs_own_output else None),
-                                 time.perf_counter()) for c in batch]
-                    backend.start(jobs)
-                    running += jobs
-                if not running:
-                    continue
-                for job in backend.wait(running, timeout=1.0):
-                    running.remove(job)
-                    try:
-                        out = backend.outcome(job)
-                    except Exception as err:  # the worker died, or the executor lost it
-                        out = _lost(job, err, results_dir, stopping)
-                    report(job, out)
-                    if out["status"] == "interrupted" and not stopping:
-                        # Ctrl-C / SIGTERM reached a run (it checkpointed): start no more, a rerun resumes
-                        stopping, pending = True, []
+        with redirect:
+            drive(backend, todo, make_job, report, lambda job, err, stopping: _lost(job, err, results_dir, stopping))
     finally:
         show.close()
-        if backend is not None:
-            backend.close()
+        backend.close()
     return [outcomes[c.hash] for c in configs]
+
+
+def _backend_for(executor: str, todo: list[RunConfig], workers: Optional[int], cpus_per_run: float,
+                 gpus_per_run: float, slurm: Optional[SlurmOptions], cluster: Optional[str], logs: Path
+                 ) -> tuple[_Backend, str, Optional[int]]:
+    """The executor's backend, where its runs train (for the header line) and the workers it runs at once.
+    Runs on this machine are checked first (_preflight_all); nothing is started when one cannot train."""
+    if executor == "submitit":
+        backend: _Backend = _Submitit(logs / "submitit", cluster, workers, cpus_per_run, gpus_per_run,
+                                      slurm or SlurmOptions())
+        if backend.cluster == "local":
+            _preflight_all(todo)
+        return backend, f"as submitit {backend.cluster} jobs", workers
+    if executor == "ray":  # Ray starts only once there is work
+        return (_Ray(cpus_per_run, gpus_per_run) if todo else _InProcess()), "on Ray", workers
+    workers = workers or 1
+    _preflight_all(todo)
+    backend = _InProcess() if workers == 1 or len(todo) <= 1 else _Processes(workers)
+    return backend, f"locally, {workers} at a time", workers
+
+
+def drive(backend: _Backend, items: list, make_job, report, lost, ready=None) -> bool:
+    """The loop every executor shares (sweeps, and bench.main's cases): start items in order through
+    `backend` (at most backend.limit in flight; an item waits until ready(item), when given), call
+    report(job, outcome) as each ends (lost(job, error, stopping) gives the outcome of a worker that gave
+    none). SIGINT/SIGTERM (bench.harness.interrupt), or an "interrupted" outcome, stops it: no more items
+    start, those in flight are asked to checkpoint and stop; a second signal exits at once. Returns
+    whether it stopped before every item ran."""
+    pending, running, stopping = list(items), [], False
+    with interrupt.handling_signals(), interrupt.at_hard_exit(lambda: backend.stop(running)):
+        while pending or running:
+            if interrupt.stop_requested() and not stopping:
+                stopping, pending = True, []
+                backend.stop(running)
+            room = len(pending) if backend.limit is None else backend.limit - len(running)
+            chosen = [i for i, item in enumerate(pending) if ready is None or ready(item)][:max(0, room)]
+            if chosen:
+                jobs, picked = [make_job(pending[i]) for i in chosen], set(chosen)
+                pending = [item for i, item in enumerate(pending) if i not in picked]
+                backend.start(jobs)
+                running += jobs
+            if not running:
+                if pending:  # nothing can start: what they wait for will not come
+                    raise RuntimeError(f"{len(pending)} items wait for items that never ran")
+                continue
+            for job in backend.wait(running, timeout=0.2):  # a stop request is passed on within 0.2 s
+                running.remove(job)
+                try:
+                    out = backend.outcome(job)
+                except Exception as err:  # the worker died, or the executor lost it
+                    out = lost(job, err, stopping)
+                report(job, out)
+                if out["status"] == "interrupted" and not stopping:
+                    # a stop reached a run (it checkpointed): start no more, a rerun resumes
+                    stopping, pending = True, []
+    return stopping
 
 
 def _preflight_all(todo: list[RunConfig]) -> None:

@@ -11,22 +11,21 @@ Divergence: a non-finite eval MSE, non-finite weights, or max_consecutive_skips 
 steps in a row ends the run with status "diverged" (its metrics are None, never numbers).
 Failures: an exception (a bug, out of memory) writes a record with status "failed" and the
 error, then propagates; the next run() of the config trains it again from its last checkpoint.
-Interrupts: SIGINT/SIGTERM/SIGUSR2 are honoured between steps: the state is checkpointed, the
-record says "interrupted", and the next run() of the config resumes bit-identically.
+Interrupts (bench.harness.interrupt): the first SIGINT/SIGTERM/SIGUSR2 is honoured between steps,
+and within a full-batch step wherever it calls check_stop() (between a Levenberg-Marquardt step's
+products and trial losses): the step in flight is dropped, the state of the last completed step is
+checkpointed, the record says "interrupted", and the next run() of the config resumes
+bit-identically. A second SIGINT/SIGTERM exits at once (status 130); the last checkpoint stays.
 """
 from __future__ import annotations
 
-import contextlib
-import datetime as _dt
+import copy
 import functools
 import json
 import math
-import signal
 import sys
-import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
@@ -34,6 +33,7 @@ import torch
 
 from primitives import stream_generator
 
+from bench.harness import interrupt
 from bench.harness.allocator import keep_freed_memory
 from bench.harness.config import (
     DTYPES,
@@ -60,9 +60,7 @@ from bench.solvers.optimizers import (
 from bench.harness.records import (
     CHECKPOINT_FORMAT,
     FINISHED,
-    BadFileError,
     CurvePoint,
-    NewerRecordError,
     RunResult,
     acquire,
     atomic_torch_save,
@@ -74,9 +72,13 @@ from bench.harness.records import (
     load_result,
     record_failure,
     run_lock,
-    set_aside,
     write_result,
 )
+from bench.harness.resume import branch_start, extended_start, readable
+from bench.harness.run_state import Interval, RunState, StepOutcome, now, stalled
+
+__all__ = ["CHECKPOINT_EVERY_S", "Diverged", "RunState", "Trainer", "branch_start", "extended_start", "preflight",
+           "probe_generator", "run", "set_ieee_precision", "stalled", "synchronize", "traceback_tail"]
 
 
 # a checkpoint at least this often (wall seconds), whatever checkpoint_every says: a second-order
@@ -149,112 +151,8 @@ def probe_generator(seed: int) -> torch.Generator:
     return stream_generator(seed, "probe")
 
 
-def now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
 class Diverged(Exception):
     pass
-
-
-class InterruptFlag(contextlib.AbstractContextManager):
-    """Turn SIGINT/SIGTERM (and SIGUSR2, Slurm's warning before a job's time limit under submitit)
-    into a flag the loop checks between steps (main thread only; elsewhere signals keep their
-    default behaviour)."""
-
-    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR2") if hasattr(signal, name))
-
-    def __init__(self):
-        self.requested = False
-        self._old = {}
-
-    def _handler(self, signum, frame):
-        self.requested = True
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                try:
-                    self._old[sig] = signal.signal(sig, self._handler)
-                except (ValueError, OSError):
-                    pass
-        return self
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        return False
-
-
-@dataclass
-class Interval:
-    """Statistics of the steps since the last curve point."""
-
-    loss_sum: float = 0.0
-    loss_n: int = 0
-    norm_sum: float = 0.0
-    norm_max: float = 0.0
-    norm_n: int = 0
-    skipped: int = 0
-
-    def add(self, loss: float, norm: float, skipped: bool) -> None:
-        if skipped:
-            self.skipped += 1
-            return
-        if math.isfinite(loss):
-            self.loss_sum += loss
-            self.loss_n += 1
-        if math.isfinite(norm):
-            self.norm_sum += norm
-            self.norm_max = max(self.norm_max, norm)
-            self.norm_n += 1
-
-
-@dataclass
-class StepOutcome:
-    loss: float
-    grad_norm: float
-    skipped: bool = False
-
-
-def stalled(evals: list[float], window: int = 5, gain: float = 0.95) -> bool:
-    """The last eval MSE is less than 5% below the one `window` evals earlier."""
-    return len(evals) > window and evals[-1] > gain * evals[-1 - window]
-
-
-@dataclass
-class RunState:
-    """What a run has accumulated besides its weights, optimizer, schedule, filter and random
-    streams (Trainer.COMPONENTS): saved into a checkpoint and restored from it whole."""
-
-    step: int = 0
-    curve: list[CurvePoint] = field(default_factory=list)
-    interval: Interval = field(default_factory=Interval)  # the steps since the last curve point
-    skipped_total: int = 0
-    consecutive_skips: int = 0
-    train_time_s: float = 0.0  # the optimizer steps only
-    wall_time_s: float = 0.0  # everything, over all sessions
-    resumed_at: list[int] = field(default_factory=list)
-    started_at: str = field(default_factory=lambda: now())
-    status: Optional[str] = None
-    switched_at: Optional[int] = None  # step at which cfg.polish took over
-    polish_draw_state: Optional[torch.Tensor] = None  # train_gen state its training set was drawn from
-
-    def saved(self) -> dict:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["curve"] = [p.model_dump() for p in self.curve]
-        out["interval"] = asdict(self.interval)
-        return out
-
-    @classmethod
-    def restored(cls, state: dict) -> "RunState":
-        """The state of a resumed run: running again (no status), resumed at its step."""
-        values = {f.name: state[f.name] for f in fields(cls)}
-        values["curve"] = [CurvePoint(**p) for p in state["curve"]]
-        values["interval"] = Interval(**state["interval"])
-        values["status"] = None
-        values["resumed_at"] = list(state["resumed_at"]) + [int(state["step"])]
-        return cls(**values)
 
 
 class Trainer:
@@ -327,6 +225,21 @@ class Trainer:
         for name in self.GENERATORS:
             getattr(self, name).set_state(state[name])
         self.state = RunState.restored(state)
+
+    def snapshot(self) -> dict:
+        """A copy of the whole resumable state, to put back with restore() (a step dropped mid-way)."""
+        return copy.deepcopy({"components": {name: getattr(self, name).state_dict() for name in self.COMPONENTS},
+                              "generators": {name: getattr(self, name).get_state() for name in self.GENERATORS},
+                              "state": self.state})
+
+    def restore(self, snapshot: dict) -> None:
+        for name, state in snapshot["components"].items():
+            getattr(self, name).load_state_dict(state)
+        if self.filter.ema is not None:
+            self.filter.ema = [e.to(self.device) for e in self.filter.ema]
+        for name, state in snapshot["generators"].items():
+            getattr(self, name).set_state(state)
+        self.state = snapshot["state"]
 
     def save_checkpoint(self, result: Optional[RunResult] = None, keep: bool = False) -> None:
         """The state to results/checkpoints; with `keep`, to results/final_states too (keep_final_state)."""
@@ -456,9 +369,19 @@ class Trainer:
         return StepOutcome(loss_value, norm)
 
     def step_once(self) -> StepOutcome:
-        """One optimizer step with its bookkeeping (raises Diverged)."""
+        """One optimizer step with its bookkeeping (raises Diverged). A full-batch step may raise
+        StopRequested (interrupt.check_stop between its pieces): the state is then put back to where
+        it was before the step, so the checkpoint written next is that of the last completed step."""
         t0 = time.perf_counter()
-        outcome = self._full_batch_step() if self.full_batch else self._first_order_step()
+        if self.full_batch:
+            before = self.snapshot()
+            try:
+                outcome = self._full_batch_step()
+            except interrupt.StopRequested:
+                self.restore(before)
+                raise
+        else:
+            outcome = self._first_order_step()
         self.state.train_time_s += time.perf_counter() - t0
         self.state.step += 1
         self.state.interval.add(outcome.loss, outcome.grad_norm, outcome.skipped)
@@ -502,58 +425,63 @@ class Trainer:
 
     # ---- the loop -----------------------------------------------------------------
     def train(self) -> RunResult:
+        """Train to cfg.steps, the time limit, divergence or a stop request; write the checkpoint and record."""
         cfg = self.cfg
-        eval_every = cfg.resolved_eval_every
-        session_start = last_saved = time.perf_counter()
-        wall_before = self.state.wall_time_s
+        session_start, wall_before = time.perf_counter(), self.state.wall_time_s
         bar = None
         if self.progress and cfg.steps >= 50:
             from tqdm import tqdm
 
             bar = tqdm(total=cfg.steps, initial=self.state.step, desc=cfg.label(), file=sys.stderr,
                        mininterval=1.0, dynamic_ncols=True)
-        try:
-            with InterruptFlag() as interrupt:
+        with interrupt.handling_signals():  # to the last write: a second signal there exits at once
+            try:
                 if not self.state.curve:
                     self.add_curve_point()
-                while self.state.step < cfg.steps:
-                    if interrupt.requested:
-                        self.state.status, self.message = "interrupted", f"interrupted at step {self.state.step}"
-                        break
-                    self.step_once()
-                    if bar is not None:
-                        bar.update(1)
-                    out_of_time = cfg.time_limit_s is not None and self.state.train_time_s >= cfg.time_limit_s
-                    every = (cfg.polish_eval_every if cfg.polish_eval_every and self.state.switched_at is not None
-                             else eval_every)
-                    if self.state.step % every == 0 or self.state.step == cfg.steps or out_of_time:
-                        point = self.add_curve_point()
-                        self.maybe_switch()
-                        if bar is not None:
-                            bar.set_postfix(step=self.state.step, mse=f"{point.eval_mse:.3e}", lr=f"{point.lr:.2e}")
-                    due = cfg.checkpoint_every and (self.state.step % cfg.checkpoint_every == 0
-                                                    or time.perf_counter() - last_saved >= CHECKPOINT_EVERY_S)
-                    if due and self.state.step < cfg.steps:
-                        self.state.wall_time_s = wall_before + time.perf_counter() - session_start
-                        self.save_checkpoint()
-                        last_saved = time.perf_counter()
-                    if out_of_time:
-                        self.state.status = "ok"
-                        self.message = (f"time limit of {cfg.time_limit_s:g} s of training reached at step "
-                                        f"{self.state.step} of {cfg.steps}")
-                        break
-                if self.state.status is None:
-                    self.state.status = "ok"
-        except Diverged as why:
-            self.state.status, self.message = "diverged", str(why)
-        finally:
-            if bar is not None:
-                bar.close()
-        self.state.wall_time_s = wall_before + time.perf_counter() - session_start
-        result = self.result()
-        self.save_checkpoint(result if result.finished else None, keep=result.finished and cfg.keep_final_state)
-        write_result(result, self.results_dir)
+                self._loop(bar, lambda: wall_before + time.perf_counter() - session_start)
+            except Diverged as why:
+                self.state.status, self.message = "diverged", str(why)
+            finally:
+                if bar is not None:
+                    bar.close()
+            self.state.wall_time_s = wall_before + time.perf_counter() - session_start
+            result = self.result()
+            self.save_checkpoint(result if result.finished else None, keep=result.finished and cfg.keep_final_state)
+            write_result(result, self.results_dir)
         return result
+
+    def _loop(self, bar, wall_time) -> None:
+        """Steps until the run ends; sets its status (a stop request: "interrupted", at the last completed step)."""
+        cfg = self.cfg
+        last_saved = time.perf_counter()
+        while self.state.step < cfg.steps:
+            try:
+                interrupt.check_stop()
+                self.step_once()
+            except interrupt.StopRequested:
+                self.state.status, self.message = "interrupted", f"interrupted at step {self.state.step}"
+                return
+            if bar is not None:
+                bar.update(1)
+            out_of_time = cfg.time_limit_s is not None and self.state.train_time_s >= cfg.time_limit_s
+            every = (cfg.polish_eval_every if cfg.polish_eval_every and self.state.switched_at is not None
+                     else cfg.resolved_eval_every)
+            if self.state.step % every == 0 or self.state.step == cfg.steps or out_of_time:
+                point = self.add_curve_point()
+                self.maybe_switch()
+                if bar is not None:
+                    bar.set_postfix(step=self.state.step, mse=f"{point.eval_mse:.3e}", lr=f"{point.lr:.2e}")
+            due = cfg.checkpoint_every and (self.state.step % cfg.checkpoint_every == 0
+                                            or time.perf_counter() - last_saved >= CHECKPOINT_EVERY_S)
+            if due and self.state.step < cfg.steps:
+                self.state.wall_time_s = wall_time()
+                self.save_checkpoint()
+                last_saved = time.perf_counter()
+            if out_of_time:
+                self.message = (f"time limit of {cfg.time_limit_s:g} s of training reached at step "
+                                f"{self.state.step} of {cfg.steps}")
+                break
+        self.state.status = "ok"
 
     def partial(self) -> dict:
         """What a run that raised had reached, for its failed record (bench.harness.records.record_failure)."""
@@ -611,14 +539,14 @@ def run(cfg: RunConfig, results_dir: str | Path = "results", *, force: bool = Fa
     check_writable(results_dir)
     with acquire(run_lock(cfg, results_dir), f"run {cfg.hash} ({cfg.label()})"):
         if not force:
-            existing = _readable(load_result, cfg, results_dir)
+            existing = readable(load_result, cfg, results_dir)
             if existing is not None and existing.finished:
                 return existing
         started_at, t0, trainer = now(), time.perf_counter(), None
         try:
             preflight(cfg)
             trainer = Trainer(cfg, results_dir, progress=progress)
-            state = None if force else _readable(load_checkpoint, cfg, results_dir)
+            state = None if force else readable(load_checkpoint, cfg, results_dir)
             if state is not None and state.get("result") and state.get("status") in FINISHED:
                 # finished, but its record was lost: rewrite the record from the checkpoint
                 result = RunResult.model_validate_json(state["result"])
@@ -640,81 +568,7 @@ def run(cfg: RunConfig, results_dir: str | Path = "results", *, force: bool = Fa
             raise
 
 
-def extended_start(cfg: RunConfig, results_dir) -> Optional[dict]:
-    """The checkpoint of the run `cfg.extends` names, to go on from (None: train from the start).
-    Raises RunConfigError if that run is not cfg with a shorter time limit, or if it diverged."""
-    state = _readable(load_checkpoint, cfg.extends, results_dir)
-    if state is None:
-        print(f"run {cfg.hash}: no checkpoint of the run it extends ({cfg.extends}) under {results_dir}; "
-              "training from the start", file=sys.stderr)
-        return None
-    base_limit, our_limit = json.loads(state["config"]).get("time_limit_s"), cfg.time_limit_s
-    if config_differences(state, cfg, free=("time_limit_s",)) or base_limit is None or base_limit >= our_limit:
-        raise RunConfigError(f"extends: run {cfg.extends} is not this run ({cfg.hash}) with a shorter time_limit_s; "
-                             "name the hash of that run, or leave extends unset")
-    if state.get("status") == "diverged":
-        raise RunConfigError(f"extends: run {cfg.extends} diverged: there is nothing to go on from; leave extends "
-                             "unset to train from the start")
-    return state
-
-
-def config_differences(state: dict, cfg: RunConfig, free: tuple[str, ...]) -> list[str]:
-    """The hashed fields, other than `free`, in which the run whose checkpoint is `state` differs from cfg."""
-    base, ours = json.loads(state["config"]), json.loads(cfg.canonical_json())
-    return sorted(k for k in set(base) | set(ours) if k not in free and base.get(k) != ours.get(k))
-
-
-# what a run that starts from another one (RunConfig.starts_from) may change of that run's config: its
-# polish and length, and its dtype (a float32 run's end polished in float64: the weights widen exactly,
-# every problem is drawn in float64 and rounded to the run's dtype, so the problems stay the same)
-BRANCH_FIELDS = ("polish", "steps", "time_limit_s", "dtype", "starts_from")
-
-
-def branch_start(cfg: RunConfig, results_dir) -> dict:
-    """The final state of the run `cfg.starts_from` names, for cfg to go on from with its own polish.
-    Raises RunConfigError if none is under results_dir, if that run did not end ok, if it is not cfg
-    with another polish, steps, time limit or dtype (BRANCH_FIELDS), or if cfg would go no further than it."""
-    parent = cfg.starts_from
-    state = _readable(load_checkpoint, parent, results_dir)
-    if state is None:
-        raise RunConfigError(f"starts_from: run {parent} has no checkpoint or kept final state under {results_dir}; "
-                             "train it first (keep_final_state keeps its final state), or leave starts_from unset")
-    if not state.get("result") or state.get("status") != "ok":
-        raise RunConfigError(f"starts_from: run {parent} is {state.get('status') or 'not finished'}; a run goes on "
-                             "only from where another one ended ok")
-    differ = config_differences(state, cfg, free=BRANCH_FIELDS)
-    if differ:
-        raise RunConfigError(f"starts_from: run {parent} differs from this run ({cfg.hash}) in {', '.join(differ)}; "
-                             f"only {', '.join(BRANCH_FIELDS[:4])} may change")
-    # its steps and seconds count the parent's: neither may be fewer, and one must be more (None: no limit)
-    base = json.loads(state["config"])
-    ours, theirs = (cfg.steps, cfg.time_limit_s), (base["steps"], base.get("time_limit_s"))
-    our_steps, our_seconds = (math.inf if v is None else v for v in ours)
-    base_steps, base_seconds = (math.inf if v is None else v for v in theirs)
-    if our_steps < base_steps or our_seconds < base_seconds or (our_steps, our_seconds) == (base_steps, base_seconds):
-        raise RunConfigError(f"starts_from: this run's steps and time_limit_s {ours} would take it no further than "
-                             f"run {parent} went {theirs}; the counts include that run's")
-    restart = base["dtype"] != cfg.dtype or getattr(cfg.polish, "restart_damping", False)
-    if restart and state.get("switched_at") is not None and "damping" in state["optimizer"]:
-        # a Levenberg-Marquardt damping answers its own arithmetic: where float32 can lower the loss no more,
-        # every step is refused and it climbs without bound (2.3e34 at the end of to_the_limit_float64's
-        # float32 run); in another dtype (or asked to, LevenbergMarquardtConfig.restart_damping) the trust
-        # region starts again from the config's damping
-        state = {**state, "optimizer": {**state["optimizer"], "damping": cfg.polish.damping, "nu": 2.0}}
-    return state
-
 
 def traceback_tail(err: BaseException, frames: int = 8) -> str:
     """The last frames of err's traceback: where it raised, short enough for a record."""
     return "".join(traceback.format_exception(type(err), err, err.__traceback__, limit=-frames))
-
-
-def _readable(load, cfg: RunConfig, results_dir):
-    """load(cfg, results_dir), or None after setting an unreadable file aside."""
-    try:
-        return load(cfg, results_dir)
-    except NewerRecordError:
-        raise  # a sound file this code is too old for: never set aside (nor retrained over)
-    except BadFileError as err:
-        set_aside(err.path, str(err))
-        return None
