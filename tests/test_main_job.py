@@ -138,6 +138,7 @@ def test_the_quick_dry_run_counts_what_is_recorded_and_estimates_the_rest(tmp_pa
 
     recorded, capped, unknown = tiny_run(0), tiny_run(1, time_limit_s=120.0), tiny_run(2)
     monkeypatch.setattr(bench.grids, "quick", lambda: [recorded, capped, unknown])
+    monkeypatch.setattr(profiles, "COMMITTED_MAIN_JOB_TIMING", tmp_path / "none.json")  # no committed timing
     done = run(recorded, tmp_path, progress=False)
     assert main_job.main(["--dry-run", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -148,6 +149,14 @@ def test_the_quick_dry_run_counts_what_is_recorded_and_estimates_the_rest(tmp_pa
            "[recorded: skipped]" in out
     assert "estimate: 2.0 min for 1 of the 7 things to run, one after another; 6 not estimated" in out
     assert not (tmp_path / "main.json").exists() and not (tmp_path / "tables").exists()  # nothing ran
+
+
+def test_a_fresh_folder_times_the_cases_from_the_committed_whole_job(tmp_path, capsys):
+    timing = json.loads(profiles.COMMITTED_MAIN_JOB_TIMING.read_text())
+    assert main_job.main(["--dry-run", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{timing['cases']['constructions']:,.0f} s  main job case" in out
+    assert "not estimated" not in out.split("estimate:")[1].split("\n")[0]
 
 
 def test_the_smoke_dry_run_lists_what_pytest_runs(capsys):
