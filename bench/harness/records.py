@@ -439,3 +439,18 @@ def environment(device: str = "cpu") -> dict[str, Any]:
     if device.startswith("cuda") and torch.cuda.is_available():
         env["device_name"] = torch.cuda.get_device_name(torch.device(device))
     return env
+
+
+def finished_state(cfg_hash: str, results_dir: str | Path) -> tuple["RunResult", dict]:
+    """The record of run `cfg_hash` and its saved state (kept final state or checkpoint), for the studies
+    that look again at a run's end; RunConfigError naming what is missing."""
+    from bench.harness.config import RunConfigError
+
+    record = load_result(cfg_hash, results_dir)
+    if record is None:
+        raise RunConfigError(f"no record of run {cfg_hash} under {results_dir}")
+    state = load_checkpoint(record.config, results_dir)
+    if state is None:
+        raise RunConfigError(f"run {cfg_hash} has no kept final state or checkpoint under {results_dir}: "
+                             "its weights are needed (keep_final_state keeps them)")
+    return record, state

@@ -25,8 +25,7 @@ import torch
 from primitives import stream_generator
 
 from bench.harness import evaluations as E
-from bench.harness.config import RunConfigError
-from bench.harness.records import load_checkpoint, load_result
+from bench.harness.records import finished_state
 from bench.reporting.frames import fmt_mse
 
 FRESH_SEED = 1000  # eval seeds of the fresh sets start here: far from any grid's run seeds (0-9)
@@ -46,14 +45,8 @@ def per_problem_mse(model: torch.nn.Module, task, size: int, seed: int, chunk: i
 def spread(cfg_hash: str, results_dir: Path, fresh: int = 8, large: int = 16384) -> dict:
     """The eval MSE of run `cfg_hash`'s final weights on its own eval set, on `fresh` others and on `large`;
     `weights`: the fingerprint of those weights (bench.harness.evaluations.weights_fingerprint)."""
-    record = load_result(cfg_hash, results_dir)
-    if record is None:
-        raise RunConfigError(f"no record of run {cfg_hash} under {results_dir}")
+    record, state = finished_state(cfg_hash, results_dir)
     cfg = record.config
-    state = load_checkpoint(cfg, results_dir)
-    if state is None:
-        raise RunConfigError(f"run {cfg_hash} has no kept final state or checkpoint under {results_dir}: "
-                             "its weights are needed (keep_final_state keeps them)")
     model = cfg.build_model().to(dtype=cfg.torch_dtype)
     model.load_state_dict(state["model"])
     task, t0 = cfg.build_task(), time.perf_counter()

@@ -25,7 +25,7 @@ import torch
 from bench.harness.config import RunConfigError
 from bench.solvers.matrix_free import MatrixFreeLevenbergMarquardt
 from bench.reporting.frames import fmt_mse
-from bench.harness.records import atomic_write_text, cpu_name, load_checkpoint, load_result
+from bench.harness.records import atomic_write_text, cpu_name, finished_state
 from bench.harness.train import Trainer
 
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
@@ -35,14 +35,8 @@ def check_run(cfg_hash: str, results_dir: Path, fractions=FRACTIONS, float64: bo
     """model_check at the end of run `cfg_hash`, with the run's own training set and solver state; with
     `float64`, on a float64 copy of the same weights, problems and solver state: whether the run's own
     arithmetic is what its model misses."""
-    record = load_result(cfg_hash, results_dir)
-    if record is None:
-        raise RunConfigError(f"no record of run {cfg_hash} under {results_dir}")
+    record, state = finished_state(cfg_hash, results_dir)
     cfg = record.config
-    state = load_checkpoint(cfg, results_dir)
-    if state is None:
-        raise RunConfigError(f"run {cfg_hash} has no kept final state or checkpoint under {results_dir}: "
-                             "its weights are needed (keep_final_state keeps them)")
     trainer = Trainer(cfg, results_dir, progress=False)
     trainer.load_state_dict(state)
     if not isinstance(trainer.optimizer, MatrixFreeLevenbergMarquardt):
