@@ -54,6 +54,7 @@ from bench.reporting.frames import (  # noqa: F401  (benchmark_frame, learned_st
     records_by_hash,
 )
 from bench.reporting import learned_steps as L
+from bench.reporting.other_runs import other_runs
 from bench.reporting.learned_steps import grid8_step_label, iteration_levels, paper_comparison  # noqa: F401  (used through here)
 
 
@@ -465,7 +466,7 @@ def shown_path(path: Path, results_dir: Path) -> str:
 TABLES: list[Callable[[Context], None]] = [
     primitives, headline, attention_multiply, gd_step, multiply_curves, least_squares, dtype_and_optimizer,
     conditioning, second_order, to_the_limit, L.to_the_limit_iterated, L.gd_iteration, paper, L.eval_spread,
-    benchmarks,
+    benchmarks, other_runs,
 ]
 
 
