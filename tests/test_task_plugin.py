@@ -178,6 +178,11 @@ def test_the_docs_primitive_trains_through_task(folder, trained):
     assert x.shape == y.shape == (2, 6, 4) and torch.equal(y, x.cumsum(dim=1))
 
 
+def test_the_readme_shows_the_same_primitive():
+    readme = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    assert docs_primitive() in readme
+
+
 def test_the_run_appears_in_tables(folder, trained, capsys):
     assert main(["tables", "--results", str(folder / "results")]) == 0
     table = (folder / "results" / "tables" / "other_runs.md").read_text()
