@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from bench import grids
 from bench.harness.config import OPERATIONAL_FIELDS, config_hash
@@ -18,12 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "results" / "runs"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny forwards (validating a config runs its model once) are fastest on one thread
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def test_every_link_hashes_to_its_committed_record():

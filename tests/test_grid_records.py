@@ -6,19 +6,14 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
 from bench.grids import registry
 
 RUNS = Path(__file__).resolve().parent.parent / "results" / "runs"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny forwards (validating a config runs its model once) are fastest on one thread
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def committed() -> set[str]:

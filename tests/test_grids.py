@@ -6,7 +6,6 @@ import itertools
 from pathlib import Path
 
 import pytest
-import torch
 
 import architectures
 import primitives
@@ -17,14 +16,8 @@ from bench.harness.sweep import resolve_grid
 from bench.studies import chains
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Validating a config runs its model once; tiny forwards are fastest (and on a busy
-    machine, far faster) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny forwards (validating a config runs its model once) are fastest on one thread
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def axes(configs, *getters):
