@@ -76,11 +76,9 @@ def branch_start(cfg: RunConfig, results_dir) -> dict:
     if our_steps < base_steps or our_seconds < base_seconds or (our_steps, our_seconds) == (base_steps, base_seconds):
         raise RunConfigError(f"starts_from: this run's steps and time_limit_s {ours} would take it no further than "
                              f"run {parent} went {theirs}; the counts include that run's")
-    restart = base["dtype"] != cfg.dtype or getattr(cfg.polish, "restart_damping", False)
-    if restart and state.get("switched_at") is not None and "damping" in state["optimizer"]:
+    if base["dtype"] != cfg.dtype and state.get("switched_at") is not None and "damping" in state["optimizer"]:
         # a Levenberg-Marquardt damping answers its own arithmetic: where float32 can lower the loss no more,
-        # every step is refused and it climbs without bound (2.3e34 at the end of to_the_limit_float64's
-        # float32 run); in another dtype (or asked to, LevenbergMarquardtConfig.restart_damping) the trust
-        # region starts again from the config's damping
-        state = {**state, "optimizer": {**state["optimizer"], "damping": cfg.polish.damping, "nu": 2.0}}
+        # every step is refused and it climbs without bound; in another dtype the trust region starts again
+        # from the config's damping
+        state = {**state, "optimizer": {**state["optimizer"], "damping": cfg.polish.damping}}
     return state
