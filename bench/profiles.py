@@ -61,12 +61,12 @@ COMMITTED_MAIN_JOB_TIMING = REPO_ROOT / "results" / "benchmarks" / "main_job_cpu
 
 def records_by_hash(*folders: Path) -> dict:
     """Every readable record under each folder's runs/, by config hash (the first folder wins)."""
-    from bench.harness.records import load_results
+    from bench.reporting.frames import records_by_hash as readable_records
 
     found: dict = {}
     for folder in folders:
-        for r in load_results(folder, on_bad=lambda line: None):
-            found.setdefault(r.config_hash, r)
+        for cfg_hash, record in readable_records(folder, log=lambda line: None).items():
+            found.setdefault(cfg_hash, record)
     return found
 
 
